@@ -1,0 +1,60 @@
+"""The FastAPI application factory: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from taskcore.queue import TaskQueue, connect
+from taskcore.registry import TaskRegistry, load_registry
+from taskcore.service import TaskService
+from taskcore.settings import Settings
+from taskcore.store import TaskRepository, create_pool
+from taskflow_api import problems
+from taskflow_api._body_limit import BodyLimitMiddleware
+from taskflow_api.routes import probes, router
+
+log = structlog.get_logger("taskflow.api")
+
+# Room for the request envelope around a payload at the limit.
+ENVELOPE_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> FastAPI:
+    registry = registry or load_registry(settings.task_modules, builtin=settings.builtin_tasks)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.database_url,
+            max_size=settings.db_pool_max_size,
+            command_timeout=settings.db_command_timeout_seconds,
+        )
+        queue = TaskQueue(
+            connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds),
+            queue_name=settings.queue_name,
+        )
+        app.state.service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
+        log.info("api started", env=settings.env, task_types=[t.name for t in registry])
+        try:
+            yield
+        finally:
+            await queue.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="TaskFlow",
+        version="1.0.0",
+        summary="Durable task queue: submit, track, list, cancel and retry tasks.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES)
+    problems.install(app)
+    app.include_router(router)
+    app.include_router(probes)
+    return app

@@ -1,0 +1,189 @@
+"""API v1 routes: thin — parse, call the service or repository, shape the response."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import AwareDatetime
+
+from taskcore.domain import TaskStatus
+from taskcore.errors import DependencyUnavailable
+from taskcore.registry import TaskRegistry
+from taskcore.service import TaskService
+from taskcore.settings import Settings
+from taskcore.store.repository import ListFilter, TaskRepository
+from taskflow_api.problems import RETRY_AFTER_SECONDS, problem
+from taskflow_api.schemas import (
+    Health,
+    Problem,
+    QueueOut,
+    TaskCreate,
+    TaskOut,
+    TaskPage,
+    TaskTypeList,
+    TaskTypeOut,
+)
+
+SUBMITTED = Counter("taskflow_tasks_submitted_total", "Tasks accepted by the API", ["task_type"])
+
+def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {code: {"model": Problem, "description": "Problem details (RFC 9457)"} for code in codes}
+
+
+def get_service(request: Request) -> TaskService:
+    service: TaskService = request.app.state.service
+    return service
+
+
+def get_repo(request: Request) -> TaskRepository:
+    repo: TaskRepository = request.app.state.service.repo
+    return repo
+
+
+Service = Annotated[TaskService, Depends(get_service)]
+Repo = Annotated[TaskRepository, Depends(get_repo)]
+
+router = APIRouter(prefix="/api/v1")
+probes = APIRouter()
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    responses=_problems(400, 409, 413, 422, 503),
+    summary="Submit a task",
+)
+async def submit_task(
+    body: TaskCreate,
+    service: Service,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=255,
+               description="A repeat with the same key returns the original task"),
+    ] = None,
+) -> TaskOut:
+    task, created = await service.submit(
+        task_type=body.task_type,
+        payload=body.payload,
+        priority=body.priority,
+        max_retries=body.max_retries,
+        timeout_seconds=body.timeout_seconds,
+        run_at=body.run_at,
+        delay_seconds=body.delay_seconds,
+        idempotency_key=idempotency_key,
+    )
+    if created:
+        SUBMITTED.labels(task.task_type).inc()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/api/v1/tasks/{task.id}"
+    return TaskOut.of(task)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses=_problems(404, 422, 503), summary="Get a task")
+async def get_task(task_id: UUID, repo: Repo) -> TaskOut:
+    return TaskOut.of(await repo.get(task_id))
+
+
+@router.get("/tasks", response_model=TaskPage, responses=_problems(422, 503), summary="List tasks, newest first")
+async def list_tasks(
+    repo: Repo,
+    status_: Annotated[list[TaskStatus], Query(alias="status", description="Repeatable")] = [],  # noqa: B006
+    task_type: Annotated[str | None, Query(max_length=200)] = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> TaskPage:
+    page = await repo.list(
+        ListFilter(statuses=status_, task_type=task_type, created_after=created_after, created_before=created_before),
+        limit=limit,
+        cursor=cursor,
+    )
+    return TaskPage(items=[TaskOut.of(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/tasks/{task_id}/cancel",
+    response_model=TaskOut,
+    responses={202: {"model": TaskOut, "description": "Running: cancel requested, the worker stops it"},
+               **_problems(404, 409, 422, 503)},
+    summary="Cancel a task",
+)
+async def cancel_task(task_id: UUID, service: Service, response: Response) -> TaskOut:
+    task = await service.cancel(task_id)
+    if task.status is TaskStatus.RUNNING:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return TaskOut.of(task)
+
+
+@router.post(
+    "/tasks/{task_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    responses=_problems(404, 409, 422, 503),
+    summary="Run a failed or cancelled task again",
+)
+async def retry_task(task_id: UUID, service: Service) -> TaskOut:
+    return TaskOut.of(await service.retry(task_id))
+
+
+@router.get("/task-types", response_model=TaskTypeList, summary="Registered task types and their payload schemas")
+async def task_types(request: Request) -> TaskTypeList:
+    registry: TaskRegistry = request.app.state.registry
+    return TaskTypeList(
+        items=[TaskTypeOut(name=t.name, description=t.description, payload_schema=t.json_schema()) for t in registry]
+    )
+
+
+@router.get("/queue", response_model=QueueOut, responses=_problems(503), summary="Queue depth and workers")
+async def queue_stats(repo: Repo, request: Request) -> QueueOut:
+    settings: Settings = request.app.state.settings
+    stats = await repo.queue_stats(worker_seen_within=timedelta(seconds=settings.lease_seconds * 2))
+    return QueueOut.of(stats)
+
+
+@probes.get("/health", response_model=Health, summary="Liveness: the process answers")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@probes.get("/ready", response_model=Health, responses=_problems(503), summary="Readiness: PostgreSQL and Redis answer")
+async def ready(request: Request) -> Response:
+    service: TaskService = request.app.state.service
+    timeout = service.settings.dependency_timeout_seconds
+    checks = dict(
+        zip(
+            ("postgresql", "redis"),
+            await asyncio.gather(_check(service.repo.ping(), timeout), _check(service.queue.ping(), timeout)),
+            strict=True,
+        )
+    )
+    down = [name for name, state in checks.items() if state != "ok"]
+    if not down:
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem(503, "not-ready", "Not ready", f"unavailable: {', '.join(down)}",
+                   headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, instance="/ready", extra={"checks": checks})
+
+
+async def _check(probe: Awaitable[None], timeout: float) -> str:
+    try:
+        await asyncio.wait_for(probe, timeout)
+    except (DependencyUnavailable, TimeoutError) as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
+
+
+@probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+

@@ -1,0 +1,129 @@
+"""Request and response bodies of API v1."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Self
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from taskcore.domain import QueueStats, Task, TaskStatus
+
+MAX_PRIORITY = 9
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"task_type": "test", "payload": {"message": "Hello"}}]},
+    )
+
+    task_type: str = Field(min_length=1, max_length=200, description="A registered task type")
+    payload: dict[str, Any] = Field(description="Must match the task type's JSON Schema")
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Higher runs first among due tasks")
+    max_retries: int | None = Field(default=None, ge=0, description="Retries after the first attempt")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Per-attempt time limit")
+    run_at: AwareDatetime | None = Field(default=None, description="Run at this time (RFC 3339 with offset)")
+    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS, description="Run after this delay")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give either run_at or delay_seconds, not both")
+        return self
+
+
+class TaskLinks(BaseModel):
+    self: str
+    cancel: str
+    retry: str
+
+
+class TaskOut(BaseModel):
+    id: UUID
+    task_type: str
+    payload: dict[str, Any]
+    status: TaskStatus
+    priority: int
+    attempt: int = Field(description="Attempts started so far")
+    max_retries: int
+    timeout_seconds: int
+    created_at: datetime
+    run_at: datetime = Field(description="When the task is (or was) due")
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    links: TaskLinks
+
+    @classmethod
+    def of(cls, task: Task) -> TaskOut:
+        base = f"/api/v1/tasks/{task.id}"
+        return cls(
+            id=task.id,
+            task_type=task.task_type,
+            payload=task.payload,
+            status=task.status,
+            priority=task.priority,
+            attempt=task.attempt,
+            max_retries=task.max_retries,
+            timeout_seconds=task.timeout_seconds,
+            created_at=task.created_at,
+            run_at=task.run_at,
+            started_at=task.started_at,
+            finished_at=task.finished_at,
+            cancel_requested=task.cancel_requested,
+            result=task.result,
+            error=task.error,
+            links=TaskLinks(self=base, cancel=f"{base}/cancel", retry=f"{base}/retry"),
+        )
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last")
+
+
+class TaskTypeOut(BaseModel):
+    name: str
+    description: str
+    payload_schema: dict[str, Any]
+
+
+class TaskTypeList(BaseModel):
+    items: list[TaskTypeOut]
+
+
+class QueueOut(BaseModel):
+    depth: dict[str, int] = Field(description="Tasks waiting or running, by state")
+    due: int = Field(description="Waiting tasks whose time has come (what workers should be draining)")
+    oldest_due_age_seconds: float | None
+    workers: int = Field(description="Workers that sent a heartbeat recently")
+
+    @classmethod
+    def of(cls, stats: QueueStats) -> QueueOut:
+        return cls(
+            depth={status.value: n for status, n in stats.depth.items()},
+            due=stats.due,
+            oldest_due_age_seconds=stats.oldest_due_age_seconds,
+            workers=stats.workers,
+        )
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,116 @@
+"""The arq Worker: one function (``run_task``), lease heartbeats and the reconciler loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID, uuid4
+
+import structlog
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from taskcore.queue import RUN_TASK, TaskQueue
+from taskcore.registry import TaskRegistry, load_registry
+from taskcore.settings import Settings
+from taskcore.store import TaskRepository, create_pool
+from taskflow_worker.reconciler import Reconciler
+from taskflow_worker.runner import TaskRunner
+
+log = structlog.get_logger("taskflow.worker")
+
+# PostgreSQL governs retries; arq must never give up on a job by its own count.
+ARQ_MAX_TRIES = 1_000_000
+
+
+async def run_task(ctx: dict[str, Any], task_id: str) -> None:
+    """The arq job: it carries only the task id."""
+    runner: TaskRunner = ctx["runner"]
+    await runner.run(UUID(task_id))
+
+
+async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
+    """Run ``step`` every ``seconds`` until cancelled; a failing step is logged, never fatal."""
+    while True:
+        try:
+            await step()
+        except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
+            log.warning("background step failed", loop=name, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(seconds)
+
+
+def create_worker(
+    settings: Settings, *, registry: TaskRegistry | None = None, burst: bool = False
+) -> Worker:
+    """Build the arq Worker; resources open in on_startup and close in on_shutdown."""
+    registry = registry or load_registry(settings.task_modules, builtin=settings.builtin_tasks)
+    worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:6]}"
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        pool = await create_pool(
+            settings.database_url,
+            max_size=settings.db_pool_max_size,
+            command_timeout=settings.db_command_timeout_seconds,
+        )
+        repo = TaskRepository(pool)
+        runner = TaskRunner(repo=repo, registry=registry, settings=settings, worker_id=worker_id)
+        reconciler = Reconciler(repo=repo, queue=TaskQueue(ctx["redis"], queue_name=settings.queue_name), settings=settings)
+
+        async def heartbeat() -> None:
+            await runner.renew_leases()
+            await repo.worker_seen(
+                worker_id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), concurrency=settings.worker_concurrency
+            )
+
+        ctx.update(
+            pool=pool,
+            repo=repo,
+            runner=runner,
+            reconciler=reconciler,
+            loops=[
+                asyncio.create_task(_every(settings.lease_renew_interval, "heartbeat", heartbeat)),
+                asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
+            ],
+        )
+        log.info("worker started", worker_id=worker_id, task_types=[t.name for t in registry],
+                 concurrency=settings.worker_concurrency, queue=settings.queue_name)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        for loop in ctx.get("loops", []):
+            loop.cancel()
+        await asyncio.gather(*ctx.get("loops", []), return_exceptions=True)
+        if "repo" in ctx:
+            try:
+                await ctx["repo"].worker_gone(worker_id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not deregister worker", error=str(exc))
+            await ctx["pool"].close()
+        log.info("worker stopped", worker_id=worker_id)
+
+    return Worker(
+        functions=[
+            func(
+                run_task,
+                name=RUN_TASK,
+                timeout=settings.max_timeout_seconds + 60,
+                max_tries=ARQ_MAX_TRIES,
+                keep_result=0,
+            )
+        ],
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        queue_name=settings.queue_name,
+        max_jobs=settings.worker_concurrency,
+        poll_delay=settings.worker_poll_delay_seconds,
+        keep_result=0,
+        allow_abort_jobs=True,
+        job_completion_wait=settings.worker_shutdown_grace_seconds,
+        handle_signals=not burst,
+        burst=burst,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        health_check_interval=max(5, int(settings.lease_seconds)),
+        log_results=False,
+    )

@@ -1,0 +1,33 @@
+"""``taskflow-worker``: one arq worker process, configured only by TASKFLOW_* settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from taskcore.logging import configure_logging
+from taskcore.settings import Settings
+from taskflow_worker.app import create_worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskflow-worker", description="Run one TaskFlow worker process.")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is not available on Windows
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = create_worker(settings, burst=args.burst)
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

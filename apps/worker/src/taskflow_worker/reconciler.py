@@ -1,0 +1,76 @@
+"""The reconciler: one leader at a time (PostgreSQL advisory lock) keeps Redis and PostgreSQL in step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+import structlog
+
+from taskcore.domain import TaskStatus
+from taskcore.queue import TaskQueue
+from taskcore.settings import Settings
+from taskcore.store.repository import TaskRepository
+
+log = structlog.get_logger("taskflow.reconciler")
+
+LEADER_LOCK_KEY = 0x7A5CF11
+LOST_LEASE_ERROR = {
+    "type": "LeaseExpired",
+    "message": "the worker running this task stopped renewing its lease (it died or lost PostgreSQL)",
+}
+
+
+@dataclass(slots=True)
+class TickReport:
+    leader: bool = False
+    recovered: int = 0
+    enqueued: int = 0
+    purged: int = 0
+
+
+class Reconciler:
+    def __init__(self, *, repo: TaskRepository, queue: TaskQueue, settings: Settings) -> None:
+        self.repo = repo
+        self.queue = queue
+        self.settings = settings
+        self._scan_after: UUID | None = None
+
+    async def tick(self) -> TickReport:
+        report = TickReport()
+        async with self.repo.leadership(LEADER_LOCK_KEY) as leader:
+            if not leader:
+                return report
+            report.leader = True
+            report.recovered = await self._recover_expired_leases()
+            report.enqueued = await self._enqueue_missing()
+            report.purged = await self.repo.purge_finished(
+                older_than=timedelta(days=self.settings.retention_days), limit=self.settings.reconcile_batch_size
+            )
+            await self.repo.forget_workers(unseen_for=timedelta(days=1))
+        if report.recovered or report.enqueued or report.purged:
+            log.info("reconciled", recovered=report.recovered, enqueued=report.enqueued, purged=report.purged)
+        return report
+
+    async def _recover_expired_leases(self) -> int:
+        recovered = await self.repo.recover_expired(limit=self.settings.reconcile_batch_size, error=LOST_LEASE_ERROR)
+        for task in recovered:
+            if task.status is TaskStatus.SCHEDULED:
+                await self.queue.requeue_stale(task.id, run_at=task.run_at, priority=task.priority)
+        return len(recovered)
+
+    async def _enqueue_missing(self) -> int:
+        """Scan a batch of waiting tasks (rotating through all of them) and enqueue those without a job."""
+        batch = await self.repo.waiting_batch(
+            after=self._scan_after,
+            limit=self.settings.reconcile_batch_size,
+            settled_for=timedelta(seconds=self.settings.enqueue_grace_seconds),
+        )
+        self._scan_after = batch[-1].id if len(batch) == self.settings.reconcile_batch_size else None
+        by_id = {t.id: t for t in batch}
+        missing = await self.queue.missing(list(by_id))
+        for task_id in missing:
+            task = by_id[task_id]
+            await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority)
+        return len(missing)

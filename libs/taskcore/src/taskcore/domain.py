@@ -1,0 +1,114 @@
+"""Task states, the task record and the retry policy."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+
+class TaskStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+WAITING_STATES = frozenset({TaskStatus.SCHEDULED, TaskStatus.QUEUED})
+RETRYABLE_STATES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+# Every transition the system performs; the store guards each one with the expected status.
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.SCHEDULED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
+    TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
+    TaskStatus.RUNNING: frozenset(
+        {
+            TaskStatus.SUCCEEDED,
+            TaskStatus.SCHEDULED,  # failed attempt with retries left, or lease lost
+            TaskStatus.QUEUED,  # released by a worker shutting down
+            TaskStatus.FAILED,
+            TaskStatus.CANCELLED,
+        }
+    ),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),  # manual retry
+    TaskStatus.CANCELLED: frozenset({TaskStatus.QUEUED}),  # manual retry
+}
+
+
+def can_transition(current: TaskStatus, target: TaskStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as stored in PostgreSQL."""
+
+    id: UUID
+    task_type: str
+    payload: dict[str, Any]
+    status: TaskStatus
+    priority: int
+    attempt: int
+    max_retries: int
+    timeout_seconds: int
+    created_at: datetime
+    updated_at: datetime
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    result: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None = None
+
+    @property
+    def retries_left(self) -> bool:
+        return self.attempt <= self.max_retries
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a submit stores; ``request_hash`` fingerprints the request for Idempotency-Key."""
+
+    id: UUID
+    task_type: str
+    payload: dict[str, Any]
+    priority: int
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime | None  # None: due now
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Exponential backoff with "equal jitter": half fixed, half random."""
+
+    base_seconds: float
+    max_seconds: float
+
+    def delay(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        exp = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        jitter = (rng or random).uniform(0, exp / 2)
+        return exp / 2 + jitter
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: dict[TaskStatus, int]
+    due: int
+    oldest_due_age_seconds: float | None
+    workers: int

@@ -1,0 +1,104 @@
+"""The arq side: one job per task, job id = task id, carrying only the id.
+
+Priority: arq runs due jobs in score order (the due time in ms). A task due now is
+enqueued with its score moved back ``priority`` hours, so among tasks that are due,
+higher priorities run first; a delayed task or a retry enters at its due time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.utils import timestamp_ms
+from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from taskcore.errors import DependencyUnavailable
+
+RUN_TASK = "run_task"  # the single arq function every task runs through
+PRIORITY_STEP = timedelta(hours=1)
+# arq's job key must outlive the time a job may wait in the queue.
+JOB_EXPIRY_EXTRA = timedelta(days=2)
+
+
+def job_id(task_id: UUID) -> str:
+    return str(task_id)
+
+
+def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedis:
+    """An ArqRedis client; it connects lazily, so a Redis outage does not stop a process starting."""
+    pool = ConnectionPool.from_url(
+        redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=30
+    )
+    return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
+
+
+@asynccontextmanager
+async def _translate_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise DependencyUnavailable("redis", type(exc).__name__) from exc
+
+
+class TaskQueue:
+    def __init__(self, redis: ArqRedis, *, queue_name: str) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+
+    async def ping(self) -> None:
+        async with _translate_errors():
+            await self.redis.ping()
+
+    async def enqueue(self, task_id: UUID, *, run_at: datetime, priority: int = 0) -> bool:
+        """Add the task's job; False when a job for it already exists (it will run anyway)."""
+        now = datetime.now(UTC)
+        due = run_at if run_at > now else now - priority * PRIORITY_STEP
+        async with _translate_errors():
+            job = await self.redis.enqueue_job(
+                RUN_TASK,
+                str(task_id),
+                _job_id=job_id(task_id),
+                _queue_name=self.queue_name,
+                _defer_until=due,
+                _expires=max(run_at - now, timedelta(0)) + priority * PRIORITY_STEP + JOB_EXPIRY_EXTRA,
+            )
+        return job is not None
+
+    async def remove(self, task_id: UUID) -> None:
+        """Drop a waiting task's job (the claim guard protects the race with a worker)."""
+        async with _translate_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.queue_name, job_id(task_id))
+            pipe.delete(job_key_prefix + job_id(task_id))
+            await pipe.execute()
+
+    async def abort(self, task_id: UUID) -> None:
+        """Ask the worker running the task to cancel it (arq abort)."""
+        async with _translate_errors():
+            await self.redis.zadd(abort_jobs_ss, {job_id(task_id): timestamp_ms()})
+
+    async def requeue_stale(self, task_id: UUID, *, run_at: datetime, priority: int = 0) -> None:
+        """Re-offer a task whose worker died: its job may still sit in the queue marked in progress
+        (arq would wait for the job timeout before retrying it), so clear that mark first."""
+        async with _translate_errors():
+            await self.redis.delete(in_progress_key_prefix + job_id(task_id))
+        await self.enqueue(task_id, run_at=run_at, priority=priority)
+
+    async def missing(self, task_ids: Sequence[UUID]) -> list[UUID]:
+        """The tasks that have no arq job (lost with a Redis restart, or never enqueued)."""
+        if not task_ids:
+            return []
+        async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.exists(job_key_prefix + job_id(task_id))
+            found = await pipe.execute()
+        return [task_id for task_id, exists in zip(task_ids, found, strict=True) if not exists]
+
+    async def close(self) -> None:
+        await self.redis.aclose(close_connection_pool=True)

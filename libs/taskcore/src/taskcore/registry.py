@@ -1,0 +1,149 @@
+"""Task types: a handler registered under a name with a pydantic payload model.
+
+Handlers are ``async def handler(payload: Model) -> JSON`` or take a second
+``ctx: TaskContext`` argument. A plain ``def`` handler is treated as blocking or
+CPU-bound and runs in a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+from uuid import UUID
+
+from pydantic import BaseModel, ValidationError
+
+from taskcore.errors import TaskValidationError
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """What a handler may know about the run it is part of."""
+
+    task_id: UUID
+    task_type: str
+    attempt: int
+    max_retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskType:
+    name: str
+    handler: Handler
+    payload_model: type[BaseModel]
+    description: str = ""
+    _wants_ctx: bool = field(default=False, repr=False)
+    _is_async: bool = field(default=True, repr=False)
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.payload_model.model_json_schema()
+
+    def parse(self, payload: dict[str, Any]) -> BaseModel:
+        """Validate a payload; errors name each bad field under ``payload``."""
+        try:
+            return self.payload_model.model_validate(payload)
+        except ValidationError as exc:
+            raise TaskValidationError(
+                f"payload does not match the schema of task type {self.name!r}",
+                [
+                    {
+                        "field": ".".join(["payload", *(str(p) for p in err["loc"])]),
+                        "message": err["msg"],
+                        "type": err["type"],
+                    }
+                    for err in exc.errors(include_url=False)
+                ],
+            ) from exc
+
+    async def run(self, payload: BaseModel, ctx: TaskContext) -> Any:
+        args: tuple[Any, ...] = (payload, ctx) if self._wants_ctx else (payload,)
+        if self._is_async:
+            return await self.handler(*args)
+        return await asyncio.to_thread(self.handler, *args)
+
+
+class TaskRegistry:
+    """Name → TaskType. The API and the worker load the same modules into one."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, TaskType] = {}
+
+    def task(
+        self, name: str, *, description: str | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator registering ``handler`` as task type ``name``."""
+
+        def decorator(handler: Handler) -> Handler:
+            self.add(name, handler, description=description)
+            return handler
+
+        return decorator
+
+    def add(self, name: str, handler: Handler, *, description: str | None = None) -> TaskType:
+        if not name or len(name) > 200:
+            raise ValueError("task type names are 1 to 200 characters")
+        existing = self._types.get(name)
+        if existing is not None and existing.handler is not handler:
+            raise ValueError(f"task type {name!r} is already registered to {existing.handler!r}")
+        params = list(inspect.signature(handler).parameters.values())
+        if not 1 <= len(params) <= 2:
+            raise TypeError(f"handler for {name!r} must take (payload) or (payload, ctx)")
+        hints = get_type_hints(handler)
+        model = hints.get(params[0].name)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"first parameter of the {name!r} handler must be annotated with a pydantic model")
+        doc = description if description is not None else inspect.getdoc(handler) or ""
+        task_type = TaskType(
+            name=name,
+            handler=handler,
+            payload_model=model,
+            description=doc.split("\n\n")[0],
+            _wants_ctx=len(params) == 2,
+            _is_async=inspect.iscoroutinefunction(handler),
+        )
+        self._types[name] = task_type
+        return task_type
+
+    def get(self, name: str) -> TaskType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise TaskValidationError(
+                f"unknown task type {name!r}",
+                [
+                    {
+                        "field": "task_type",
+                        "message": f"unknown task type; known: {', '.join(sorted(self._types)) or 'none'}",
+                        "type": "unknown_task_type",
+                    }
+                ],
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[TaskType]:
+        return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
+# The registry user modules register into with ``@taskcore.task(...)``.
+default_registry = TaskRegistry()
+task = default_registry.task
+
+
+def load_registry(modules: list[str], *, builtin: bool = True) -> TaskRegistry:
+    """Import the task modules (which register into ``default_registry``) and return it."""
+    names = (["taskcore.builtin_tasks"] if builtin else []) + modules
+    for module in names:
+        importlib.import_module(module)
+    return default_registry
+

@@ -1,0 +1,113 @@
+"""Submit, cancel and retry: the operations that touch both PostgreSQL and the arq queue.
+
+PostgreSQL is written first and is the truth; the queue write after it is best effort,
+because the reconciler enqueues any waiting task that has no arq job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import structlog
+
+from taskcore.domain import NewTask, Task, TaskStatus
+from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
+from taskcore.queue import TaskQueue
+from taskcore.registry import TaskRegistry
+from taskcore.settings import Settings
+from taskcore.store.repository import TaskRepository
+
+log = structlog.get_logger("taskflow.service")
+
+
+def _limit_error(field: str, message: str) -> TaskValidationError:
+    return TaskValidationError(f"{field} {message}", [{"field": field, "message": message, "type": "limit"}])
+
+
+class TaskService:
+    def __init__(
+        self, *, repo: TaskRepository, queue: TaskQueue, registry: TaskRegistry, settings: Settings
+    ) -> None:
+        self.repo = repo
+        self.queue = queue
+        self.registry = registry
+        self.settings = settings
+
+    async def submit(
+        self,
+        *,
+        task_type: str,
+        payload: dict[str, Any],
+        priority: int = 0,
+        max_retries: int | None = None,
+        timeout_seconds: int | None = None,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Task, bool]:
+        """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
+        spec = self.registry.get(task_type)
+        encoded = orjson.dumps(payload)
+        if len(encoded) > self.settings.payload_limit_bytes:
+            raise PayloadTooLarge(len(encoded), self.settings.payload_limit_bytes)
+        spec.parse(payload)
+        retries = self.settings.default_max_retries if max_retries is None else max_retries
+        if retries > self.settings.max_retries_limit:
+            raise _limit_error("max_retries", f"must be at most {self.settings.max_retries_limit}")
+        timeout = self.settings.default_timeout_seconds if timeout_seconds is None else timeout_seconds
+        if timeout > self.settings.max_timeout_seconds:
+            raise _limit_error("timeout_seconds", f"must be at most {self.settings.max_timeout_seconds}")
+        now = datetime.now(UTC)
+        if delay_seconds is not None:
+            run_at = now + timedelta(seconds=delay_seconds)
+        if run_at is not None and run_at - now > timedelta(seconds=self.settings.max_delay_seconds):
+            field = "delay_seconds" if delay_seconds is not None else "run_at"
+            raise _limit_error(field, f"must be at most {self.settings.max_delay_seconds} seconds ahead")
+        request_hash = None
+        if idempotency_key is not None:
+            fingerprint = [task_type, encoded.decode(), priority, max_retries, timeout_seconds,
+                           run_at.isoformat() if delay_seconds is None and run_at else None, delay_seconds]
+            request_hash = hashlib.sha256(orjson.dumps(fingerprint)).hexdigest()
+        task, created = await self.repo.insert(
+            NewTask(
+                id=uuid4(),
+                task_type=task_type,
+                payload=payload,
+                priority=priority,
+                max_retries=retries,
+                timeout_seconds=timeout,
+                run_at=run_at,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+        )
+        if created:
+            await self._enqueue(task)
+        return task, created
+
+    async def cancel(self, task_id: UUID) -> Task:
+        task = await self.repo.cancel(task_id)
+        try:
+            if task.status is TaskStatus.RUNNING:
+                await self.queue.abort(task_id)  # the worker's lease heartbeat also sees the request
+            else:
+                await self.queue.remove(task_id)  # a leftover job finds the task cancelled and skips
+        except DependencyUnavailable as exc:
+            log.warning("queue not updated after cancel", task_id=str(task_id), error=str(exc))
+        return task
+
+    async def retry(self, task_id: UUID) -> Task:
+        task = await self.repo.retry(task_id)
+        await self._enqueue(task)
+        return task
+
+    async def _enqueue(self, task: Task) -> None:
+        try:
+            await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority)
+        except DependencyUnavailable as exc:
+            # Stored is what counts: the reconciler enqueues it once Redis answers.
+            log.warning("task stored but not enqueued", task_id=str(task.id), error=str(exc))

@@ -1,0 +1,94 @@
+"""Process settings: every knob is a ``TASKFLOW_*`` environment variable."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Profile(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Built once at process start and passed down; taskcore never reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKFLOW_", extra="ignore", frozen=True)
+
+    env: Profile = Profile.DEVELOPMENT
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/taskflow"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = Field(default="taskflow:queue", min_length=1)
+    task_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    builtin_tasks: bool = True
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "console"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
+
+    db_pool_max_size: int = Field(default=10, ge=1, le=200)
+    db_command_timeout_seconds: float = Field(default=30.0, gt=0)
+    dependency_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    payload_limit_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    default_timeout_seconds: int = Field(default=300, ge=1)
+    max_timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    default_max_retries: int = Field(default=3, ge=0)
+    max_retries_limit: int = Field(default=25, ge=0, le=1000)
+    max_delay_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+
+    retry_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
+
+    worker_concurrency: int = Field(default=50, ge=1, le=10_000)
+    worker_poll_delay_seconds: float = Field(default=0.05, gt=0, le=10)
+    worker_shutdown_grace_seconds: int = Field(default=25, ge=0)
+    worker_id: str | None = None
+    lease_seconds: float = Field(default=30.0, ge=1)
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+    reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    enqueue_grace_seconds: float = Field(default=10.0, ge=0)
+    retention_days: float = Field(default=7.0, gt=0)
+    db_retry_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.default_timeout_seconds > self.max_timeout_seconds:
+            raise ValueError("default_timeout_seconds must not exceed max_timeout_seconds")
+        if self.default_max_retries > self.max_retries_limit:
+            raise ValueError("default_max_retries must not exceed max_retries_limit")
+        return self
+
+    @property
+    def lease_renew_interval(self) -> float:
+        """Heartbeats renew a lease three times per lease period."""
+        return self.lease_seconds / 3

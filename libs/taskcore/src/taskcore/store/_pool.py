@@ -1,0 +1,57 @@
+"""The asyncpg pool and the translation of connection failures into DependencyUnavailable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from taskcore.errors import DependencyUnavailable
+
+# Failures that mean "PostgreSQL is not there right now", as opposed to a bad query.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog", format="text"
+        )
+
+
+async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 30.0) -> asyncpg.Pool:
+    """A pool that connects on demand, so a process starts (and reports not ready) while PostgreSQL is down."""
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn,
+            min_size=0,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            init=_init_connection,
+        )
+    except CONNECTION_ERRORS as exc:
+        raise DependencyUnavailable("postgresql", type(exc).__name__) from exc
+    return pool
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        raise DependencyUnavailable("postgresql", type(exc).__name__) from exc

