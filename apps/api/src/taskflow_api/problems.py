@@ -43,9 +43,7 @@ def problem(
         body["instance"] = instance
     if errors is not None:
         body["errors"] = errors
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=headers
-    )
+    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -54,7 +52,9 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         loc = [str(p) for p in err.get("loc", ())]
         where = loc[0] if loc else "body"
         path = loc[1:] if where in {"body", "query", "path", "header"} else loc
-        out.append({"field": ".".join(path) or where, "in": where, "message": err.get("msg", ""), "type": err.get("type", "")})
+        out.append(
+            {"field": ".".join(path) or where, "in": where, "message": err.get("msg", ""), "type": err.get("type", "")}
+        )
     return out
 
 
@@ -63,18 +63,30 @@ async def _validation(request: Request, exc: Exception) -> Response:
     invalid = [err for err in exc.errors() if err.get("type") == "json_invalid"]
     if invalid:
         reason = invalid[0].get("ctx", {}).get("error", "")
-        return problem(400, "malformed-json", "Malformed JSON", f"the request body is not valid JSON: {reason}".rstrip(": "),
-                       errors=[{"field": "body", "in": "body", "message": "not valid JSON", "type": "json_invalid"}],
-                       instance=request.url.path)
-    return problem(422, "validation-error", "Invalid request", "one or more fields are invalid",
-                   errors=_field_errors(exc), instance=request.url.path)
+        return problem(
+            400,
+            "malformed-json",
+            "Malformed JSON",
+            f"the request body is not valid JSON: {reason}".rstrip(": "),
+            errors=[{"field": "body", "in": "body", "message": "not valid JSON", "type": "json_invalid"}],
+            instance=request.url.path,
+        )
+    return problem(
+        422,
+        "validation-error",
+        "Invalid request",
+        "one or more fields are invalid",
+        errors=_field_errors(exc),
+        instance=request.url.path,
+    )
 
 
 async def _task_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TaskValidationError)
     if isinstance(exc, PayloadTooLarge):
-        return problem(413, "payload-too-large", "Payload too large", str(exc), errors=exc.errors,
-                       instance=request.url.path)
+        return problem(
+            413, "payload-too-large", "Payload too large", str(exc), errors=exc.errors, instance=request.url.path
+        )
     return problem(422, "validation-error", "Invalid request", str(exc), errors=exc.errors, instance=request.url.path)
 
 
@@ -91,21 +103,38 @@ async def _conflict(request: Request, exc: Exception) -> Response:
 async def _unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DependencyUnavailable)
     log.warning("dependency unavailable", dependency=exc.dependency, path=request.url.path)
-    return problem(503, "dependency-unavailable", "Service unavailable", f"{exc.dependency} is unavailable",
-                   headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, instance=request.url.path)
+    return problem(
+        503,
+        "dependency-unavailable",
+        "Service unavailable",
+        f"{exc.dependency} is unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        instance=request.url.path,
+    )
 
 
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return problem(exc.status_code, f"http-{exc.status_code}", detail, detail,
-                   headers=dict(exc.headers or {}), instance=request.url.path)
+    return problem(
+        exc.status_code,
+        f"http-{exc.status_code}",
+        detail,
+        detail,
+        headers=dict(exc.headers or {}),
+        instance=request.url.path,
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", path=request.url.path)
-    return problem(500, "internal-error", "Internal error", "an unexpected error occurred; it has been logged",
-                   instance=request.url.path)
+    return problem(
+        500,
+        "internal-error",
+        "Internal error",
+        "an unexpected error occurred; it has been logged",
+        instance=request.url.path,
+    )
 
 
 def install(app: FastAPI) -> None:

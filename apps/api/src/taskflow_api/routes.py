@@ -33,6 +33,7 @@ from taskflow_api.schemas import (
 
 SUBMITTED = Counter("taskflow_tasks_submitted_total", "Tasks accepted by the API", ["task_type"])
 
+
 def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
     return {code: {"model": Problem, "description": "Problem details (RFC 9457)"} for code in codes}
 
@@ -67,8 +68,12 @@ async def submit_task(
     response: Response,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", min_length=1, max_length=255,
-               description="A repeat with the same key returns the original task"),
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="A repeat with the same key returns the original task",
+        ),
     ] = None,
 ) -> TaskOut:
     task, created = await service.submit(
@@ -104,7 +109,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskPage:
-    page = await repo.list(
+    page = await repo.list_page(
         ListFilter(statuses=status_, task_type=task_type, created_after=created_after, created_before=created_before),
         limit=limit,
         cursor=cursor,
@@ -115,8 +120,10 @@ async def list_tasks(
 @router.post(
     "/tasks/{task_id}/cancel",
     response_model=TaskOut,
-    responses={202: {"model": TaskOut, "description": "Running: cancel requested, the worker stops it"},
-               **_problems(404, 409, 422, 503)},
+    responses={
+        202: {"model": TaskOut, "description": "Running: cancel requested, the worker stops it"},
+        **_problems(404, 409, 422, 503),
+    },
     summary="Cancel a task",
 )
 async def cancel_task(task_id: UUID, service: Service, response: Response) -> TaskOut:
@@ -171,13 +178,20 @@ async def ready(request: Request) -> Response:
     down = [name for name, state in checks.items() if state != "ok"]
     if not down:
         return JSONResponse({"status": "ready", "checks": checks})
-    return problem(503, "not-ready", "Not ready", f"unavailable: {', '.join(down)}",
-                   headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, instance="/ready", extra={"checks": checks})
+    return problem(
+        503,
+        "not-ready",
+        "Not ready",
+        f"unavailable: {', '.join(down)}",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        instance="/ready",
+        extra={"checks": checks},
+    )
 
 
-async def _check(probe: Awaitable[None], timeout: float) -> str:
+async def _check(probe: Awaitable[None], limit: float) -> str:
     try:
-        await asyncio.wait_for(probe, timeout)
+        await asyncio.wait_for(probe, limit)
     except (DependencyUnavailable, TimeoutError) as exc:
         return f"unavailable: {type(exc).__name__}"
     return "ok"
@@ -186,4 +200,3 @@ async def _check(probe: Awaitable[None], timeout: float) -> str:
 @probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-

@@ -42,9 +42,7 @@ async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]
         await asyncio.sleep(seconds)
 
 
-def create_worker(
-    settings: Settings, *, registry: TaskRegistry | None = None, burst: bool = False
-) -> Worker:
+def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, burst: bool = False) -> Worker:
     """Build the arq Worker; resources open in on_startup and close in on_shutdown."""
     registry = registry or load_registry(settings.task_modules, builtin=settings.builtin_tasks)
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:6]}"
@@ -57,12 +55,17 @@ def create_worker(
         )
         repo = TaskRepository(pool)
         runner = TaskRunner(repo=repo, registry=registry, settings=settings, worker_id=worker_id)
-        reconciler = Reconciler(repo=repo, queue=TaskQueue(ctx["redis"], queue_name=settings.queue_name), settings=settings)
+        reconciler = Reconciler(
+            repo=repo, queue=TaskQueue(ctx["redis"], queue_name=settings.queue_name), settings=settings
+        )
 
         async def heartbeat() -> None:
             await runner.renew_leases()
             await repo.worker_seen(
-                worker_id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), concurrency=settings.worker_concurrency
+                worker_id=worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                concurrency=settings.worker_concurrency,
             )
 
         ctx.update(
@@ -75,8 +78,13 @@ def create_worker(
                 asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
             ],
         )
-        log.info("worker started", worker_id=worker_id, task_types=[t.name for t in registry],
-                 concurrency=settings.worker_concurrency, queue=settings.queue_name)
+        log.info(
+            "worker started",
+            worker_id=worker_id,
+            task_types=[t.name for t in registry],
+            concurrency=settings.worker_concurrency,
+            queue=settings.queue_name,
+        )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         for loop in ctx.get("loops", []):

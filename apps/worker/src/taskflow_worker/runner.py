@@ -54,9 +54,7 @@ class _Running:
 
 
 class TaskRunner:
-    def __init__(
-        self, *, repo: TaskRepository, registry: TaskRegistry, settings: Settings, worker_id: str
-    ) -> None:
+    def __init__(self, *, repo: TaskRepository, registry: TaskRegistry, settings: Settings, worker_id: str) -> None:
         self.repo = repo
         self.registry = registry
         self.settings = settings
@@ -167,4 +165,3 @@ class TaskRunner:
             if running is not None and not running.cancel_seen:
                 running.cancel_seen = True
                 running.handler.cancel()
-

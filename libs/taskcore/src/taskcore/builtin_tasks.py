@@ -26,9 +26,7 @@ class SleepPayload(BaseModel):
 class FailPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    times: int = Field(
-        default=-1, ge=-1, description="Fail the first N attempts, then succeed; -1 fails every attempt"
-    )
+    times: int = Field(default=-1, ge=-1, description="Fail the first N attempts, then succeed; -1 fails every attempt")
     message: str = Field(default="deliberate failure", max_length=1000)
 
 

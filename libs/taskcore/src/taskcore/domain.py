@@ -101,7 +101,7 @@ class BackoffPolicy:
 
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        exp = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        exp = min(self.max_seconds, self.base_seconds * 2.0 ** max(0, attempt - 1))
         jitter = (rng or random).uniform(0, exp / 2)
         return exp / 2 + jitter
 

@@ -35,9 +35,7 @@ class InvalidTransition(TaskflowError):
 
 class IdempotencyConflict(TaskflowError):
     def __init__(self, key: str, task_id: UUID) -> None:
-        super().__init__(
-            f"Idempotency-Key {key!r} was already used for task {task_id} with a different request"
-        )
+        super().__init__(f"Idempotency-Key {key!r} was already used for task {task_id} with a different request")
         self.key = key
         self.task_id = task_id
 

@@ -18,7 +18,9 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     ]
     renderer: structlog.types.Processor
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(serializer=lambda obj, **_: orjson.dumps(obj, default=str).decode())
+        renderer = structlog.processors.JSONRenderer(
+            serializer=lambda obj, **_: orjson.dumps(obj, default=str).decode()
+        )
         shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer()

@@ -74,9 +74,7 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
 
-    def task(
-        self, name: str, *, description: str | None = None
-    ) -> Callable[[Handler], Handler]:
+    def task(self, name: str, *, description: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator registering ``handler`` as task type ``name``."""
 
         def decorator(handler: Handler) -> Handler:
@@ -146,4 +144,3 @@ def load_registry(modules: list[str], *, builtin: bool = True) -> TaskRegistry:
     for module in names:
         importlib.import_module(module)
     return default_registry
-

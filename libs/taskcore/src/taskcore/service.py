@@ -29,9 +29,7 @@ def _limit_error(field: str, message: str) -> TaskValidationError:
 
 
 class TaskService:
-    def __init__(
-        self, *, repo: TaskRepository, queue: TaskQueue, registry: TaskRegistry, settings: Settings
-    ) -> None:
+    def __init__(self, *, repo: TaskRepository, queue: TaskQueue, registry: TaskRegistry, settings: Settings) -> None:
         self.repo = repo
         self.queue = queue
         self.registry = registry
@@ -69,8 +67,15 @@ class TaskService:
             raise _limit_error(field, f"must be at most {self.settings.max_delay_seconds} seconds ahead")
         request_hash = None
         if idempotency_key is not None:
-            fingerprint = [task_type, encoded.decode(), priority, max_retries, timeout_seconds,
-                           run_at.isoformat() if delay_seconds is None and run_at else None, delay_seconds]
+            fingerprint = [
+                task_type,
+                encoded.decode(),
+                priority,
+                max_retries,
+                timeout_seconds,
+                run_at.isoformat() if delay_seconds is None and run_at else None,
+                delay_seconds,
+            ]
             request_hash = hashlib.sha256(orjson.dumps(fingerprint)).hexdigest()
         task, created = await self.repo.insert(
             NewTask(

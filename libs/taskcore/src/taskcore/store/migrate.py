@@ -61,7 +61,9 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[Migration]:
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
         for migration in load_migrations():
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
@@ -123,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="taskflow-migrate", description="Apply TaskFlow's database migrations (TASKFLOW_DATABASE_URL)."
     )
-    parser.add_argument(
-        "--no-create-database", action="store_true", help="fail instead of creating a missing database"
-    )
+    parser.add_argument("--no-create-database", action="store_true", help="fail instead of creating a missing database")
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

@@ -143,7 +143,7 @@ class TaskRepository:
             raise TaskNotFound(task_id)
         return _task(row)
 
-    async def list(self, filters: ListFilter, *, limit: int, cursor: str | None = None) -> Page:
+    async def list_page(self, filters: ListFilter, *, limit: int, cursor: str | None = None) -> Page:
         """Newest first, keyset-paginated on (created_at, id)."""
         conditions: list[str] = []
         args: list[Any] = []
@@ -337,7 +337,7 @@ class TaskRepository:
         """Running tasks whose lease expired (their worker died) → scheduled now, failed, or cancelled."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"""UPDATE tasks SET
+                """UPDATE tasks SET
                         status = CASE WHEN cancel_requested THEN 'cancelled'
                                       WHEN attempt <= max_retries THEN 'scheduled' ELSE 'failed' END,
                         finished_at = CASE WHEN cancel_requested OR attempt > max_retries
@@ -390,4 +390,3 @@ class TaskRepository:
     async def forget_workers(self, *, unseen_for: timedelta) -> None:
         async with self._conn() as conn:
             await conn.execute("DELETE FROM workers WHERE last_seen_at < now() - $1::interval", unseen_for)
-

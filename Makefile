@@ -1,0 +1,46 @@
+# TaskFlow — the two commands: `make run` starts the whole system, `make test` runs the full suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# Prefer a uv on PATH; otherwise bootstrap one into .taskflow/ (pip from PyPI).
+UV := $(or $(shell command -v uv 2>/dev/null),.taskflow/uv/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help bootstrap run test test-fast lint format types check clean
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.taskflow/uv/bin/uv:
+	$(PYTHON) -m venv .taskflow/uv
+	.taskflow/uv/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: uv.lock pyproject.toml libs/taskcore/pyproject.toml apps/api/pyproject.toml apps/worker/pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+bootstrap: .venv/.synced ## create .venv from the lock file
+
+run: bootstrap ## start PostgreSQL + Redis (local or embedded), migrations, API on :8000 and a worker
+	.venv/bin/python scripts/devstack.py
+
+test: bootstrap ## the full test suite (real PostgreSQL and Redis; e2e starts the real processes)
+	.venv/bin/pytest
+
+lint: bootstrap ## ruff lint and format check
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: bootstrap ## apply ruff fixes and formatting
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+types: bootstrap ## mypy --strict on the three packages
+	.venv/bin/mypy
+
+check: lint types test ## everything CI runs
+
+clean: ## remove the virtualenv, caches and embedded services' data
+	rm -rf .venv .taskflow .pytest_cache .mypy_cache .ruff_cache .tox
