@@ -36,7 +36,8 @@ async def test_insert_is_queued_when_due_and_scheduled_when_later(repo: TaskRepo
 async def test_idempotency_key_returns_the_original_or_conflicts(repo: TaskRepository) -> None:
     first, created = await repo.insert(new_task(idempotency_key="k1", request_hash="h1"))
     again, created_again = await repo.insert(new_task(idempotency_key="k1", request_hash="h1"))
-    assert created and not created_again
+    assert created
+    assert not created_again
     assert again.id == first.id
     with pytest.raises(IdempotencyConflict):
         await repo.insert(new_task(idempotency_key="k1", request_hash="other"))
@@ -192,7 +193,7 @@ async def test_expired_leases_are_recovered_by_remaining_attempts(repo: TaskRepo
 
 async def test_waiting_batch_rotates_through_all_waiting_tasks(repo: TaskRepository) -> None:
     ids = sorted([(await stored(repo)).id for _ in range(5)])
-    task_id, _ = await running(repo)
+    await running(repo)
     first = await repo.waiting_batch(after=None, limit=3, settled_for=timedelta(0))
     rest = await repo.waiting_batch(after=first[-1].id, limit=3, settled_for=timedelta(0))
     assert [t.id for t in first + rest] == ids
@@ -222,15 +223,16 @@ async def test_queue_stats(repo: TaskRepository, pool: asyncpg.Pool) -> None:
     stats = await repo.queue_stats(worker_seen_within=timedelta(seconds=60))
     assert stats.depth == {TaskStatus.SCHEDULED: 1, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 1}
     assert stats.due == 1
-    assert stats.oldest_due_age_seconds is not None and stats.oldest_due_age_seconds >= 10
+    assert stats.oldest_due_age_seconds is not None
+    assert stats.oldest_due_age_seconds >= 10
     assert stats.workers == 1
     await repo.worker_gone("w1")
     assert (await repo.queue_stats(worker_seen_within=timedelta(seconds=60))).workers == 0
 
 
 async def test_leadership_is_exclusive(repo: TaskRepository) -> None:
-    async with repo.leadership(4242) as first:
-        async with repo.leadership(4242) as second:
-            assert first and not second
+    async with repo.leadership(4242) as first, repo.leadership(4242) as second:
+        assert first
+        assert not second
     async with repo.leadership(4242) as again:
         assert again

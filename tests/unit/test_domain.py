@@ -8,7 +8,7 @@ from taskcore.domain import TERMINAL_STATES, TRANSITIONS, BackoffPolicy, TaskSta
 
 
 def test_terminal_states_only_leave_by_manual_retry() -> None:
-    assert TERMINAL_STATES == {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    assert {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED} == TERMINAL_STATES
     assert TRANSITIONS[TaskStatus.SUCCEEDED] == frozenset()
     for status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         assert TRANSITIONS[status] == {TaskStatus.QUEUED}
