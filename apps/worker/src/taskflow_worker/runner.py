@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
-import orjson
 import structlog
 from arq.worker import Retry
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from taskcore.domain import WAITING_STATES, BackoffPolicy, Task
 from taskcore.errors import DependencyUnavailable, TaskNotFound, TaskValidationError
+from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store.repository import TaskRepository
@@ -66,7 +66,7 @@ class TaskRunner:
         """Run a store call, retrying while PostgreSQL is unavailable (bounded by db_retry_seconds)."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DependencyUnavailable),
-            wait=wait_exponential_jitter(initial=0.1, max=5),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5),
             stop=stop_after_delay(self.settings.db_retry_seconds),
             reraise=True,
         ):
@@ -124,8 +124,8 @@ class TaskRunner:
         finally:
             del self.running[task.id]
         try:
-            orjson.dumps(result)
-        except TypeError as exc:
+            dumps_storable(result)
+        except NotStorableJSON as exc:
             raise ResultNotSerializable(f"the handler's result is not JSON-serialisable: {exc}") from exc
         return result
 

@@ -16,6 +16,7 @@ import structlog
 
 from taskcore.domain import NewTask, Task, TaskStatus
 from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
+from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.queue import TaskQueue
 from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
@@ -26,6 +27,19 @@ log = structlog.get_logger("taskflow.service")
 
 def _limit_error(field: str, message: str) -> TaskValidationError:
     return TaskValidationError(f"{field} {message}", [{"field": field, "message": message, "type": "limit"}])
+
+
+def _encode_payload(payload: dict[str, Any]) -> bytes:
+    try:
+        return dumps_storable(payload)
+    except NotStorableJSON as exc:
+        raise _invalid_payload(str(exc)) from exc
+
+
+def _invalid_payload(message: str) -> TaskValidationError:
+    return TaskValidationError(
+        f"payload cannot be stored: {message}", [{"field": "payload", "message": message, "type": "json_invalid"}]
+    )
 
 
 class TaskService:
@@ -49,7 +63,7 @@ class TaskService:
     ) -> tuple[Task, bool]:
         """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
         spec = self.registry.get(task_type)
-        encoded = orjson.dumps(payload)
+        encoded = _encode_payload(payload)
         if len(encoded) > self.settings.payload_limit_bytes:
             raise PayloadTooLarge(len(encoded), self.settings.payload_limit_bytes)
         spec.parse(payload)
