@@ -16,7 +16,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 
 from taskcore.queue import TaskQueue, connect
 from taskcore.registry import TaskRegistry, load_registry
@@ -51,7 +57,7 @@ async def purge_queue(redis: ArqRedis, queue_name: str, task_ids: Iterable[uuid.
     ids = [str(t) for t in task_ids]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.delete(queue_name, f"{queue_name}:health-check")
-        for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix):
+        for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix, retry_key_prefix):
             for task_id in ids:
                 pipe.delete(prefix + task_id)
         if ids:

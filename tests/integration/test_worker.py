@@ -252,3 +252,15 @@ async def test_worker_heartbeat_is_visible_in_queue_stats(
 
 async def _workers_seen(repo: TaskRepository) -> bool:
     return (await repo.queue_stats(worker_seen_within=timedelta(minutes=1))).workers > 0
+
+
+async def test_a_retried_task_is_not_aborted_by_an_old_cancel(
+    service: TaskService, queue: TaskQueue, settings: Settings, registry: TaskRegistry
+) -> None:
+    """A cancel that reached Redis after the task had stopped must not abort its next run."""
+    task = await submit(service, "test", {}, delay_seconds=60)
+    await service.cancel(task.id)
+    await queue.abort(task.id)  # the late abort request
+    await service.retry(task.id)
+    await drain(settings, registry)
+    assert (await service.repo.get(task.id)).status is TaskStatus.SUCCEEDED

@@ -90,6 +90,11 @@ class TaskQueue:
             await self.redis.delete(in_progress_key_prefix + job_id(task_id))
         await self.enqueue(task_id, run_at=run_at, priority=priority)
 
+    async def forget_abort(self, task_id: UUID) -> None:
+        """Drop a leftover abort request, which would otherwise abort the task's next job before it starts."""
+        async with _translate_errors():
+            await self.redis.zrem(abort_jobs_ss, job_id(task_id))
+
     async def missing(self, task_ids: Sequence[UUID]) -> list[UUID]:
         """The tasks that have no arq job (lost with a Redis restart, or never enqueued)."""
         if not task_ids:

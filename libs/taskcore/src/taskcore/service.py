@@ -121,11 +121,13 @@ class TaskService:
 
     async def retry(self, task_id: UUID) -> Task:
         task = await self.repo.retry(task_id)
-        await self._enqueue(task)
+        await self._enqueue(task, after_cancel=True)
         return task
 
-    async def _enqueue(self, task: Task) -> None:
+    async def _enqueue(self, task: Task, *, after_cancel: bool = False) -> None:
         try:
+            if after_cancel:
+                await self.queue.forget_abort(task.id)
             await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority)
         except DependencyUnavailable as exc:
             # Stored is what counts: the reconciler enqueues it once Redis answers.
