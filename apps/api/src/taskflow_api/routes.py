@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -31,11 +31,15 @@ from taskflow_api.schemas import (
     TaskTypeOut,
 )
 
+PROBLEM_SCHEMA = Problem.model_json_schema()
+TEXT = {"type": "string"}
+
 SUBMITTED = Counter("taskflow_tasks_submitted_total", "Tasks accepted by the API", ["task_type"])
 
 
-def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
-    return {code: {"model": Problem, "description": "Problem details (RFC 9457)"} for code in codes}
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    content = {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
+    return {code: {"description": "Problem details (RFC 9457)", "content": content} for code in codes}
 
 
 def get_service(request: Request) -> TaskService:
@@ -197,6 +201,11 @@ async def _check(probe: Awaitable[None], limit: float) -> str:
     return "ok"
 
 
-@probes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@probes.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": TEXT}}}},
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
