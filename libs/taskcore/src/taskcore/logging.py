@@ -9,12 +9,19 @@ import orjson
 import structlog
 
 
+def _drop_color_message(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    """uvicorn attaches an ANSI-coloured copy of its message; the renderer does its own."""
+    event.pop("color_message", None)
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
     ]
     renderer: structlog.types.Processor
     if fmt == "json":
