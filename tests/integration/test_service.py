@@ -11,7 +11,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from taskcore.domain import TaskStatus
-from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
+from taskcore.errors import DependencyUnavailable, IdempotencyConflict, PayloadTooLarge, TaskValidationError
 from taskcore.queue import TaskQueue, connect
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
@@ -74,6 +74,21 @@ async def test_idempotent_repeat_returns_the_original(service: TaskService, pool
     assert not created_again
     assert again.id == first.id
     assert await count(pool) == 1
+
+
+async def test_idempotency_compares_what_the_client_sent(service: TaskService) -> None:
+    first, _ = await service.submit(task_type="test", payload={"a": 1, "b": 2}, delay_seconds=30, idempotency_key="k")
+    reordered, created = await service.submit(
+        task_type="test", payload={"b": 2, "a": 1}, delay_seconds=30, idempotency_key="k"
+    )
+    assert not created
+    assert reordered.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        await service.submit(task_type="test", payload={"a": 1, "b": 2}, delay_seconds=31, idempotency_key="k")
+    with pytest.raises(IdempotencyConflict):
+        await service.submit(
+            task_type="test", payload={"a": 1, "b": 2}, delay_seconds=30, max_retries=0, idempotency_key="k"
+        )
 
 
 @pytest.fixture

@@ -67,30 +67,30 @@ class TaskService:
         if len(encoded) > self.settings.payload_limit_bytes:
             raise PayloadTooLarge(len(encoded), self.settings.payload_limit_bytes)
         spec.parse(payload)
-        retries = self.settings.default_max_retries if max_retries is None else max_retries
-        if retries > self.settings.max_retries_limit:
-            raise _limit_error("max_retries", f"must be at most {self.settings.max_retries_limit}")
-        timeout = self.settings.default_timeout_seconds if timeout_seconds is None else timeout_seconds
-        if timeout > self.settings.max_timeout_seconds:
-            raise _limit_error("timeout_seconds", f"must be at most {self.settings.max_timeout_seconds}")
-        now = datetime.now(UTC)
+        retries = self._bounded(
+            "max_retries", max_retries, self.settings.default_max_retries, self.settings.max_retries_limit
+        )
+        timeout = self._bounded(
+            "timeout_seconds", timeout_seconds, self.settings.default_timeout_seconds, self.settings.max_timeout_seconds
+        )
         if delay_seconds is not None:
-            run_at = now + timedelta(seconds=delay_seconds)
-        if run_at is not None and run_at - now > timedelta(seconds=self.settings.max_delay_seconds):
+            run_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
+        if run_at is not None and run_at - datetime.now(UTC) > timedelta(seconds=self.settings.max_delay_seconds):
             field = "delay_seconds" if delay_seconds is not None else "run_at"
             raise _limit_error(field, f"must be at most {self.settings.max_delay_seconds} seconds ahead")
         request_hash = None
         if idempotency_key is not None:
-            fingerprint = [
+            # What the client sent (a delay, not the run_at it became), key order ignored.
+            request = [
                 task_type,
-                encoded.decode(),
+                payload,
                 priority,
                 max_retries,
                 timeout_seconds,
-                run_at.isoformat() if delay_seconds is None and run_at else None,
+                None if delay_seconds is not None else run_at,
                 delay_seconds,
             ]
-            request_hash = hashlib.sha256(orjson.dumps(fingerprint)).hexdigest()
+            request_hash = hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
         task, created = await self.repo.insert(
             NewTask(
                 id=uuid4(),
@@ -107,6 +107,14 @@ class TaskService:
         if created:
             await self._enqueue(task)
         return task, created
+
+    @staticmethod
+    def _bounded(field: str, value: int | None, default: int, limit: int) -> int:
+        if value is None:
+            return default
+        if value > limit:
+            raise _limit_error(field, f"must be at most {limit}")
+        return value
 
     async def cancel(self, task_id: UUID) -> Task:
         task = await self.repo.cancel(task_id)
