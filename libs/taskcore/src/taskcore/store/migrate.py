@@ -100,7 +100,7 @@ async def ensure_database(dsn: str) -> bool:
     admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-    except asyncpg.DuplicateDatabaseError:
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):  # another migrator won the race
         return False
     finally:
         await admin.close()
