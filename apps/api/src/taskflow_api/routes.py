@@ -11,7 +11,6 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from pydantic import AwareDatetime
 
 from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable
@@ -29,6 +28,7 @@ from taskflow_api.schemas import (
     TaskPage,
     TaskTypeList,
     TaskTypeOut,
+    UtcDatetime,
 )
 
 PROBLEM_SCHEMA = Problem.model_json_schema()
@@ -107,9 +107,9 @@ async def get_task(task_id: UUID, repo: Repo) -> TaskOut:
 async def list_tasks(
     repo: Repo,
     status_: Annotated[list[TaskStatus], Query(alias="status", description="Repeatable")] = [],  # noqa: B006
-    task_type: Annotated[str | None, Query(max_length=200)] = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
+    task_type: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskPage:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Self
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from taskcore.domain import QueueStats, Task, TaskStatus
 
 MAX_PRIORITY = 9
 MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the representable range of dates") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An RFC 3339 timestamp with an offset, normalised to UTC."""
 
 
 class TaskCreate(BaseModel):
@@ -25,14 +36,15 @@ class TaskCreate(BaseModel):
     priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="Higher runs first among due tasks")
     max_retries: int | None = Field(default=None, ge=0, description="Retries after the first attempt")
     timeout_seconds: int | None = Field(default=None, ge=1, description="Per-attempt time limit")
-    run_at: AwareDatetime | None = Field(default=None, description="Run at this time (RFC 3339 with offset)")
+    run_at: UtcDatetime | None = Field(default=None, description="Run at this time (RFC 3339 with offset)")
     delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS, description="Run after this delay")
 
-    @model_validator(mode="after")
-    def _one_schedule(self) -> Self:
-        if self.run_at is not None and self.delay_seconds is not None:
+    @field_validator("delay_seconds")
+    @classmethod
+    def _one_schedule(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("run_at") is not None:
             raise ValueError("give either run_at or delay_seconds, not both")
-        return self
+        return value
 
 
 class TaskLinks(BaseModel):

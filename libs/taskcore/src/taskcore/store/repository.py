@@ -12,7 +12,7 @@ import binascii
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -79,8 +79,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, task_id = orjson.loads(raw)
-        return datetime.fromisoformat(created), UUID(task_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        return datetime.fromisoformat(created).astimezone(UTC), UUID(task_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise TaskValidationError(
             "invalid cursor",
             [{"field": "cursor", "message": "not a cursor returned by this API", "type": "invalid_cursor"}],

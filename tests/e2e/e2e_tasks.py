@@ -1,0 +1,37 @@
+"""Task types for the end-to-end tests, loaded by the API and worker processes they start
+(this directory is on their PYTHONPATH and ``e2e_tasks`` is in TASKFLOW_TASK_MODULES)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskcore import task
+
+
+class TickerPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="File to append one line to per tick")
+    seconds: float = Field(gt=0, le=120, description="How long to keep ticking")
+    interval: float = Field(default=0.05, gt=0, le=5, description="Seconds between ticks")
+
+
+def _append(path: str, line: str) -> None:
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+@task("e2e.ticker")
+async def ticker(payload: TickerPayload) -> dict[str, int]:
+    """Append a line to a file every ``interval`` seconds for ``seconds``: shows whether a handler still runs."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + payload.seconds
+    ticks = 0
+    while loop.time() < deadline:
+        _append(payload.path, f"tick {ticks}\n")
+        ticks += 1
+        await asyncio.sleep(payload.interval)
+    return {"ticks": ticks}
