@@ -12,7 +12,7 @@ from taskcore.queue import TaskQueue, connect
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
-from taskcore.store import TaskRepository, create_pool
+from taskcore.store import TaskRepository, open_pool
 from taskflow_api import problems
 from taskflow_api._body_limit import BodyLimitMiddleware
 from taskflow_api.routes import probes, router
@@ -28,11 +28,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(
-            settings.database_url,
-            max_size=settings.db_pool_max_size,
-            command_timeout=settings.db_command_timeout_seconds,
-        )
+        pool = await open_pool(settings)
         queue = TaskQueue(
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds),
             queue_name=settings.queue_name,

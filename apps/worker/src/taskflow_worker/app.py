@@ -16,7 +16,7 @@ from arq.worker import Worker, func
 from taskcore.queue import RUN_TASK, TaskQueue
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
-from taskcore.store import TaskRepository, create_pool
+from taskcore.store import TaskRepository, open_pool
 from taskflow_worker.reconciler import Reconciler
 from taskflow_worker.runner import TaskRunner
 
@@ -48,11 +48,7 @@ def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, b
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:6]}"
 
     async def startup(ctx: dict[str, Any]) -> None:
-        pool = await create_pool(
-            settings.database_url,
-            max_size=settings.db_pool_max_size,
-            command_timeout=settings.db_command_timeout_seconds,
-        )
+        pool = await open_pool(settings)
         repo = TaskRepository(pool)
         runner = TaskRunner(repo=repo, registry=registry, settings=settings, worker_id=worker_id)
         reconciler = Reconciler(

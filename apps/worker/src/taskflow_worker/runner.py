@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -48,9 +48,8 @@ def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Running:
-    attempt: int
     handler: asyncio.Future[Any]
-    cancel_seen: bool = field(default=False)
+    cancel_seen: bool = False
 
 
 class TaskRunner:
@@ -116,7 +115,7 @@ class TaskRunner:
             raise PermanentError(str(exc)) from exc
         ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries)
         handler = asyncio.ensure_future(spec.run(payload, ctx))
-        self.running[task.id] = _Running(task.attempt, handler)
+        self.running[task.id] = _Running(handler)
         try:
             result = await asyncio.wait_for(handler, task.timeout_seconds)
         except TimeoutError as exc:

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from taskcore.errors import DependencyUnavailable
+from taskcore.settings import Settings
 
 # Failures that mean "PostgreSQL is not there right now", as opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -34,7 +35,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 30.0) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, max_size: int = 10, command_timeout: float = 30.0, connect_timeout: float = 5.0
+) -> asyncpg.Pool:
     """A pool that connects on demand, so a process starts (and reports not ready) while PostgreSQL is down."""
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -42,11 +45,22 @@ async def create_pool(dsn: str, *, max_size: int = 10, command_timeout: float = 
             min_size=0,
             max_size=max_size,
             command_timeout=command_timeout,
+            timeout=connect_timeout,
             init=_init_connection,
         )
     except CONNECTION_ERRORS as exc:
         raise DependencyUnavailable("postgresql", type(exc).__name__) from exc
     return pool
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    """The pool a TaskFlow process uses, sized and timed by its settings."""
+    return await create_pool(
+        settings.database_url,
+        max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout_seconds,
+        connect_timeout=settings.dependency_timeout_seconds,
+    )
 
 
 @asynccontextmanager
