@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
+import pytest
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 
 from taskcore.queue import TaskQueue
+from tests.conftest import purge_queue
 
 
-async def test_one_job_per_task(queue: TaskQueue, redis: ArqRedis) -> None:
-    task_id = uuid4()
+@pytest.fixture
+async def new_id(redis: ArqRedis, queue: TaskQueue) -> AsyncIterator[Callable[[], UUID]]:
+    """Ids for jobs that have no task row: the session cleanup cannot find them, so this does."""
+    made: list[UUID] = []
+
+    def make() -> UUID:
+        made.append(uuid4())
+        return made[-1]
+
+    yield make
+    await purge_queue(redis, queue.queue_name, made)
+
+
+async def test_one_job_per_task(queue: TaskQueue, redis: ArqRedis, new_id: Callable[[], UUID]) -> None:
+    task_id = new_id()
     now = datetime.now(UTC)
     assert await queue.enqueue(task_id, run_at=now)
     assert not await queue.enqueue(task_id, run_at=now)
@@ -20,9 +36,11 @@ async def test_one_job_per_task(queue: TaskQueue, redis: ArqRedis) -> None:
     assert await redis.exists(job_key_prefix + str(task_id))
 
 
-async def test_due_tasks_are_ordered_by_priority_then_age(queue: TaskQueue, redis: ArqRedis) -> None:
+async def test_due_tasks_are_ordered_by_priority_then_age(
+    queue: TaskQueue, redis: ArqRedis, new_id: Callable[[], UUID]
+) -> None:
     now = datetime.now(UTC)
-    low_old, high, low_new = uuid4(), uuid4(), uuid4()
+    low_old, high, low_new = new_id(), new_id(), new_id()
     await queue.enqueue(low_old, run_at=now - timedelta(seconds=5), priority=0)
     await queue.enqueue(high, run_at=now, priority=5)
     await queue.enqueue(low_new, run_at=now, priority=0)
@@ -31,8 +49,8 @@ async def test_due_tasks_are_ordered_by_priority_then_age(queue: TaskQueue, redi
     assert set(order[1:]) == {str(low_old), str(low_new)}
 
 
-async def test_delayed_tasks_wait_for_their_time(queue: TaskQueue, redis: ArqRedis) -> None:
-    task_id = uuid4()
+async def test_delayed_tasks_wait_for_their_time(queue: TaskQueue, redis: ArqRedis, new_id: Callable[[], UUID]) -> None:
+    task_id = new_id()
     later = datetime.now(UTC) + timedelta(minutes=10)
     await queue.enqueue(task_id, run_at=later, priority=9)
     score = await redis.zscore(queue.queue_name, str(task_id))
@@ -41,8 +59,8 @@ async def test_delayed_tasks_wait_for_their_time(queue: TaskQueue, redis: ArqRed
     assert await redis.pttl(job_key_prefix + str(task_id)) > 10 * 60 * 1000
 
 
-async def test_remove_and_abort(queue: TaskQueue, redis: ArqRedis) -> None:
-    task_id = uuid4()
+async def test_remove_and_abort(queue: TaskQueue, redis: ArqRedis, new_id: Callable[[], UUID]) -> None:
+    task_id = new_id()
     await queue.enqueue(task_id, run_at=datetime.now(UTC))
     await queue.remove(task_id)
     assert await redis.zcard(queue.queue_name) == 0
@@ -52,15 +70,17 @@ async def test_remove_and_abort(queue: TaskQueue, redis: ArqRedis) -> None:
     await redis.zrem(abort_jobs_ss, str(task_id))
 
 
-async def test_missing_finds_tasks_without_a_job(queue: TaskQueue) -> None:
-    present, lost = uuid4(), uuid4()
+async def test_missing_finds_tasks_without_a_job(queue: TaskQueue, new_id: Callable[[], UUID]) -> None:
+    present, lost = new_id(), new_id()
     await queue.enqueue(present, run_at=datetime.now(UTC))
     assert await queue.missing([present, lost]) == [lost]
     assert await queue.missing([]) == []
 
 
-async def test_requeue_stale_clears_a_dead_workers_in_progress_mark(queue: TaskQueue, redis: ArqRedis) -> None:
-    task_id = uuid4()
+async def test_requeue_stale_clears_a_dead_workers_in_progress_mark(
+    queue: TaskQueue, redis: ArqRedis, new_id: Callable[[], UUID]
+) -> None:
+    task_id = new_id()
     await queue.enqueue(task_id, run_at=datetime.now(UTC))
     await redis.set(in_progress_key_prefix + str(task_id), b"1", px=3_600_000)
     await queue.requeue_stale(task_id, run_at=datetime.now(UTC))
