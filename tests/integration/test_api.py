@@ -88,6 +88,9 @@ async def _aiter(source: Iterator[bytes]) -> AsyncIterator[bytes]:
         b'{"task_type": "test", "payload": {}, "run_at": "yesterday"}',
         b'{"task_type": "test", "payload": {}, "delay_seconds": 1e400}',
         b'{"task_type": "test", "payload": {}, "priority": 1.5}',
+        b'{"task_type": "test", "payload": {"x": NaN}}',
+        b'{"task_type": "test", "payload": {"x": -Infinity}}',
+        b'{"task_type": "test", "payload": {"x": 123456789012345678901234567890}}',
         b'{"task_type": "' + b"t" * 5000 + b'", "payload": {}}',
     ],
 )

@@ -18,6 +18,7 @@ from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store.repository import ListFilter, TaskRepository
+from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem
 from taskflow_api.schemas import (
     Health,
@@ -55,7 +56,7 @@ def get_repo(request: Request) -> TaskRepository:
 Service = Annotated[TaskService, Depends(get_service)]
 Repo = Annotated[TaskRepository, Depends(get_repo)]
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=StrictJSONRoute)
 probes = APIRouter()
 
 
