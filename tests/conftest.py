@@ -82,7 +82,7 @@ def make_settings(database: str, queue_name: str, **overrides: object) -> Settin
         "enqueue_grace_seconds": 0,
         "worker_poll_delay_seconds": 0.02,
         "worker_shutdown_grace_seconds": 5,
-        "db_retry_seconds": 5,
+        "outage_tolerance_seconds": 5,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

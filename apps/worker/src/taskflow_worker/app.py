@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,6 +14,10 @@ from uuid import UUID, uuid4
 import structlog
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskcore.queue import RUN_TASK, TaskQueue
 from taskcore.registry import TaskRegistry, load_registry
@@ -40,6 +46,21 @@ async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]
         except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
             log.warning("background step failed", loop=name, error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(seconds)
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's Redis connection, retrying each command with backoff so that the worker waits out
+    a Redis restart (for about ``outage_tolerance_seconds``) instead of exiting."""
+    tolerance = settings.outage_tolerance_seconds
+    return dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_url),
+        conn_timeout=max(1, math.ceil(settings.dependency_timeout_seconds)),
+        conn_retries=max(1, math.ceil(tolerance)),
+        retry_on_timeout=True,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        # Delays double from 0.1 s up to 2 s: about four retries for the first 3 s, then one per 2 s.
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=4 + math.ceil(max(0.0, tolerance - 3) / 2)),
+    )
 
 
 def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, burst: bool = False) -> Worker:
@@ -104,7 +125,7 @@ def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, b
                 keep_result=0,
             )
         ],
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=redis_settings(settings),
         queue_name=settings.queue_name,
         max_jobs=settings.worker_concurrency,
         poll_delay=settings.worker_poll_delay_seconds,

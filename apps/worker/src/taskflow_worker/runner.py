@@ -62,11 +62,11 @@ class TaskRunner:
         self.running: dict[UUID, _Running] = {}
 
     async def _persist(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a store call, retrying while PostgreSQL is unavailable (bounded by db_retry_seconds)."""
+        """Run a store call, retrying while PostgreSQL is unavailable (for up to outage_tolerance_seconds)."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DependencyUnavailable),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
-            stop=stop_after_delay(self.settings.db_retry_seconds),
+            stop=stop_after_delay(self.settings.outage_tolerance_seconds),
             reraise=True,
         ):
             with attempt:

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
     enqueue_grace_seconds: float = Field(default=10.0, ge=0)
     retention_days: float = Field(default=7.0, gt=0)
-    db_retry_seconds: float = Field(default=60.0, ge=0)
+    outage_tolerance_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("task_modules", mode="before")
     @classmethod
