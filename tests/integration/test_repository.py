@@ -166,6 +166,7 @@ async def test_manual_retry_only_from_failed_or_cancelled(repo: TaskRepository) 
 
 async def test_release_gives_the_attempt_back(repo: TaskRepository) -> None:
     task_id, attempt = await running(repo)
+    assert not await repo.mark_cancelled(task_id, attempt)  # nobody asked to cancel it
     assert await repo.release(task_id, attempt)
     task = await repo.get(task_id)
     assert (task.status, task.attempt, task.started_at) == (TaskStatus.QUEUED, 0, None)

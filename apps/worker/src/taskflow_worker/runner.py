@@ -142,9 +142,7 @@ class TaskRunner:
 
     async def _cancelled(self, task: Task, bound: structlog.typing.FilteringBoundLogger) -> None:
         """The handler was cancelled: by a cancel request (record it) or by shutdown (give the task back)."""
-        if await self._persist(self.repo.cancel_requested, task.id) and await self._persist(
-            self.repo.mark_cancelled, task.id, task.attempt
-        ):
+        if await self._persist(self.repo.mark_cancelled, task.id, task.attempt):
             bound.info("task cancelled while running")
         elif await self._persist(self.repo.release, task.id, task.attempt):
             bound.info("task released for another worker (shutdown)")

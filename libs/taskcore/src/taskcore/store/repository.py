@@ -244,11 +244,13 @@ class TaskRepository:
             )
         return None if row is None else _task(row)
 
-    async def _finish(self, sql: str, task_id: UUID, attempt: int, *args: Any) -> asyncpg.Record | None:
+    async def _finish(
+        self, sql: str, task_id: UUID, attempt: int, *args: Any, only_if: str = "true"
+    ) -> asyncpg.Record | None:
         async with self._conn() as conn:
             row: asyncpg.Record | None = await conn.fetchrow(
                 f"""UPDATE tasks SET updated_at = clock_timestamp(), lease_expires_at = NULL, {sql}
-                    WHERE id = $1 AND status = 'running' AND attempt = $2
+                    WHERE id = $1 AND status = 'running' AND attempt = $2 AND {only_if}
                     RETURNING id, priority, run_at""",
                 task_id,
                 attempt,
@@ -284,11 +286,12 @@ class TaskRepository:
         return None if row is None else DueTask(row["id"], row["priority"], row["run_at"])
 
     async def mark_cancelled(self, task_id: UUID, attempt: int) -> bool:
-        """Running with a cancel request → cancelled."""
+        """Running with a cancel request → cancelled; False when no cancel was requested."""
         row = await self._finish(
             "status = 'cancelled', finished_at = clock_timestamp(), worker_id = NULL",
             task_id,
             attempt,
+            only_if="cancel_requested",
         )
         return row is not None
 
@@ -300,10 +303,6 @@ class TaskRepository:
             attempt,
         )
         return row is not None
-
-    async def cancel_requested(self, task_id: UUID) -> bool:
-        async with self._conn() as conn:
-            return bool(await conn.fetchval("SELECT cancel_requested FROM tasks WHERE id = $1", task_id))
 
     async def renew_leases(self, task_ids: Sequence[UUID], *, worker_id: str, lease_seconds: float) -> set[UUID]:
         """Extend the leases of a worker's running tasks; return those whose cancel was requested."""
