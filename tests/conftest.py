@@ -132,7 +132,7 @@ def repo(pool: asyncpg.Pool) -> TaskRepository:
 
 @pytest.fixture(scope="session")
 def queue(redis: ArqRedis, settings: Settings) -> TaskQueue:
-    return TaskQueue(redis, queue_name=settings.queue_name)
+    return TaskQueue(redis)
 
 
 @pytest.fixture(scope="session")

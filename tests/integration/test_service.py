@@ -95,7 +95,7 @@ async def test_idempotency_compares_what_the_client_sent(service: TaskService) -
 async def redis_down_service(
     repo: TaskRepository, registry: TaskRegistry, settings: Settings
 ) -> AsyncIterator[TaskService]:
-    queue = TaskQueue(connect(CLOSED_PORT_REDIS, queue_name=settings.queue_name, timeout=0.5), queue_name="q")
+    queue = TaskQueue(connect(CLOSED_PORT_REDIS, queue_name=settings.queue_name, timeout=0.5))
     yield TaskService(repo=repo, queue=queue, registry=registry, settings=settings)
     await queue.close()
 

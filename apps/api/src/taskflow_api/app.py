@@ -30,8 +30,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(settings)
         queue = TaskQueue(
-            connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds),
-            queue_name=settings.queue_name,
+            connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )
         app.state.service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])

@@ -72,9 +72,7 @@ def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, b
         pool = await open_pool(settings)
         repo = TaskRepository(pool)
         runner = TaskRunner(repo=repo, registry=registry, settings=settings, worker_id=worker_id)
-        reconciler = Reconciler(
-            repo=repo, queue=TaskQueue(ctx["redis"], queue_name=settings.queue_name), settings=settings
-        )
+        reconciler = Reconciler(repo=repo, queue=TaskQueue(ctx["redis"]), settings=settings)
 
         async def heartbeat() -> None:
             await runner.renew_leases()

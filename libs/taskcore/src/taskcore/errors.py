@@ -11,6 +11,8 @@ TaskflowError
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
@@ -62,3 +64,12 @@ class DependencyUnavailable(TaskflowError):
     def __init__(self, dependency: str, reason: str = "") -> None:
         super().__init__(f"{dependency} is unavailable" + (f": {reason}" if reason else ""))
         self.dependency = dependency
+
+
+@asynccontextmanager
+async def unavailable_on(dependency: str, errors: tuple[type[BaseException], ...]) -> AsyncIterator[None]:
+    """Raise DependencyUnavailable(dependency) for any of ``errors`` raised in the block."""
+    try:
+        yield
+    except errors as exc:
+        raise DependencyUnavailable(dependency, type(exc).__name__) from exc

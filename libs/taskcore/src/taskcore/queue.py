@@ -7,8 +7,8 @@ higher priorities run first; a delayed task or a retry enters at its due time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -19,7 +19,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskcore.errors import DependencyUnavailable
+from taskcore.errors import unavailable_on
 
 RUN_TASK = "run_task"  # the single arq function every task runs through
 PRIORITY_STEP = timedelta(hours=1)
@@ -39,18 +39,16 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
     return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
 
-@asynccontextmanager
-async def _translate_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise DependencyUnavailable("redis", type(exc).__name__) from exc
+def _translate_errors() -> AbstractAsyncContextManager[None]:
+    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, OSError))
 
 
 class TaskQueue:
-    def __init__(self, redis: ArqRedis, *, queue_name: str) -> None:
+    """The task side of one arq queue: the client's ``default_queue_name``."""
+
+    def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
-        self.queue_name = queue_name
+        self.queue_name = redis.default_queue_name
 
     async def ping(self) -> None:
         async with _translate_errors():

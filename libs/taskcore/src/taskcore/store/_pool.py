@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 import orjson
 
-from taskcore.errors import DependencyUnavailable
+from taskcore.errors import unavailable_on
 from taskcore.settings import Settings
 
 # Failures that mean "PostgreSQL is not there right now", as opposed to a bad query.
@@ -38,18 +37,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def create_pool(
     dsn: str, *, max_size: int = 10, command_timeout: float = 30.0, connect_timeout: float = 5.0
 ) -> asyncpg.Pool:
-    """A pool that connects on demand, so a process starts (and reports not ready) while PostgreSQL is down."""
-    try:
-        pool: asyncpg.Pool = await asyncpg.create_pool(
-            dsn,
-            min_size=0,
-            max_size=max_size,
-            command_timeout=command_timeout,
-            timeout=connect_timeout,
-            init=_init_connection,
-        )
-    except CONNECTION_ERRORS as exc:
-        raise DependencyUnavailable("postgresql", type(exc).__name__) from exc
+    """A pool that connects on demand (min_size 0), so a process starts, and reports not ready,
+    while PostgreSQL is down; connection failures surface per query through translate_errors."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        timeout=connect_timeout,
+        init=_init_connection,
+    )
     return pool
 
 
@@ -63,9 +60,6 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
     )
 
 
-@asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except CONNECTION_ERRORS as exc:
-        raise DependencyUnavailable("postgresql", type(exc).__name__) from exc
+def translate_errors() -> AbstractAsyncContextManager[None]:
+    """PostgreSQL connection failures inside the block become DependencyUnavailable("postgresql")."""
+    return unavailable_on("postgresql", CONNECTION_ERRORS)
