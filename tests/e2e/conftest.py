@@ -63,6 +63,8 @@ class Stack:
     url: str
     env: dict[str, str]
     logs: Path
+    # Sent on every call to /api/v1 (the Authorization header once API keys are on).
+    headers: dict[str, str] = field(default_factory=dict)
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -96,7 +98,7 @@ class Stack:
             if self.workers and all(proc.poll() is not None for proc in self.workers):
                 last = len(self.workers) - 1
                 raise RuntimeError(f"every worker exited; worker-{last}: {self.log(f'worker-{last}')}")
-            if httpx.get(f"{self.url}/api/v1/queue", timeout=5).json()["workers"] >= count:
+            if httpx.get(f"{self.url}/api/v1/queue", headers=self.headers, timeout=5).json()["workers"] >= count:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{count} worker(s) not seen within {STARTUP_SECONDS}s: {self.log('worker-0')}")
@@ -207,7 +209,7 @@ async def isolated_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
 
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as client:
         yield client
 
 

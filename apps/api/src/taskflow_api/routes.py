@@ -19,6 +19,7 @@ from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api._strict_json import StrictJSONRoute
+from taskflow_api.auth import Scope, require_scope
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem
 from taskflow_api.schemas import (
     Health,
@@ -66,6 +67,7 @@ probes = APIRouter()
     response_model=TaskOut,
     responses=_problems(400, 409, 413, 422, 503),
     summary="Submit a task",
+    dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
 async def submit_task(
     body: TaskCreate,
@@ -99,12 +101,24 @@ async def submit_task(
     return TaskOut.of(task)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskOut, responses=_problems(404, 422, 503), summary="Get a task")
+@router.get(
+    "/tasks/{task_id}",
+    response_model=TaskOut,
+    responses=_problems(404, 422, 503),
+    summary="Get a task",
+    dependencies=[require_scope(Scope.TASKS_READ)],
+)
 async def get_task(task_id: UUID, repo: Repo) -> TaskOut:
     return TaskOut.of(await repo.get(task_id))
 
 
-@router.get("/tasks", response_model=TaskPage, responses=_problems(422, 503), summary="List tasks, newest first")
+@router.get(
+    "/tasks",
+    response_model=TaskPage,
+    responses=_problems(422, 503),
+    summary="List tasks, newest first",
+    dependencies=[require_scope(Scope.TASKS_READ)],
+)
 async def list_tasks(
     repo: Repo,
     status_: Annotated[list[TaskStatus], Query(alias="status", description="Repeatable")] = [],  # noqa: B006
@@ -130,6 +144,7 @@ async def list_tasks(
         **_problems(404, 409, 422, 503),
     },
     summary="Cancel a task",
+    dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
 async def cancel_task(task_id: UUID, service: Service, response: Response) -> TaskOut:
     task = await service.cancel(task_id)
@@ -144,12 +159,18 @@ async def cancel_task(task_id: UUID, service: Service, response: Response) -> Ta
     response_model=TaskOut,
     responses=_problems(404, 409, 422, 503),
     summary="Run a failed or cancelled task again",
+    dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
 async def retry_task(task_id: UUID, service: Service) -> TaskOut:
     return TaskOut.of(await service.retry(task_id))
 
 
-@router.get("/task-types", response_model=TaskTypeList, summary="Registered task types and their payload schemas")
+@router.get(
+    "/task-types",
+    response_model=TaskTypeList,
+    summary="Registered task types and their payload schemas",
+    dependencies=[require_scope(Scope.TASKS_READ)],
+)
 async def task_types(request: Request) -> TaskTypeList:
     registry: TaskRegistry = request.app.state.registry
     return TaskTypeList(
@@ -157,7 +178,13 @@ async def task_types(request: Request) -> TaskTypeList:
     )
 
 
-@router.get("/queue", response_model=QueueOut, responses=_problems(503), summary="Queue depth and workers")
+@router.get(
+    "/queue",
+    response_model=QueueOut,
+    responses=_problems(503),
+    summary="Queue depth and workers",
+    dependencies=[require_scope(Scope.TASKS_READ)],
+)
 async def queue_stats(repo: Repo, request: Request) -> QueueOut:
     settings: Settings = request.app.state.settings
     stats = await repo.queue_stats(worker_seen_within=timedelta(seconds=settings.lease_seconds * 2))
