@@ -34,6 +34,16 @@ class Principal:
 ANONYMOUS = Principal("anonymous", frozenset(Scope))
 
 
+def auth_enabled(request: Request) -> bool:
+    """Whether callers must present a key (the dashboard asks for one only then)."""
+    return False
+
+
+async def principal_for_key(request: Request, raw_key: str) -> Principal | None:
+    """The principal a raw API key stands for, or None if it is unknown (the dashboard's cookie)."""
+    return None
+
+
 async def authenticate(request: Request, scope: Scope) -> Principal:
     """The caller of ``request`` if it may use ``scope``; raises a problem (401/403) otherwise."""
     return ANONYMOUS
