@@ -13,7 +13,8 @@ from taskcore.registry import TaskRegistry, load_registry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
-from taskflow_api import problems
+from taskcore.store.notify import StatusListener
+from taskflow_api import live, problems
 from taskflow_api._body_limit import BodyLimitMiddleware
 from taskflow_api.routes import probes, router
 
@@ -33,10 +34,14 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )
         app.state.service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
+        # issue 7: one LISTEN connection per process wakes ?wait=N and /events requests
+        app.state.listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
+        await app.state.listener.start()
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
         try:
             yield
         finally:
+            await app.state.listener.stop()
             await queue.close()
             await pool.close()
 
@@ -51,5 +56,6 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES)
     problems.install(app)
     app.include_router(router)
+    app.include_router(live.router)
     app.include_router(probes)
     return app

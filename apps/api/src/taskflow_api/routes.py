@@ -20,6 +20,7 @@ from taskcore.settings import Settings
 from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.auth import Scope, require_scope
+from taskflow_api.live import MAX_WAIT_SECONDS, get_listener, wait_for_terminal
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem
 from taskflow_api.schemas import (
     Health,
@@ -108,8 +109,18 @@ async def submit_task(
     summary="Get a task",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def get_task(task_id: UUID, repo: Repo) -> TaskOut:
-    return TaskOut.of(await repo.get(task_id))
+async def get_task(
+    task_id: UUID,
+    repo: Repo,
+    request: Request,
+    wait: Annotated[
+        float | None,
+        Query(gt=0, le=MAX_WAIT_SECONDS, description="Answer once the task is terminal, or after this many seconds"),
+    ] = None,
+) -> TaskOut:
+    if wait is None:
+        return TaskOut.of(await repo.get(task_id))
+    return TaskOut.of(await wait_for_terminal(get_listener(request), repo, task_id, wait))
 
 
 @router.get(

@@ -1,0 +1,178 @@
+"""StatusListener: one LISTEN connection per process, fanned out to the requests waiting on tasks.
+
+Migration 0003 makes PostgreSQL announce every task status change on ``taskflow_task_status``
+as ``'<id> <status>'``. A process holds one dedicated connection LISTENing on that channel
+(not one per waiting request) and wakes the subscriptions of the task named. When that
+connection is lost it reconnects with backoff and LISTENs again, and wakes *every*
+subscription, because notifications sent in between are gone: each waiter re-reads its row.
+
+Typical use (subscribe first, then read the row, so no change between the two is missed)::
+
+    async with listener.subscribe(task_id) as changes:
+        task = await repo.get(task_id)
+        while not task.status.terminal and await changes.wait(remaining):
+            task = await repo.get(task_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from taskcore.errors import DependencyUnavailable
+from taskcore.store._pool import CONNECTION_ERRORS
+
+log = structlog.get_logger("taskflow.listener")
+
+CHANNEL = "taskflow_task_status"
+APPLICATION_NAME = "taskflow-listener"
+
+
+class Changes:
+    """One subscriber's wake-up flag: set when its task changed (or may have changed)."""
+
+    def __init__(self, task_id: UUID) -> None:
+        self.task_id = task_id
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a change; True if one came. Clears the flag."""
+        if seconds <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._event.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+
+class StatusListener:
+    """Owns the LISTEN connection of this process and the subscriptions waiting on it."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        connect_timeout: float = 5.0,
+        health_interval: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._health_interval = health_interval
+        self._max_backoff = max_backoff
+        self._subscribers: dict[UUID, set[Changes]] = {}
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connections = 0  # how many times a LISTEN connection was established (for tests and logs)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Start listening in the background; returns at once (PostgreSQL may still be down)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="taskflow-status-listener")
+
+    async def wait_connected(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @asynccontextmanager
+    async def subscribe(self, task_id: UUID) -> AsyncIterator[Changes]:
+        """Be woken when ``task_id`` changes status. DependencyUnavailable while not listening."""
+        if not self._connected.is_set():
+            raise DependencyUnavailable("postgresql", "not listening for task changes")
+        changes = Changes(task_id)
+        self._subscribers.setdefault(task_id, set()).add(changes)
+        try:
+            yield changes
+        finally:
+            subscribers = self._subscribers.get(task_id)
+            if subscribers is not None:
+                subscribers.discard(changes)
+                if not subscribers:
+                    del self._subscribers[task_id]
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    # -- the connection ------------------------------------------------------------------
+
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        task_id, _, _status = payload.partition(" ")
+        try:
+            key = UUID(task_id)
+        except ValueError:
+            return
+        for changes in self._subscribers.get(key, ()):
+            changes.notify()
+
+    def _on_termination(self, conn: object) -> None:
+        self._lost.set()
+
+    def _wake_all(self) -> None:
+        for subscribers in self._subscribers.values():
+            for changes in subscribers:
+                changes.notify()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._connect_timeout,
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
+                self._lost.clear()
+                conn.add_termination_listener(self._on_termination)
+                await conn.add_listener(CHANNEL, self._on_notification)
+                self.connections += 1
+                self._connected.set()
+                self._wake_all()  # changes made while we were not listening are unknown: re-read
+                log.info("listening for task changes", reconnect=self.connections > 1)
+                backoff = 0.1
+                await self._watch(conn)
+            except CONNECTION_ERRORS as exc:
+                log.warning("task change listener lost its connection", error=type(exc).__name__)
+            finally:
+                self._connected.clear()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            self._wake_all()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _watch(self, conn: asyncpg.Connection) -> None:
+        """Return when the connection is gone: closed by the server, or not answering a ping."""
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), self._health_interval)
+                return
+            except TimeoutError:
+                await conn.fetchval("SELECT 1", timeout=self._connect_timeout)

@@ -1,0 +1,1 @@
+"""Typed client for the TaskFlow REST API."""
