@@ -1,1 +1,50 @@
-"""Typed client for the TaskFlow REST API."""
+"""Typed client for the TaskFlow REST API: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+>>> from taskflow_client import Client
+>>> with Client("http://127.0.0.1:8000") as tf:
+...     task = tf.submit("test", {"message": "Hello"}, wait=True)
+...     task.status, task.result
+"""
+
+from taskflow_client._async import AsyncClient
+from taskflow_client._errors import (
+    APIError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    TaskflowError,
+    TransportError,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
+from taskflow_client._models import QueueStats, Task, TaskLinks, TaskPage, TaskStatus, TaskType
+from taskflow_client._sync import Client
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "QueueStats",
+    "RateLimited",
+    "ServerError",
+    "Task",
+    "TaskLinks",
+    "TaskPage",
+    "TaskStatus",
+    "TaskType",
+    "TaskflowError",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+]

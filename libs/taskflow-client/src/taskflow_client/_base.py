@@ -1,0 +1,163 @@
+"""What the sync and async clients share: configuration, request building, answers, retry policy."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from taskflow_client._errors import APIError, RateLimited, TransportError, Unavailable, error_from_response
+from taskflow_client._models import TaskStatus
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+API = "/api/v1"
+MAX_WAIT_SECONDS = 60.0  # the server's limit for ?wait=N
+TaskId = uuid.UUID | str
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    json: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    base_url: str
+    api_key: str | None
+    timeout: float
+    retries: int
+    max_retry_wait: float
+
+    @classmethod
+    def resolve(
+        cls, base_url: str | None, api_key: str | None, *, timeout: float, retries: int, max_retry_wait: float
+    ) -> Config:
+        """Explicit arguments win; then TASKFLOW_URL / TASKFLOW_API_KEY; then the local default."""
+        return cls(
+            base_url=(base_url or os.environ.get("TASKFLOW_URL") or DEFAULT_URL).rstrip("/"),
+            api_key=api_key if api_key is not None else (os.environ.get("TASKFLOW_API_KEY") or None),
+            timeout=timeout,
+            retries=retries,
+            max_retry_wait=max_retry_wait,
+        )
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "taskflow-client/0.1"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def retry_options(self) -> dict[str, Any]:
+        """tenacity options: 429 and 503 (and a refused connection) are tried again, after Retry-After."""
+        return {
+            "retry": retry_if_exception(_retryable),
+            "wait": _RetryAfterWait(self.max_retry_wait),
+            "stop": stop_after_attempt(self.retries + 1),
+            "reraise": True,
+        }
+
+
+class _RetryAfterWait:
+    """Wait what the server's Retry-After says (capped); without one, exponential backoff with jitter."""
+
+    def __init__(self, cap: float) -> None:
+        self._cap = cap
+        self._fallback = wait_exponential_jitter(multiplier=0.2, max=cap, jitter=0.2)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, APIError) and exc.retry_after is not None:
+            return min(exc.retry_after, self._cap)
+        return float(self._fallback(state))
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimited | Unavailable):
+        return True
+    # Nothing reached the server: safe to send again, even a submit.
+    return isinstance(exc, TransportError) and isinstance(exc.__cause__, httpx.ConnectError)
+
+
+def task_path(task_id: TaskId, suffix: str = "") -> str:
+    return f"{API}/tasks/{uuid.UUID(str(task_id))}{suffix}"
+
+
+def submit_call(
+    task_type: str,
+    payload: dict[str, Any],
+    *,
+    priority: int | None,
+    max_retries: int | None,
+    timeout_seconds: int | None,
+    run_at: datetime | None,
+    delay_seconds: float | None,
+    idempotency_key: str | None,
+) -> Call:
+    body: dict[str, Any] = {"task_type": task_type, "payload": payload}
+    options = {
+        "priority": priority,
+        "max_retries": max_retries,
+        "timeout_seconds": timeout_seconds,
+        "run_at": run_at.isoformat() if run_at is not None else None,
+        "delay_seconds": delay_seconds,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    # A key per call makes the client's own retries safe: a repeat returns the task already stored.
+    key = idempotency_key or f"taskflow-client-{uuid.uuid4()}"
+    return Call("POST", f"{API}/tasks", json=body, headers={"Idempotency-Key": key})
+
+
+def get_call(task_id: TaskId, wait: float | None, timeout: float) -> Call:
+    if wait is None:
+        return Call("GET", task_path(task_id))
+    return Call("GET", task_path(task_id), params=(("wait", f"{wait:g}"),), timeout=timeout + wait)
+
+
+def list_call(
+    *,
+    status: TaskStatus | str | Sequence[TaskStatus | str] | None,
+    task_type: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int | None,
+    cursor: str | None,
+) -> Call:
+    params: list[tuple[str, str]] = []
+    statuses = [status] if isinstance(status, str) else list(status or [])
+    params += [("status", str(TaskStatus(s).value)) for s in statuses]
+    if task_type is not None:
+        params.append(("task_type", task_type))
+    if created_after is not None:
+        params.append(("created_after", created_after.isoformat()))
+    if created_before is not None:
+        params.append(("created_before", created_before.isoformat()))
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return Call("GET", f"{API}/tasks", params=tuple(params))
+
+
+def parse(response: httpx.Response, model: type[M]) -> M:
+    """The answer as ``model``; an error status raises its typed APIError."""
+    if response.is_error:
+        raise error_from_response(response)
+    return model.model_validate_json(response.content)
+
+
+def wait_slice(remaining: float | None) -> float:
+    """One long-poll's length: what is left, at most the server's limit."""
+    return MAX_WAIT_SECONDS if remaining is None else max(0.001, min(MAX_WAIT_SECONDS, remaining))

@@ -1,0 +1,210 @@
+"""Client: the blocking client."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+from pydantic import TypeAdapter
+from tenacity import Retrying
+
+from taskflow_client._base import (
+    Call,
+    Config,
+    TaskId,
+    get_call,
+    list_call,
+    parse,
+    submit_call,
+    task_path,
+    wait_slice,
+)
+from taskflow_client._errors import TransportError, error_from_response
+from taskflow_client._models import QueueStats, Task, TaskPage, TaskStatus, TaskType
+
+_TYPES = TypeAdapter(list[TaskType])
+
+
+class Client:
+    """A TaskFlow API client. ``base_url`` defaults to TASKFLOW_URL, ``api_key`` to TASKFLOW_API_KEY.
+
+    429 and 503 answers are retried ``retries`` times, after the server's Retry-After (at most
+    ``max_retry_wait`` seconds). Pass ``http_client`` to bring your own httpx client (transport,
+    proxies, event hooks); it is not closed by ``close()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._config = Config.resolve(
+            base_url, api_key, timeout=timeout, retries=retries, max_retry_wait=max_retry_wait
+        )
+        self._owned = http_client is None
+        self._http = http_client or httpx.Client()
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    def close(self) -> None:
+        if self._owned:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _send(self, call: Call) -> httpx.Response:
+        for attempt in Retrying(**self._config.retry_options()):
+            with attempt:
+                try:
+                    response = self._http.request(
+                        call.method,
+                        self._config.base_url + call.path,
+                        params=call.params,
+                        json=call.json,
+                        headers={**self._config.headers(), **call.headers},
+                        timeout=call.timeout or self._config.timeout,
+                    )
+                except httpx.TransportError as exc:
+                    raise TransportError(f"{call.method} {call.path}: {exc!r}") from exc
+                if response.is_error:
+                    raise error_from_response(response)
+        return response
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        task_type: str,
+        payload: dict[str, Any],
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout_seconds: int | None = None,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        wait_timeout: float | None = None,
+    ) -> Task:
+        """Submit a task; with ``wait=True`` return it once terminal (or as it is after ``wait_timeout``)."""
+        call = submit_call(
+            task_type,
+            payload,
+            priority=priority,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            run_at=run_at,
+            delay_seconds=delay_seconds,
+            idempotency_key=idempotency_key,
+        )
+        task = parse(self._send(call), Task)
+        return self.wait(task.id, timeout=wait_timeout) if wait else task
+
+    def get(self, task_id: TaskId, *, wait: float | None = None) -> Task:
+        """The task; with ``wait`` (0 < wait ≤ 60) the server answers once it is terminal or after ``wait`` s."""
+        return parse(self._send(get_call(task_id, wait, self._config.timeout)), Task)
+
+    def wait(self, task_id: TaskId, *, timeout: float | None = None) -> Task:
+        """Long-poll until the task is terminal; after ``timeout`` seconds return it as it is (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            task = self.get(task_id, wait=wait_slice(remaining))
+            if task.terminal or (deadline is not None and time.monotonic() >= deadline):
+                return task
+
+    def list(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
+        call = list_call(
+            status=status,
+            task_type=task_type,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+        return parse(self._send(call), TaskPage)
+
+    def iter_tasks(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        task_type: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Task]:
+        """Every matching task, newest first, following the cursor page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list(
+                status=status,
+                task_type=task_type,
+                created_after=created_after,
+                created_before=created_before,
+                limit=page_size,
+                cursor=cursor,
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, task_id: TaskId) -> Task:
+        return parse(self._send(Call("POST", task_path(task_id, "/cancel"))), Task)
+
+    def retry(self, task_id: TaskId) -> Task:
+        return parse(self._send(Call("POST", task_path(task_id, "/retry"))), Task)
+
+    def task_types(self) -> builtins.list[TaskType]:
+        response = self._send(Call("GET", "/api/v1/task-types"))
+        return _TYPES.validate_python(response.json()["items"])
+
+    def queue(self) -> QueueStats:
+        return parse(self._send(Call("GET", "/api/v1/queue")), QueueStats)
+
+    def events(self, task_id: TaskId) -> Iterator[Task]:
+        """The task's states as the server streams them (SSE), the current one first; ends when terminal."""
+        url = self._config.base_url + task_path(task_id, "/events")
+        headers = {**self._config.headers(), "Accept": "text/event-stream"}
+        timeout = httpx.Timeout(self._config.timeout, read=None)
+        try:
+            with connect_sse(self._http, "GET", url, headers=headers, timeout=timeout) as source:
+                if source.response.is_error:
+                    source.response.read()
+                    raise error_from_response(source.response)
+                for event in source.iter_sse():
+                    if event.event == "status":
+                        yield Task.model_validate_json(event.data)
+        except (httpx.TransportError, SSEError) as exc:
+            raise TransportError(f"events of {task_id}: {exc!r}") from exc
