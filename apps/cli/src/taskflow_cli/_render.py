@@ -1,0 +1,109 @@
+"""How results look: Rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from taskflow_client import QueueStats, Task, TaskType
+
+STATUS_STYLE = {
+    "scheduled": "cyan",
+    "queued": "blue",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def age(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def tasks_table(tasks: Sequence[Task], *, title: str | None = None) -> Table:
+    table = Table(title=title, header_style="bold")
+    for column in ("id", "type", "status", "attempt", "created", "finished"):
+        table.add_column(column, no_wrap=column == "id")
+    for task in tasks:
+        table.add_row(
+            str(task.id),
+            task.task_type,
+            status_text(task.status.value),
+            f"{task.attempt}/{task.max_retries + 1}",
+            age(task.created_at),
+            age(task.finished_at),
+        )
+    return table
+
+
+def task_detail(console: Console, task: Task) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, str | Text]] = [
+        ("id", str(task.id)),
+        ("type", task.task_type),
+        ("status", status_text(task.status.value)),
+        ("attempt", f"{task.attempt} of {task.max_retries + 1}"),
+        ("priority", str(task.priority)),
+        ("created", task.created_at.isoformat()),
+        ("run at", task.run_at.isoformat()),
+        ("started", task.started_at.isoformat() if task.started_at else "-"),
+        ("finished", task.finished_at.isoformat() if task.finished_at else "-"),
+        ("payload", orjson.dumps(task.payload).decode()),
+    ]
+    if task.cancel_requested:
+        rows.append(("cancel", "requested"))
+    if task.result is not None:
+        rows.append(("result", orjson.dumps(task.result).decode()))
+    if task.error:
+        rows.append(("error", f"{task.error.get('type', '')}: {task.error.get('message', '')}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def types_table(types: Sequence[TaskType]) -> Table:
+    table = Table(header_style="bold")
+    table.add_column("type")
+    table.add_column("description")
+    table.add_column("payload fields")
+    for item in types:
+        fields = ", ".join(item.payload_schema.get("properties", {}))
+        table.add_row(item.name, item.description, fields or "-")
+    return table
+
+
+def queue_table(stats: QueueStats) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, count in stats.depth.items():
+        table.add_row(name, str(count))
+    table.add_row("due", str(stats.due))
+    oldest = stats.oldest_due_age_seconds
+    table.add_row("oldest due", "-" if oldest is None else f"{oldest:.1f}s")
+    table.add_row("workers", str(stats.workers))
+    return table

@@ -1,0 +1,150 @@
+"""The `taskflow` command as a subprocess against the real API and worker: output and exit codes.
+
+Each invocation is a new Python process (about a second or two here), so setup and cleanup go
+through taskflow_client in-process and the command runs only for what is being checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskflow_client import Client, TaskStatus
+from tests.e2e.conftest import BIN, CLOSED_PORT, Stack
+
+pytestmark = pytest.mark.e2e
+
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
+
+def api_key(stack: Stack) -> str | None:
+    return stack.headers.get("Authorization", "").removeprefix("Bearer ") or None
+
+
+def run(stack: Stack, *args: str, url: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLOW_")}
+    env["TASKFLOW_URL"] = url or stack.url
+    env["COLUMNS"] = "200"
+    key = api_key(stack)
+    if key:
+        env["TASKFLOW_API_KEY"] = key
+    return subprocess.run(
+        [str(BIN / "taskflow"), *args], env=env, capture_output=True, text=True, timeout=90, input=stdin, check=False
+    )
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[Client]:
+    with Client(stack.url, api_key=api_key(stack)) as tf:
+        yield tf
+
+
+def test_submit_wait_prints_the_result(stack: Stack) -> None:
+    task = as_json(run(stack, "--json", "submit", "test", "--payload", '{"message": "cli"}', "--wait"))
+    assert task["status"] == "succeeded"
+    assert task["result"]["echo"] == {"message": "cli"}
+    shown = run(stack, "get", task["id"])
+    assert shown.returncode == 0
+    assert "succeeded" in shown.stdout
+    assert task["id"] in shown.stdout
+
+
+def test_payload_from_a_file(stack: Stack, client: Client, tmp_path: Path) -> None:
+    path = tmp_path / "payload.json"
+    path.write_text('{"message": "from a file"}')
+    task = as_json(run(stack, "--json", "submit", "test", "--payload", f"@{path}", "--priority", "5"))
+    assert task["payload"] == {"message": "from a file"}
+    assert task["priority"] == 5
+    assert client.get(task["id"]).payload == {"message": "from a file"}
+
+
+def test_a_failed_task_exits_1_with_wait(stack: Stack) -> None:
+    result = run(stack, "--json", "submit", "fail", "--payload", '{"times": -1}', "--max-retries", "0", "--wait")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["status"] == "failed"
+
+
+def test_wait_timeout_cancel_conflict_and_retry(stack: Stack, client: Client) -> None:
+    result = run(stack, "--json", "submit", "sleep", "-p", '{"seconds": 30}', "--wait", "--wait-timeout", "1")
+    assert result.returncode == 7, result.stderr
+    task_id = json.loads(result.stdout)["id"]
+    try:
+        assert as_json(run(stack, "--json", "cancel", task_id))["cancel_requested"] is True
+        assert client.wait(task_id, timeout=30).status is TaskStatus.CANCELLED
+        assert run(stack, "cancel", task_id).returncode == 6  # already terminal: conflict
+        assert as_json(run(stack, "--json", "retry", task_id))["status"] == "queued"
+    finally:
+        if not client.get(task_id).terminal:
+            client.cancel(task_id)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["submit", "test", "--payload", "{not json"], 2),
+        (["submit", "no-such-type"], 2),
+        (["get", "not-a-uuid"], 2),
+        (["get", UNKNOWN], 3),
+    ],
+)
+def test_exit_codes(stack: Stack, args: list[str], code: int) -> None:
+    result = run(stack, *args)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert result.stderr.strip(), "an error says why on stderr"
+
+
+def test_refused_input_names_the_field(stack: Stack) -> None:
+    result = run(stack, "--json", "submit", "sleep", "--payload", '{"seconds": -1}')
+    assert result.returncode == 2
+    problem = json.loads(result.stderr)
+    assert problem["status"] == 422
+    assert [e["field"] for e in problem["errors"]] == ["payload.seconds"]
+
+
+def test_list_filters(stack: Stack, client: Client) -> None:
+    for i in range(3):
+        client.submit("test", {"message": f"list {i}"}, wait=True, wait_timeout=30)
+    page = as_json(run(stack, "--json", "list", "--status", "succeeded", "--type", "test", "--limit", "2"))
+    assert len(page["items"]) == 2
+    assert {t["status"] for t in page["items"]} == {"succeeded"}
+    assert {t["task_type"] for t in page["items"]} == {"test"}
+    assert page["next_cursor"]
+    following = client.list(status="succeeded", task_type="test", limit=2, cursor=page["next_cursor"])
+    assert not {str(t.id) for t in following.items} & {t["id"] for t in page["items"]}
+
+
+def test_types_and_queue(stack: Stack) -> None:
+    types = {t["name"]: t for t in as_json(run(stack, "--json", "types"))}
+    assert {"test", "sleep", "fail", "cpu"} <= set(types)
+    assert "seconds" in types["sleep"]["payload_schema"]["properties"]
+    shown = run(stack, "queue")
+    assert shown.returncode == 0
+    assert "workers" in shown.stdout
+
+
+def test_watch(stack: Stack, client: Client) -> None:
+    task = client.submit("greet", {"name": "watch"})
+    result = run(stack, "--json", "watch", "--type", "greet", "--until-terminal", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    snapshots = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert snapshots[-1][0]["id"] == str(task.id)
+    assert all(t["status"] in {"succeeded", "failed", "cancelled"} for t in snapshots[-1])
+    table = run(stack, "watch", "--count", "2", "--interval", "0.1", "--limit", "3")
+    assert table.returncode == 0
+    assert "newest tasks" in table.stdout
+
+
+def test_unreachable_api_exits_5(stack: Stack) -> None:
+    result = run(stack, "--retries", "0", "queue", url=f"http://127.0.0.1:{CLOSED_PORT}")
+    assert result.returncode == 5
+    assert "error" in result.stderr
