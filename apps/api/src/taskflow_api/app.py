@@ -13,8 +13,9 @@ from taskcore.registry import TaskRegistry, load_registry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
-from taskflow_api import live, problems
+from taskflow_api import live, problems, ui
 from taskflow_api._body_limit import BodyLimitMiddleware
 from taskflow_api.routes import probes, router
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
         # issue 7: one LISTEN connection per process wakes ?wait=N and /events requests
         app.state.listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
         await app.state.listener.start()
+        app.state.dashboard = DashboardQueries(pool)
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
         try:
             yield
@@ -57,5 +59,6 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     problems.install(app)
     app.include_router(router)
     app.include_router(live.router)
+    ui.install(app)
     app.include_router(probes)
     return app

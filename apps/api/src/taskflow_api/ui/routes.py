@@ -1,0 +1,351 @@
+"""The dashboard at /ui: server-rendered pages over the same service and repository as the API."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from taskcore.domain import TaskStatus
+from taskcore.errors import InvalidTransition, TaskNotFound, TaskValidationError
+from taskcore.registry import TaskRegistry
+from taskcore.service import TaskService
+from taskcore.settings import Settings
+from taskcore.store.dashboard import DashboardQueries, Overview
+from taskcore.store.repository import ListFilter
+from taskflow_api.auth import Scope, auth_enabled, principal_for_key
+from taskflow_api.live import HEARTBEAT_SECONDS, get_listener, task_events
+from taskflow_api.schemas import TaskCreate, UtcDatetime
+from taskflow_api.ui import _session as session
+from taskflow_api.ui._session import Csrf, Viewer, Writer
+from taskflow_api.ui.forms import fields_for, payload_from_form
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["json"] = lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+templates.env.filters["ts"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+STATUSES = list(TaskStatus)
+
+
+def _service(request: Request) -> TaskService:
+    service: TaskService = request.app.state.service
+    return service
+
+
+def _registry(request: Request) -> TaskRegistry:
+    registry: TaskRegistry = request.app.state.registry
+    return registry
+
+
+def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+    principal = getattr(request.state, "ui_principal", None)
+    base = {
+        "csrf": session.csrf_token(request),
+        "auth_on": auth_enabled(request),
+        "principal": principal,
+        "can_write": principal is not None and principal.allows(Scope.TASKS_WRITE),
+    }
+    response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+    session.issue_csrf(request, response)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _remember(request: Request, principal: Any) -> None:
+    request.state.ui_principal = principal
+
+
+# -- login ---------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "/ui/") -> Response:
+    return render(request, "login.html", {"next": _local(next), "error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request, _csrf: Csrf, api_key: Annotated[str, Form(max_length=512)] = "", next: str = Form("/ui/")
+) -> Response:
+    principal = await principal_for_key(request, api_key.strip()) if api_key.strip() else None
+    if principal is None:
+        return render(request, "login.html", {"next": _local(next), "error": "That key is not valid."}, status_code=401)
+    response = RedirectResponse(_local(next), status_code=303)
+    session.set_cookie(request, response, session.KEY_COOKIE, api_key.strip())
+    session.set_cookie(request, response, session.CSRF_COOKIE, session.new_token())
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, _csrf: Csrf) -> Response:
+    response = RedirectResponse("/ui/login" if auth_enabled(request) else "/ui/", status_code=303)
+    session.clear_cookie(request, response, session.KEY_COOKIE)
+    session.clear_cookie(request, response, session.CSRF_COOKIE)
+    return response
+
+
+def _local(target: str) -> str:
+    """Only redirect within the dashboard (no open redirect)."""
+    return target if target.startswith("/ui/") and not target.startswith("//") and "\\" not in target else "/ui/"
+
+
+# -- overview --------------------------------------------------------------------------------
+
+
+async def _overview(request: Request) -> tuple[Overview, Any]:
+    settings: Settings = request.app.state.settings
+    service = _service(request)
+    queries: DashboardQueries = request.app.state.dashboard
+    overview = await queries.overview()
+    stats = await service.repo.queue_stats(worker_seen_within=timedelta(seconds=settings.lease_seconds * 2))
+    return overview, stats
+
+
+def overview_json(overview: Overview, stats: Any, lease_seconds: float) -> dict[str, Any]:
+    start = overview.now.replace(second=0, microsecond=0) - timedelta(minutes=59)
+    by_minute = {b.minute: b for b in overview.last_hour}
+    minutes = []
+    for i in range(60):
+        moment = start + timedelta(minutes=i)
+        bucket = by_minute.get(moment)
+        minutes.append(
+            {
+                "minute": moment.isoformat(),
+                "succeeded": bucket.succeeded if bucket else 0,
+                "failed": bucket.failed if bucket else 0,
+                "cancelled": bucket.cancelled if bucket else 0,
+            }
+        )
+    rate = overview.failure_rate_last_hour
+    return {
+        "counts": {s.value: n for s, n in overview.counts.items()},
+        "total": sum(overview.counts.values()),
+        "due": stats.due,
+        "oldest_due_age_seconds": stats.oldest_due_age_seconds,
+        "finished_last_hour": overview.finished_last_hour,
+        "failure_rate_last_hour": rate,
+        "minutes": minutes,
+        "workers": [
+            {
+                "id": w.id,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "concurrency": w.concurrency,
+                "last_seen_at": w.last_seen_at.isoformat(),
+                "seconds_since_seen": round(w.seconds_since_seen, 1),
+                "alive": w.seconds_since_seen <= lease_seconds * 2,
+            }
+            for w in overview.workers
+        ],
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview_page(request: Request, principal: Viewer) -> Response:
+    _remember(request, principal)
+    overview, stats = await _overview(request)
+    settings: Settings = request.app.state.settings
+    data = overview_json(overview, stats, settings.lease_seconds)
+    return render(request, "overview.html", {"data": data, "statuses": STATUSES, "page": "overview"})
+
+
+@router.get("/overview.json")
+async def overview_data(request: Request, principal: Viewer) -> Response:
+    overview, stats = await _overview(request)
+    settings: Settings = request.app.state.settings
+    return JSONResponse(overview_json(overview, stats, settings.lease_seconds), headers={"Cache-Control": "no-store"})
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+async def _task_page(
+    request: Request,
+    statuses: list[TaskStatus],
+    task_type: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    filters = ListFilter(
+        statuses=statuses, task_type=task_type or None, created_after=created_after, created_before=created_before
+    )
+    error = None
+    try:
+        page = await _service(request).repo.list_page(filters, limit=limit, cursor=cursor)
+        items, next_cursor = page.items, page.next_cursor
+    except TaskValidationError as exc:
+        items, next_cursor, error = [], None, str(exc)
+    query: list[tuple[str, str]] = [("status", s.value) for s in statuses]
+    if task_type:
+        query.append(("task_type", task_type))
+    if created_after:
+        query.append(("created_after", created_after.isoformat()))
+    if created_before:
+        query.append(("created_before", created_before.isoformat()))
+    query.append(("limit", str(limit)))
+    return {
+        "tasks": items,
+        "next_cursor": next_cursor,
+        "cursor": cursor,
+        "filters": {"statuses": {s.value for s in statuses}, "task_type": task_type or "", "limit": limit},
+        "query": query,
+        "error": error,
+    }
+
+
+TaskType = Annotated[str | None, Query(alias="task_type", max_length=200, pattern=r"^[^\x00]*$")]
+Statuses = Annotated[list[TaskStatus], Query(alias="status")]
+
+
+@router.get("/tasks", response_class=HTMLResponse)
+async def tasks_page(
+    request: Request,
+    principal: Viewer,
+    status_: Statuses = [],  # noqa: B006
+    task_type: TaskType = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 25,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    fragment: bool = False,
+) -> Response:
+    _remember(request, principal)
+    context = await _task_page(request, status_, task_type, created_after, created_before, limit, cursor)
+    context.update({"types": [t.name for t in _registry(request)], "statuses": STATUSES, "page": "tasks"})
+    return render(request, "_rows.html" if fragment else "tasks.html", context)
+
+
+@router.get("/tasks/{task_id}", response_class=HTMLResponse)
+async def task_page(request: Request, task_id: UUID, principal: Viewer, fragment: bool = False) -> Response:
+    _remember(request, principal)
+    try:
+        task = await _service(request).repo.get(task_id)
+    except TaskNotFound:
+        return _not_found(request, task_id)
+    context = {"task": task, "page": "tasks", "terminal": task.status.terminal}
+    return render(request, "_task.html" if fragment else "task.html", context)
+
+
+@router.get("/tasks/{task_id}/events")
+async def task_page_events(request: Request, task_id: UUID, principal: Viewer) -> Response:
+    """The task's state changes for its page (same stream as the API's /events, with the cookie)."""
+    stream = task_events(get_listener(request), _service(request).repo, task_id)
+    try:
+        first = await anext(stream)
+    except TaskNotFound:
+        return Response(status_code=404)
+
+    async def events() -> Any:
+        try:
+            yield first
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+
+    return EventSourceResponse(events(), ping=HEARTBEAT_SECONDS, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def cancel(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf) -> Response:
+    return await _act(request, task_id, "cancel")
+
+
+@router.post("/tasks/{task_id}/retry")
+async def retry(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf) -> Response:
+    return await _act(request, task_id, "retry")
+
+
+async def _act(request: Request, task_id: UUID, action: str) -> Response:
+    service = _service(request)
+    try:
+        await (service.cancel(task_id) if action == "cancel" else service.retry(task_id))
+    except TaskNotFound:
+        return _not_found(request, task_id)
+    except InvalidTransition as exc:
+        return render(request, "error.html", {"title": f"Cannot {action}", "detail": str(exc)}, status_code=409)
+    return RedirectResponse(f"/ui/tasks/{task_id}", status_code=303)
+
+
+# -- submit ---------------------------------------------------------------------------------------
+
+
+@router.get("/submit", response_class=HTMLResponse)
+async def submit_page(request: Request, principal: Viewer, task_type: str | None = None) -> Response:
+    _remember(request, principal)
+    return _submit_form(request, task_type, {}, [])
+
+
+def _not_found(request: Request, task_id: UUID) -> Response:
+    return render(request, "error.html", {"title": "Task not found", "detail": f"No task {task_id}."}, status_code=404)
+
+
+def _submit_form(
+    request: Request,
+    task_type: str | None,
+    values: dict[str, str],
+    errors: list[dict[str, Any]],
+    status_code: int = 200,
+) -> Response:
+    registry = _registry(request)
+    names = [t.name for t in registry]
+    chosen = task_type if task_type in names else (names[0] if names else None)
+    spec = registry.get(chosen) if chosen else None
+    fields = fields_for(spec.json_schema()) if spec else []
+    by_field: dict[str, list[str]] = {}
+    for error in errors:
+        by_field.setdefault(str(error.get("field", "")), []).append(str(error.get("message", "")))
+    context = {
+        "types": list(registry),
+        "chosen": chosen,
+        "description": spec.description if spec else "",
+        "fields": fields,
+        "values": values,
+        "errors": errors,
+        "field_errors": by_field,
+        "page": "submit",
+    }
+    return render(request, "submit.html", context, status_code=status_code)
+
+
+@router.post("/submit", response_class=HTMLResponse)
+async def submit(request: Request, principal: Writer, _csrf: Csrf) -> Response:
+    _remember(request, principal)
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    task_type = values.get("task_type", "")
+    registry = _registry(request)
+    if task_type not in [t.name for t in registry]:
+        return _submit_form(request, None, values, [{"field": "task_type", "message": "unknown task type"}], 422)
+    payload, errors = payload_from_form(fields_for(registry.get(task_type).json_schema()), form)
+    options = {k: values[k] for k in ("priority", "max_retries", "delay_seconds") if values.get(k, "").strip()}
+    try:
+        body = TaskCreate.model_validate({"task_type": task_type, "payload": payload, **options})
+    except ValidationError as exc:
+        errors += [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    if errors:
+        return _submit_form(request, task_type, values, errors, 422)
+    try:
+        task, _ = await _service(request).submit(
+            task_type=body.task_type,
+            payload=body.payload,
+            priority=body.priority,
+            max_retries=body.max_retries,
+            delay_seconds=body.delay_seconds,
+        )
+    except TaskValidationError as exc:
+        return _submit_form(request, task_type, values, exc.errors, 422)
+    return RedirectResponse(f"/ui/tasks/{task.id}", status_code=303)
