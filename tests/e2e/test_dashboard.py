@@ -1,0 +1,177 @@
+"""The dashboard in a real browser: Playwright driving Debian's headless Chromium against the
+real API and worker. Every wait is on a condition (Playwright's expect), never a fixed sleep.
+
+Screenshots go to .taskflow/screenshots/ (git-ignored); with TASKFLOW_DOCS_SCREENSHOTS set
+(scripts/docs-screenshots.sh) the representative ones are also written there for the README."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from taskflow_client import Client, Task, TaskStatus
+from tests.e2e.conftest import ROOT, Stack
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("TASKFLOW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / ".taskflow" / "screenshots"
+DOCS_SHOTS = os.environ.get("TASKFLOW_DOCS_SCREENSHOTS")
+LIVE = 30_000  # ms: generous, for a loaded machine; expect() returns as soon as the condition holds
+expect.set_options(timeout=LIVE)
+
+
+def api_key(stack: Stack) -> str | None:
+    return stack.headers.get("Authorization", "").removeprefix("Bearer ") or None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, installed by the project's script when absent; no browser is a failure, not a skip."""
+    script = ROOT / "scripts" / "ensure-chromium.sh"
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0 or not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is needed for the dashboard tests and could not be installed:\n{result.stderr}")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    if DOCS_SHOTS:
+        Path(DOCS_SHOTS).mkdir(parents=True, exist_ok=True)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    # Playwright gives every launch a fresh temporary profile (user data dir) and removes it on close.
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(LIVE)
+    opened = await context.new_page()
+    yield opened
+    await opened.screenshot(path=str(SHOTS / f"{request.node.name}.png"), full_page=True)
+    await context.close()
+
+
+@pytest.fixture
+def client(stack: Stack) -> AsyncIterator[Client]:
+    with Client(stack.url, api_key=api_key(stack)) as tf:
+        yield tf  # type: ignore[misc]
+
+
+async def docs_shot(page: Page, name: str) -> None:
+    if DOCS_SHOTS:
+        await page.screenshot(path=str(Path(DOCS_SHOTS) / name), full_page=False)
+
+
+def wait_running(client: Client, task: Task, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while client.get(task.id).status is not TaskStatus.RUNNING:
+        assert time.monotonic() < deadline, f"task {task.id} did not start within {within}s"
+        time.sleep(0.05)
+
+
+async def test_submit_from_the_form_and_watch_it_succeed(page: Page, stack: Stack) -> None:
+    await page.goto(f"{stack.url}/ui/submit")
+    await page.get_by_label("Task type").select_option("sleep")
+    await expect(
+        page.get_by_role("spinbutton", name="Seconds", exact=True)
+    ).to_be_visible()  # the form re-rendered from sleep's schema
+    await page.get_by_role("spinbutton", name="Seconds", exact=True).fill("3")
+    await page.get_by_role("spinbutton", name=re.compile("^Priority")).fill("4")
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    await expect(page).to_have_url(re.compile(r"/ui/tasks/[0-9a-f-]{36}$"))
+    status = page.locator("#task-status")
+    await expect(status).to_have_text(re.compile("^(queued|running)$"))  # still going when the page opened
+    await expect(status).to_have_text("succeeded", timeout=LIVE)  # and the page shows it finish, no reload
+    await expect(page.locator("#task-result")).to_contain_text('"slept"')
+    await expect(page.get_by_text("4", exact=True)).to_be_visible()
+    await docs_shot(page, "dashboard-task.png")
+
+
+async def test_the_form_reports_what_the_api_refuses(page: Page, stack: Stack) -> None:
+    await page.goto(f"{stack.url}/ui/submit?task_type=fail")
+    await page.get_by_label("Message", exact=True).fill("x" * 1001)  # over maxLength: typed by a script, not a person
+    await page.locator("#p-message").evaluate("node => node.removeAttribute('maxlength')")
+    await page.locator("#p-message").fill("x" * 1001)
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    await expect(page.get_by_role("alert")).to_contain_text("payload.message")
+    await expect(page).to_have_url(re.compile(r"/ui/submit$"))
+
+
+async def test_filter_the_list(page: Page, stack: Stack, client: Client) -> None:
+    failed = client.submit("fail", {"times": -1}, max_retries=0, wait=True, wait_timeout=30)
+    client.submit("test", {"message": "not failed"}, wait=True, wait_timeout=30)
+    assert failed.status is TaskStatus.FAILED
+    await page.goto(f"{stack.url}/ui/tasks")
+    await page.get_by_label("failed", exact=True).check()
+    await page.get_by_label("Type").select_option("fail")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page).to_have_url(re.compile(r"status=failed"))
+    rows = page.locator("#task-rows tr[data-status]")
+    await expect(rows.first).to_be_visible()
+    assert set(await rows.evaluate_all("rows => rows.map(r => r.dataset.status)")) == {"failed"}
+    await page.get_by_role("link", name=str(failed.id)[:8]).click()
+    await expect(page.locator("#task-status")).to_have_text("failed")
+    await expect(page.get_by_text("DeliberateFailure", exact=True)).to_be_visible()
+    await expect(page.get_by_role("button", name="Retry")).to_be_visible()
+
+
+async def test_cancel_a_running_task(page: Page, stack: Stack, client: Client) -> None:
+    task = client.submit("sleep", {"seconds": 60})
+    try:
+        wait_running(client, task)
+        await page.goto(f"{stack.url}/ui/tasks/{task.id}")
+        await expect(page.locator("#task-status")).to_have_text("running")
+        await page.get_by_role("button", name="Cancel").click()
+        await expect(page.locator("#task-status")).to_have_text("cancelled")
+        assert client.get(task.id).status is TaskStatus.CANCELLED
+        await page.get_by_role("button", name="Retry").click()  # and run it again, from the same page
+        await expect(page.locator("#task-status")).to_have_text(re.compile("^(queued|running)$"))
+    finally:
+        if not client.get(task.id).terminal:
+            client.cancel(task.id)
+
+
+async def test_overview_numbers_change(page: Page, stack: Stack, client: Client) -> None:
+    await page.goto(f"{stack.url}/ui/")
+    succeeded = page.locator('[data-count="succeeded"]')
+    before = int(await succeeded.inner_text())
+    client.submit("test", {"message": "count me"}, wait=True, wait_timeout=30)
+    await page.wait_for_function(
+        f"() => Number(document.querySelector('[data-count=\"succeeded\"]').textContent) > {before}", timeout=LIVE
+    )
+    await expect(page.locator("#chart rect.succeeded").first).to_be_visible()
+    await expect(page.locator("#workers td.ok").first).to_be_visible()  # the stack's worker, heartbeat recent
+    await docs_shot(page, "dashboard-overview.png")
+
+
+async def test_keyboard_reaches_the_skip_link_and_navigation(page: Page, stack: Stack) -> None:
+    await page.goto(f"{stack.url}/ui/tasks")
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#main")).to_be_focused()
+    await page.set_viewport_size({"width": 390, "height": 800})  # a phone: the table scrolls, the page does not
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
