@@ -13,7 +13,7 @@ from taskcore.registry import TaskRegistry, load_registry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
-from taskflow_api import problems
+from taskflow_api import auth, problems
 from taskflow_api._body_limit import BodyLimitMiddleware
 from taskflow_api.routes import probes, router
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
         )
         app.state.service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
+        auth.announce(settings)
         try:
             yield
         finally:
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     app.state.registry = registry
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES)
     problems.install(app)
+    auth.install(app, settings)
     app.include_router(router)
     app.include_router(probes)
     return app
