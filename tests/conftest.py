@@ -8,7 +8,9 @@ tasks, when it ends.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +34,16 @@ from taskcore.store import TaskRepository, create_pool, migrate
 
 ADMIN_DATABASE_URL = os.environ.get("TASKFLOW_TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TASKFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# One API key per test session holding every scope: auth is on in the suite, as in production.
+TEST_API_KEY = "tf_test_" + secrets.token_urlsafe(32)
+TEST_API_KEYS = [
+    {
+        "name": "test-suite",
+        "sha256": hashlib.sha256(TEST_API_KEY.encode()).hexdigest(),
+        "scopes": ["tasks:read", "tasks:write", "admin"],
+    }
+]
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_API_KEY}"}
 
 
 def database_url(name: str) -> str:
@@ -83,6 +95,7 @@ def make_settings(database: str, queue_name: str, **overrides: object) -> Settin
         "worker_poll_delay_seconds": 0.02,
         "worker_shutdown_grace_seconds": 5,
         "outage_tolerance_seconds": 5,
+        "api_keys": TEST_API_KEYS,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

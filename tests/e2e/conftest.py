@@ -4,6 +4,7 @@ over a database and queue of their own, driven over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -23,7 +24,15 @@ from arq.connections import ArqRedis
 
 from taskcore.queue import connect
 from taskcore.store import create_pool
-from tests.conftest import REDIS_URL, all_task_ids, create_database, drop_database, purge_queue
+from tests.conftest import (
+    AUTH_HEADERS,
+    REDIS_URL,
+    TEST_API_KEYS,
+    all_task_ids,
+    create_database,
+    drop_database,
+    purge_queue,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -63,8 +72,8 @@ class Stack:
     url: str
     env: dict[str, str]
     logs: Path
-    # Sent on every call to /api/v1 (the Authorization header once API keys are on).
-    headers: dict[str, str] = field(default_factory=dict)
+    # Sent on every call to /api/v1: the session's key, holding every scope.
+    headers: dict[str, str] = field(default_factory=lambda: dict(AUTH_HEADERS))
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -146,6 +155,7 @@ async def provision(prefix: str) -> AsyncIterator[dict[str, str]]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TASKFLOW_")},
         "TASKFLOW_ENV": "test",
+        "TASKFLOW_API_KEYS": json.dumps(TEST_API_KEYS),
         "TASKFLOW_DATABASE_URL": database,
         "TASKFLOW_REDIS_URL": REDIS_URL,
         "TASKFLOW_QUEUE_NAME": f"{prefix.replace('_', '-')}:{tag}",

@@ -21,7 +21,7 @@ CONCURRENT = 200
 
 async def test_concurrent_submits_each_run_exactly_once(stack: Stack, db: asyncpg.Pool) -> None:
     limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
-    async with httpx.AsyncClient(base_url=stack.url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=30, limits=limits) as client:
         responses = await asyncio.gather(
             *(
                 client.post(TASKS, json={"task_type": "test", "payload": {"message": f"burst {n}"}})

@@ -21,7 +21,7 @@ async def test_redis_down_tasks_are_stored_and_reconciled(
     stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, arq_redis: ArqRedis
 ) -> None:
     with stack.extra_api("api-no-redis", TASKFLOW_REDIS_URL=REDIS_DOWN) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=15) as degraded:
+        async with httpx.AsyncClient(base_url=url, headers=stack.headers, timeout=15) as degraded:
             assert (await degraded.get("/health")).status_code == 200
 
             ready = await degraded.get("/ready")
@@ -53,7 +53,7 @@ async def test_redis_down_cancel_still_cancels(stack: Stack, api: httpx.AsyncCli
     assert created.status_code == 202
     task_id = created.json()["id"]
     with stack.extra_api("api-no-redis-cancel", TASKFLOW_REDIS_URL=REDIS_DOWN) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=15) as degraded:
+        async with httpx.AsyncClient(base_url=url, headers=stack.headers, timeout=15) as degraded:
             response = await degraded.post(f"{TASKS}/{task_id}/cancel")
             assert response.status_code == 200, response.text
             assert response.json()["status"] == "cancelled"
@@ -66,7 +66,7 @@ async def test_postgres_down_refuses_with_503_and_enqueues_nothing(
     queue = f"{stack.env['TASKFLOW_QUEUE_NAME']}:no-postgres"  # a queue of its own: anything enqueued shows
     before = await count_tasks(db)
     with stack.extra_api("api-no-postgres", TASKFLOW_DATABASE_URL=POSTGRES_DOWN, TASKFLOW_QUEUE_NAME=queue) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=15) as degraded:
+        async with httpx.AsyncClient(base_url=url, headers=stack.headers, timeout=15) as degraded:
             assert (await degraded.get("/health")).status_code == 200
 
             ready = await degraded.get("/ready")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 async def test_due_tasks_run_highest_priority_first(isolated_stack: Stack) -> None:
     stack = isolated_stack
-    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as api:
+    async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
         # No worker yet: everything is due and waiting when the (one-at-a-time) worker starts.
         priorities = [0, 9, 5, 9, 1]
         ids = [(await submit(api, "test", {"n": n}, priority=p))["id"] for n, p in enumerate(priorities)]

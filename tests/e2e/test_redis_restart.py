@@ -79,7 +79,7 @@ async def redis_stack(own_redis: OwnRedis, tmp_path_factory: pytest.TempPathFact
 
 
 async def test_worker_survives_a_redis_restart_and_nothing_is_lost(redis_stack: Stack, own_redis: OwnRedis) -> None:
-    async with httpx.AsyncClient(base_url=redis_stack.url, timeout=10) as api:
+    async with httpx.AsyncClient(base_url=redis_stack.url, headers=redis_stack.headers, timeout=10) as api:
         before = [await submit(api, "test", {"n": n}) for n in range(3)]
         for task in before:
             await wait_for_status(api, task["id"], "succeeded", within=5)

@@ -25,7 +25,7 @@ async def test_sigterm_drains_running_tasks(isolated_stack: Stack) -> None:
     await asyncio.to_thread(stack.wait_for_workers, 1)
     pool: asyncpg.Pool = await create_pool(stack.env["TASKFLOW_DATABASE_URL"], max_size=2)
     try:
-        async with httpx.AsyncClient(base_url=stack.url, timeout=10) as api:
+        async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
             ids = [(await submit(api, "sleep", {"seconds": SLEEP_SECONDS}))["id"] for _ in range(3)]
 
             async def all_running() -> bool:
@@ -60,7 +60,7 @@ async def test_sigterm_drains_running_tasks(isolated_stack: Stack) -> None:
 async def test_tasks_submitted_while_no_worker_runs_wait_and_run_on_the_next(isolated_stack: Stack) -> None:
     """Nothing is lost while no worker runs: the next worker to start picks the tasks up."""
     stack = isolated_stack
-    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as api:
+    async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
         ids = [(await submit(api, "greet", {"name": f"w{n}"}))["id"] for n in range(3)]
         await asyncio.sleep(0.3)
         assert {(await api.get(f"{TASKS}/{i}")).json()["status"] for i in ids} == {"queued"}
@@ -81,7 +81,7 @@ async def test_sigterm_past_the_grace_period_gives_the_task_back(isolated_stack:
     stack = isolated_stack
     impatient = stack.start_worker(TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS="1")
     await asyncio.to_thread(stack.wait_for_workers, 1)
-    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as api:
+    async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
         created = await submit(api, "sleep", {"seconds": 3}, max_retries=0)
         await wait_for_status(api, created["id"], "running", within=5)
         impatient.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
 from taskflow_api.app import create_app
+from tests.conftest import AUTH_HEADERS
 from tests.integration.test_service import CLOSED_PORT_PG, CLOSED_PORT_REDIS
 
 PROBLEM = "application/problem+json"
@@ -26,7 +27,9 @@ async def make_client(registry: TaskRegistry) -> AsyncIterator[Any]:
         app: FastAPI = create_app(settings, registry=registry)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test", headers=AUTH_HEADERS
+        )
         opened.append((lifespan, client))
         return client
 

@@ -15,7 +15,7 @@ from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
-from taskflow_api import live, problems, ui
+from taskflow_api import auth, live, problems, ui
 from taskflow_api._body_limit import BodyLimitMiddleware
 from taskflow_api.routes import probes, router
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
         await app.state.listener.start()
         app.state.dashboard = DashboardQueries(pool)
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
+        auth.announce(settings)
         try:
             yield
         finally:
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     app.state.registry = registry
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES)
     problems.install(app)
+    auth.install(app, settings)
     app.include_router(router)
     app.include_router(live.router)
     ui.install(app)

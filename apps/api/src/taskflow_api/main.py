@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from taskcore.logging import configure_logging
 from taskcore.settings import Settings
+from taskflow_api import keygen
 from taskflow_api.app import create_app
 
 
@@ -21,8 +22,14 @@ def app_factory() -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        return keygen.main(argv[1:])
     settings = Settings()
-    parser = argparse.ArgumentParser(prog="taskflow-api", description="Serve the TaskFlow REST API.")
+    parser = argparse.ArgumentParser(
+        prog="taskflow-api",
+        description="Serve the TaskFlow REST API. `taskflow-api keygen --help`: mint an API key.",
+    )
     parser.add_argument("--host", default=settings.api_host, help="default: TASKFLOW_API_HOST")
     parser.add_argument("--port", type=int, default=settings.api_port, help="default: TASKFLOW_API_PORT")
     parser.add_argument("--workers", type=int, default=settings.api_workers, help="default: TASKFLOW_API_WORKERS")

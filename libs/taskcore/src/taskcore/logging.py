@@ -8,6 +8,8 @@ import sys
 import orjson
 import structlog
 
+from taskcore.redact import redact_secrets
+
 
 def _drop_color_message(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
     """uvicorn attaches an ANSI-coloured copy of its message; the renderer does its own."""
@@ -39,7 +41,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_secrets, renderer],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -15,14 +15,25 @@ class Profile(StrEnum):
     PRODUCTION = "production"
 
 
+class ApiKeyEntry(BaseModel):
+    """One API key as configured: its name, the SHA-256 hex digest of the key (never the key), its scopes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:@-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: tuple[Literal["tasks:read", "tasks:write", "admin"], ...] = Field(min_length=1)
+
+
 class Settings(BaseSettings):
     """Built once at process start and passed down; taskcore never reads the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKFLOW_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a bad URL with a password in it must not be echoed in the start-up error.
+    model_config = SettingsConfigDict(env_prefix="TASKFLOW_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     env: Profile = Profile.DEVELOPMENT
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/taskflow"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/taskflow", repr=False)
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     queue_name: str = Field(default="taskflow:queue", min_length=1)
     task_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     builtin_tasks: bool = True
@@ -59,7 +70,14 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=7.0, gt=0)
     outage_tolerance_seconds: float = Field(default=60.0, ge=0)
 
-    @field_validator("task_modules", mode="before")
+    # issue 3: API keys, submit rate limit, CORS
+    auth_enabled: bool | None = None  # None: on unless env is development
+    api_keys: tuple[ApiKeyEntry, ...] = Field(default=(), repr=False)
+    submit_rate_per_second: float = Field(default=200.0, ge=0)  # per key; 0 turns the limit off
+    submit_burst: int = Field(default=400, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("task_modules", "cors_origins", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):
@@ -86,7 +104,15 @@ class Settings(BaseSettings):
             raise ValueError("default_timeout_seconds must not exceed max_timeout_seconds")
         if self.default_max_retries > self.max_retries_limit:
             raise ValueError("default_max_retries must not exceed max_retries_limit")
+        names = [key.name for key in self.api_keys]
+        if len(set(names)) != len(names):
+            raise ValueError("api_keys: every key needs a name of its own")
         return self
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether /api/v1 callers must present a key: TASKFLOW_AUTH_ENABLED, else on outside development."""
+        return self.env is not Profile.DEVELOPMENT if self.auth_enabled is None else self.auth_enabled
 
     @property
     def lease_renew_interval(self) -> float:
