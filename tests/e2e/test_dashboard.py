@@ -64,11 +64,26 @@ async def browser(chromium: str) -> AsyncIterator[Browser]:
         await launched.close()
 
 
+async def log_in(page: Page, stack: Stack, path: str = "/ui/") -> None:
+    """Open ``path``; when auth is on, the dashboard sends us to its login page first, then back."""
+    await page.goto(f"{stack.url}{path}")
+    key = api_key(stack)
+    if key is None:
+        return
+    await expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(f"{stack.url}{path}")
+
+
 @pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+async def page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookies), logged in to the dashboard."""
     context = await browser.new_context(viewport={"width": 1280, "height": 860})
     context.set_default_timeout(LIVE)
     opened = await context.new_page()
+    if "anonymous" not in request.fixturenames:
+        await log_in(opened, stack)
     yield opened
     await opened.screenshot(path=str(SHOTS / f"{request.node.name}.png"), full_page=True)
     await context.close()
@@ -165,6 +180,33 @@ async def test_overview_numbers_change(page: Page, stack: Stack, client: Client)
     await expect(page.locator("#chart rect.succeeded").first).to_be_visible()
     await expect(page.locator("#workers td.ok").first).to_be_visible()  # the stack's worker, heartbeat recent
     await docs_shot(page, "dashboard-overview.png")
+
+
+@pytest.fixture
+def anonymous() -> None:
+    """Marks a test whose page starts logged out."""
+
+
+async def test_login_keeps_the_key_in_a_strict_httponly_cookie(page: Page, stack: Stack, anonymous: None) -> None:
+    if api_key(stack) is None:
+        pytest.fail("the e2e stack runs with auth on: it should carry an API key")
+    await page.goto(f"{stack.url}/ui/tasks?status=failed")
+    await expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    await page.get_by_label("API key").fill("not-a-key")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("alert")).to_have_text("That key is not valid.")
+    await page.get_by_label("API key").fill(api_key(stack) or "")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(f"{stack.url}/ui/tasks?status=failed")  # back where we were going
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    assert cookies["taskflow_key"]["httpOnly"] is True
+    assert cookies["taskflow_key"]["sameSite"] == "Strict"
+    assert cookies["taskflow_key"]["path"] == "/ui"
+    assert await page.evaluate("document.cookie") == ""  # scripts cannot read the key or the CSRF token
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page).to_have_url(re.compile(r"/ui/login"))
+    await page.goto(f"{stack.url}/ui/")
+    await expect(page).to_have_url(re.compile(r"/ui/login\?next="))
 
 
 async def test_keyboard_reaches_the_skip_link_and_navigation(page: Page, stack: Stack) -> None:
