@@ -144,11 +144,7 @@ class StatusListener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(
-                    self._dsn,
-                    timeout=self._connect_timeout,
-                    server_settings={"application_name": APPLICATION_NAME},
-                )
+                conn = await self._connect()
                 self._lost.clear()
                 conn.add_termination_listener(self._on_termination)
                 await conn.add_listener(CHANNEL, self._on_notification)
@@ -162,11 +158,36 @@ class StatusListener:
                 log.warning("task change listener lost its connection", error=type(exc).__name__)
             finally:
                 self._connected.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
+                if conn is not None:
+                    await self._close(conn)
             self._wake_all()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
+
+    async def _connect(self) -> asyncpg.Connection:
+        attempt = asyncio.ensure_future(
+            asyncpg.connect(
+                self._dsn, timeout=self._connect_timeout, server_settings={"application_name": APPLICATION_NAME}
+            )
+        )
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # Stopped mid-handshake: let the attempt end (bounded by its timeout) and close what it opened,
+            # rather than leave asyncpg a half-open connection whose failure nobody collects.
+            with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                opened = await attempt
+                await self._close(opened)
+            raise
+
+    async def _close(self, conn: asyncpg.Connection) -> None:
+        """Close politely (UNLISTEN, goodbye); a connection that does not answer is cut."""
+        if conn.is_closed():
+            return
+        try:
+            await conn.close(timeout=self._connect_timeout)
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+            conn.terminate()
 
     async def _watch(self, conn: asyncpg.Connection) -> None:
         """Return when the connection is gone: closed by the server, or not answering a ping."""

@@ -1,0 +1,116 @@
+"""The dashboard in-process (ASGI) with auth on: login, scopes, CSRF, the submit form and its errors."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from taskcore.registry import TaskRegistry
+from taskcore.settings import Settings
+from taskflow_api.app import create_app
+from tests.conftest import TEST_API_KEY, TEST_API_KEYS, make_settings
+
+READ_ONLY_KEY = "read-only-dashboard-key-0123456789"
+KEYS = [
+    *TEST_API_KEYS,
+    {"name": "viewer", "sha256": hashlib.sha256(READ_ONLY_KEY.encode()).hexdigest(), "scopes": ["tasks:read"]},
+]
+
+
+@pytest.fixture
+async def ui(settings: Settings, registry: TaskRegistry) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(
+        make_settings(settings.database_url, settings.queue_name, auth_enabled=True, api_keys=KEYS), registry=registry
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test") as client,
+    ):
+        yield client
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+async def login(ui: httpx.AsyncClient, key: str) -> httpx.Response:
+    form = await ui.get("/ui/login")
+    return await ui.post("/ui/login", data={"csrf": csrf_of(form), "api_key": key, "next": "/ui/tasks"})
+
+
+async def test_pages_need_a_login_and_a_valid_key(ui: httpx.AsyncClient) -> None:
+    for path in ("/ui/", "/ui/tasks?status=failed", "/ui/submit", "/ui/overview.json"):
+        response = await ui.get(path)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/ui/login?next=")
+    refused = await login(ui, "wrong")
+    assert refused.status_code == 401
+    assert "not valid" in refused.text
+    accepted = await login(ui, TEST_API_KEY)
+    assert accepted.status_code == 303
+    assert accepted.headers["location"] == "/ui/tasks"
+    cookie = next(c for c in accepted.headers.get_list("set-cookie") if c.startswith("taskflow_key="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/ui" in cookie
+    assert "Secure" not in cookie  # plain http here; over https the cookie is Secure
+    assert (await ui.get("/ui/overview.json")).json()["counts"]["queued"] >= 0
+
+
+async def test_login_never_redirects_off_the_dashboard(ui: httpx.AsyncClient) -> None:
+    for target in ("https://evil.example/", "//evil.example/ui/", "/api/v1/tasks"):
+        form = await ui.get("/ui/login")  # each login issues a new CSRF token
+        response = await ui.post("/ui/login", data={"csrf": csrf_of(form), "api_key": TEST_API_KEY, "next": target})
+        assert response.headers["location"] == "/ui/"
+
+
+@pytest.mark.usefixtures("clean")
+async def test_forms_without_the_csrf_token_change_nothing(ui: httpx.AsyncClient) -> None:
+    await login(ui, TEST_API_KEY)
+    for token in ("", "forged"):
+        response = await ui.post("/ui/submit", data={"csrf": token, "task_type": "test", "payload.message": "x"})
+        assert response.status_code == 403
+    listed = await ui.get("/ui/tasks")
+    assert "No tasks match." in listed.text
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_read_only_key_can_look_but_not_act(ui: httpx.AsyncClient) -> None:
+    await login(ui, TEST_API_KEY)
+    page = await ui.get("/ui/submit?task_type=test")
+    created = await ui.post("/ui/submit", data={"csrf": csrf_of(page), "task_type": "test", "payload.message": "hi"})
+    assert created.status_code == 303
+    task_path = created.headers["location"]
+    ui.cookies.clear()
+    await login(ui, READ_ONLY_KEY)
+    shown = await ui.get(task_path)
+    assert shown.status_code == 200
+    assert "Cancel</button>" not in shown.text
+    refused = await ui.post(f"{task_path}/cancel", data={"csrf": csrf_of(shown)})
+    assert refused.status_code == 403
+    assert "tasks:write" in refused.text
+    assert 'data-status="queued"' in (await ui.get(task_path)).text
+
+
+@pytest.mark.usefixtures("clean")
+async def test_the_submit_form_reports_bad_fields(ui: httpx.AsyncClient) -> None:
+    await login(ui, TEST_API_KEY)
+    form = await ui.get("/ui/submit?task_type=test")
+    assert 'name="payload.message"' in form.text
+    token = csrf_of(form)
+    bad = await ui.post(
+        "/ui/submit", data={"csrf": token, "task_type": "test", "payload.message": "x", "priority": "12"}
+    )
+    assert bad.status_code == 422
+    assert "priority" in bad.text
+    assert 'value="x"' in bad.text  # what was typed is kept
+    unknown = await ui.post("/ui/submit", data={"csrf": token, "task_type": "nope"})
+    assert unknown.status_code == 422
+    assert "No tasks match." in (await ui.get("/ui/tasks")).text
