@@ -92,7 +92,6 @@ def test_wait_timeout_cancel_conflict_and_retry(stack: Stack, client: Client) ->
     ("args", "code"),
     [
         (["submit", "test", "--payload", "{not json"], 2),
-        (["submit", "no-such-type"], 2),
         (["get", "not-a-uuid"], 2),
         (["get", UNKNOWN], 3),
     ],
@@ -103,12 +102,20 @@ def test_exit_codes(stack: Stack, args: list[str], code: int) -> None:
     assert result.stderr.strip(), "an error says why on stderr"
 
 
-def test_refused_input_names_the_field(stack: Stack) -> None:
+def test_refused_input_exits_2_naming_the_field(stack: Stack) -> None:
     result = run(stack, "--json", "submit", "sleep", "--payload", '{"seconds": -1}')
     assert result.returncode == 2
     problem = json.loads(result.stderr)
     assert problem["status"] == 422
     assert [e["field"] for e in problem["errors"]] == ["payload.seconds"]
+
+
+def test_a_wrong_api_key_exits_4(stack: Stack) -> None:
+    if api_key(stack) is None:
+        pytest.fail("the e2e stack runs with auth on: it should carry an API key")
+    result = run(stack, "--api-key", "not-a-key", "types")
+    assert result.returncode == 4, result.stderr
+    assert "401" in result.stderr
 
 
 def test_list_filters(stack: Stack, client: Client) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from taskflow_client import (
@@ -16,7 +14,6 @@ from taskflow_client import (
     NotFound,
     TaskStatus,
     TransportError,
-    Unavailable,
     ValidationFailed,
 )
 from tests.e2e.conftest import CLOSED_PORT, Stack
@@ -94,22 +91,6 @@ def test_errors_are_typed(client: Client) -> None:
         client.cancel(done.id)
     with pytest.raises(NotFound):
         list(client.events(UNKNOWN))
-
-
-def test_unavailable_is_retried_after_retry_after(stack: Stack) -> None:
-    sent: list[httpx.Request] = []
-    down = f"postgresql://postgres@127.0.0.1:{CLOSED_PORT}/taskflow"
-    with (
-        stack.extra_api("api-no-pg-client", TASKFLOW_DATABASE_URL=down) as url,
-        httpx.Client(event_hooks={"request": [sent.append]}) as http,
-        Client(url, api_key=api_key(stack), retries=1, http_client=http) as degraded,
-    ):
-        started = time.monotonic()
-        with pytest.raises(Unavailable) as unavailable:
-            degraded.get(UNKNOWN)
-        assert unavailable.value.retry_after == 5
-        assert len(sent) == 2
-        assert time.monotonic() - started >= 4.5, "the retry did not wait for Retry-After"
 
 
 def test_nothing_listening_is_a_transport_error() -> None:

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,9 +90,9 @@ async def page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-def client(stack: Stack) -> AsyncIterator[Client]:
+def client(stack: Stack) -> Iterator[Client]:
     with Client(stack.url, api_key=api_key(stack)) as tf:
-        yield tf  # type: ignore[misc]
+        yield tf
 
 
 async def docs_shot(page: Page, name: str) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 import orjson
 import pytest
 
+from taskflow_client import AsyncClient, Unavailable
 from tests.e2e._helpers import TASKS, assert_problem, submit
 from tests.e2e.conftest import CLOSED_PORT, Stack
 
@@ -92,7 +94,7 @@ async def test_events_of_a_finished_task_is_one_event(api: httpx.AsyncClient) ->
     assert '"succeeded"' in response.text
 
 
-async def test_wait_is_503_while_postgresql_is_down(stack: Stack) -> None:
+async def test_postgresql_down_is_503_and_the_client_retries_after_retry_after(stack: Stack) -> None:
     down = f"postgresql://postgres@127.0.0.1:{CLOSED_PORT}/taskflow"
     with stack.extra_api("api-no-pg-wait", TASKFLOW_DATABASE_URL=down) as url:
         async with httpx.AsyncClient(base_url=url, headers=stack.headers, timeout=30) as degraded:
@@ -100,3 +102,23 @@ async def test_wait_is_503_while_postgresql_is_down(stack: Stack) -> None:
                 response = await degraded.get(path)
                 assert_problem(response, 503)
                 assert int(response.headers["Retry-After"]) > 0
+
+        sent: list[httpx.Request] = []
+        key = stack.headers.get("Authorization", "").removeprefix("Bearer ") or None
+        async with (
+            httpx.AsyncClient(event_hooks={"request": [_record(sent)]}) as http,
+            AsyncClient(url, api_key=key, retries=1, http_client=http) as client,
+        ):
+            started = time.monotonic()
+            with pytest.raises(Unavailable) as unavailable:
+                await client.get(UNKNOWN, wait=1)
+            assert unavailable.value.retry_after == 5
+            assert len(sent) == 2  # the first try and one retry
+            assert time.monotonic() - started >= 4.5, "the retry did not wait for Retry-After"
+
+
+def _record(sent: list[httpx.Request]) -> Callable[[httpx.Request], Awaitable[None]]:
+    async def hook(request: httpx.Request) -> None:
+        sent.append(request)
+
+    return hook
