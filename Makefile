@@ -44,3 +44,15 @@ check: lint types test ## everything CI runs
 
 clean: ## remove the virtualenv, caches and embedded services' data
 	rm -rf .venv .taskflow .pytest_cache .mypy_cache .ruff_cache .tox
+
+# issue 7
+.PHONY: chromium screenshots
+chromium: ## install Debian's headless Chromium for the dashboard's browser tests (idempotent)
+	scripts/ensure-chromium.sh
+
+screenshots: bootstrap chromium ## regenerate docs/images/ (dashboard screenshots for the README)
+	scripts/docs-screenshots.sh
+
+# The client and CLI are workspace members too; the browser tests need Chromium.
+.venv/.synced: libs/taskflow-client/pyproject.toml apps/cli/pyproject.toml
+test: chromium

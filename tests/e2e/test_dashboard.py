@@ -151,6 +151,9 @@ async def test_filter_the_list(page: Page, stack: Stack, client: Client) -> None
     await expect(page.locator("#task-status")).to_have_text("failed")
     await expect(page.get_by_text("DeliberateFailure", exact=True)).to_be_visible()
     await expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    await page.go_back()
+    await expect(rows.first).to_be_visible()
+    await docs_shot(page, "dashboard-tasks.png")
 
 
 async def test_cancel_a_running_task(page: Page, stack: Stack, client: Client) -> None:

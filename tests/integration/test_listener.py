@@ -12,7 +12,7 @@ import pytest
 from taskcore.errors import DependencyUnavailable
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository
-from taskcore.store.notify import APPLICATION_NAME, StatusListener
+from taskcore.store.notify import APPLICATION_NAME, CHANNEL, StatusListener
 from tests.integration.conftest import stored
 from tests.integration.test_service import CLOSED_PORT_PG
 
@@ -26,10 +26,13 @@ async def listener(settings: Settings) -> AsyncIterator[StatusListener]:
     await listener.stop()
 
 
-async def test_a_status_change_wakes_its_subscribers_only(listener: StatusListener, repo: TaskRepository) -> None:
+async def test_a_status_change_wakes_its_subscribers_only(
+    listener: StatusListener, repo: TaskRepository, pool: asyncpg.Pool
+) -> None:
     task = await stored(repo)
     other = await stored(repo)
     async with listener.subscribe(task.id) as mine, listener.subscribe(other.id) as theirs:
+        assert await pool.fetchval("SELECT count(*) FROM task_watches") == 2
         assert not await mine.wait(0.05)
         claimed = await repo.claim(task.id, worker_id="w", lease_seconds=30)
         assert claimed is not None
@@ -41,6 +44,23 @@ async def test_a_status_change_wakes_its_subscribers_only(listener: StatusListen
         assert await repo.mark_succeeded(task.id, claimed.attempt, {"ok": True})
         assert await mine.wait(10)
     assert listener.subscriptions == 0
+    assert await pool.fetchval("SELECT count(*) FROM task_watches") == 0
+
+
+async def test_only_watched_tasks_notify(settings: Settings, repo: TaskRepository) -> None:
+    """A NOTIFY serialises commits, so the workers' transitions of unwatched tasks must not send one."""
+    heard: list[str] = []
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.add_listener(CHANNEL, lambda *args: heard.append(args[-1]))
+        task = await stored(repo)
+        claimed = await repo.claim(task.id, worker_id="w", lease_seconds=30)
+        assert claimed is not None
+        await repo.mark_succeeded(task.id, claimed.attempt, None)
+        await conn.execute("SELECT 1")  # a round trip: a notification sent before it has arrived
+        assert heard == []
+    finally:
+        await conn.close()
 
 
 async def test_a_lost_connection_is_listened_again_and_wakes_everyone(
