@@ -114,3 +114,18 @@ async def test_the_submit_form_reports_bad_fields(ui: httpx.AsyncClient) -> None
     unknown = await ui.post("/ui/submit", data={"csrf": token, "task_type": "nope"})
     assert unknown.status_code == 422
     assert "No tasks match." in (await ui.get("/ui/tasks")).text
+
+
+@pytest.mark.usefixtures("clean")
+async def test_the_list_filters_by_creation_time(ui: httpx.AsyncClient) -> None:
+    await login(ui, TEST_API_KEY)
+    page = await ui.get("/ui/submit?task_type=test")
+    await ui.post("/ui/submit", data={"csrf": csrf_of(page), "task_type": "test", "payload.message": "timed"})
+    listed = await ui.get("/ui/tasks", params={"created_after": "2000-01-01T00:00"})  # a browser's datetime-local
+    assert listed.text.count('data-status="queued"') == 1
+    assert 'value="2000-01-01T00:00:00"' in listed.text
+    later = await ui.get("/ui/tasks", params={"created_after": "2999-01-01T00:00:00+00:00"})
+    assert "No tasks match." in later.text
+    bad = await ui.get("/ui/tasks", params={"created_before": "yesterday"})
+    assert bad.status_code == 200
+    assert "must be a date and time" in bad.text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -24,7 +24,7 @@ from taskcore.store.dashboard import DashboardQueries, Overview
 from taskcore.store.repository import ListFilter
 from taskflow_api.auth import Scope, auth_enabled, principal_for_key
 from taskflow_api.live import HEARTBEAT_SECONDS, get_listener, task_events
-from taskflow_api.schemas import TaskCreate, UtcDatetime
+from taskflow_api.schemas import TaskCreate
 from taskflow_api.ui import _session as session
 from taskflow_api.ui._session import Csrf, Viewer, Writer
 from taskflow_api.ui.forms import fields_for, payload_from_form
@@ -200,10 +200,24 @@ async def _task_page(
         "tasks": items,
         "next_cursor": next_cursor,
         "cursor": cursor,
-        "filters": {"statuses": {s.value for s in statuses}, "task_type": task_type or "", "limit": limit},
+        "filters": {
+            "statuses": {s.value for s in statuses},
+            "task_type": task_type or "",
+            "limit": limit,
+            "created_after": created_after.strftime("%Y-%m-%dT%H:%M:%S") if created_after else "",
+            "created_before": created_before.strftime("%Y-%m-%dT%H:%M:%S") if created_before else "",
+        },
         "query": query,
         "error": error,
     }
+
+
+def _moment(text: str) -> datetime | None:
+    """A time from the filter form: RFC 3339, or a browser's datetime-local value taken as UTC."""
+    if not text.strip():
+        return None
+    parsed = datetime.fromisoformat(text.strip())
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 TaskType = Annotated[str | None, Query(alias="task_type", max_length=200, pattern=r"^[^\x00]*$")]
@@ -216,14 +230,23 @@ async def tasks_page(
     principal: Viewer,
     status_: Statuses = [],  # noqa: B006
     task_type: TaskType = None,
-    created_after: UtcDatetime | None = None,
-    created_before: UtcDatetime | None = None,
+    created_after: Annotated[str, Query(max_length=64)] = "",
+    created_before: Annotated[str, Query(max_length=64)] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     fragment: bool = False,
 ) -> Response:
     _remember(request, principal)
-    context = await _task_page(request, status_, task_type, created_after, created_before, limit, cursor)
+    try:
+        after, before = _moment(created_after), _moment(created_before)
+    except ValueError:
+        after = before = None
+        bad_time = True
+    else:
+        bad_time = False
+    context = await _task_page(request, status_, task_type, after, before, limit, cursor)
+    if bad_time:
+        context["error"] = "Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC)."
     context.update({"types": [t.name for t in _registry(request)], "statuses": STATUSES, "page": "tasks"})
     return render(request, "_rows.html" if fragment else "tasks.html", context)
 
