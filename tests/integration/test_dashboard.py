@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,6 +15,7 @@ from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
 from taskflow_api.app import create_app
 from tests.conftest import TEST_API_KEY, TEST_API_KEYS, make_settings
+from tests.integration.test_service import CLOSED_PORT_PG
 
 READ_ONLY_KEY = "read-only-dashboard-key-0123456789"
 KEYS = [
@@ -129,3 +131,18 @@ async def test_the_list_filters_by_creation_time(ui: httpx.AsyncClient) -> None:
     bad = await ui.get("/ui/tasks", params={"created_before": "yesterday"})
     assert bad.status_code == 200
     assert "must be a date and time" in bad.text
+
+
+async def test_postgresql_down_is_a_readable_503_page(settings: Settings, registry: TaskRegistry) -> None:
+    down = make_settings(CLOSED_PORT_PG, settings.queue_name, auth_enabled=False, dependency_timeout_seconds=0.5)
+    app: FastAPI = create_app(down, registry=registry)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test") as client,
+    ):
+        for path in ("/ui/", "/ui/tasks", f"/ui/tasks/{uuid.uuid4()}"):
+            response = await client.get(path)
+            assert response.status_code == 503
+            assert response.headers["content-type"].startswith("text/html")
+            assert "postgresql is not answering" in response.text
+            assert int(response.headers["Retry-After"]) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,13 +11,14 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from taskcore.domain import TaskStatus
-from taskcore.errors import InvalidTransition, TaskNotFound, TaskValidationError
+from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFound, TaskValidationError
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
@@ -24,6 +26,7 @@ from taskcore.store.dashboard import DashboardQueries, Overview
 from taskcore.store.repository import ListFilter
 from taskflow_api.auth import Scope, auth_enabled, principal_for_key
 from taskflow_api.live import HEARTBEAT_SECONDS, get_listener, task_events
+from taskflow_api.problems import RETRY_AFTER_SECONDS
 from taskflow_api.schemas import TaskCreate
 from taskflow_api.ui import _session as session
 from taskflow_api.ui._session import Csrf, Viewer, Writer
@@ -34,7 +37,26 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["json"] = lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 templates.env.filters["ts"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+
+class _DashboardRoute(APIRoute):
+    """A dependency that is down gets a readable 503 page here, not the API's problem+json."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except DependencyUnavailable as exc:
+                detail = f"{exc.dependency} is not answering. This page will work again once it is back."
+                response = render(request, "error.html", {"title": "Unavailable", "detail": detail}, status_code=503)
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+                return response
+
+        return handler
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=_DashboardRoute)
 STATUSES = list(TaskStatus)
 
 
