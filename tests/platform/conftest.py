@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tests.platform._support import ENV_NAMES, Rendered, ToolError, ensure_tools, helm_template
 
 

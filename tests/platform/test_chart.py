@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.platform._support import (
     CHART,
     CUSTOM_RESOURCES,
@@ -39,7 +38,14 @@ def test_helm_lint_strict(tools: dict[str, Path], env: str) -> None:
 def test_every_environment_renders_the_whole_system(scenarios: dict[str, Rendered]) -> None:
     for rendered in scenarios.values():
         kinds = {o["kind"] for o in rendered.objects}
-        missing = {"Deployment", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"} - kinds
+        missing = {
+            "Deployment",
+            "Service",
+            "ConfigMap",
+            "ServiceAccount",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        } - kinds
         assert not missing, f"{rendered.name} renders no {sorted(missing)}"
         assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in rendered.of_kind("Deployment")} == {
             "api",
@@ -81,7 +87,9 @@ def test_custom_resources_match_their_schemas(
             by_schema.setdefault(CUSTOM_RESOURCES[(obj["apiVersion"], obj["kind"])], []).append(path)
     for env in ENV_NAMES:
         by_schema.setdefault("application.json", []).append(ENVIRONMENTS / env / "application.yaml")
-    assert set(by_schema) == set(CUSTOM_RESOURCES.values()), f"nothing rendered for {set(CUSTOM_RESOURCES.values()) - set(by_schema)}"
+    assert set(by_schema) == set(CUSTOM_RESOURCES.values()), (
+        f"nothing rendered for {set(CUSTOM_RESOURCES.values()) - set(by_schema)}"
+    )
     for schema, files in by_schema.items():
         proc = run([tools["check-jsonschema"], "--schemafile", SCHEMAS / schema, *files])
         assert proc.returncode == 0, explain(proc)
@@ -105,7 +113,10 @@ def values_args(env: str) -> list[str]:
         (["--set", "global.config.TASKFLOW_ENV=staging"], "TASKFLOW_ENV"),
         (["--set", "global.config.TASKFLOW_REDIS_URL=redis://x"], "TASKFLOW_REDIS_URL"),
         (["--set", "worker.shutdownGraceSeconds=soon"], "shutdownGraceSeconds"),
-        (["--set", "global.secrets.existingSecret=", "--set", "global.secrets.databaseUrl="], "global.secrets.databaseUrl"),
+        (
+            ["--set", "global.secrets.existingSecret=", "--set", "global.secrets.databaseUrl="],
+            "global.secrets.databaseUrl",
+        ),
         (["--set", "global.networkPolicy.postgresql.to=null"], "global.networkPolicy.postgresql.to"),
         (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=Bad_Host"], "host"),
     ],

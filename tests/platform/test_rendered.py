@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
 
 from taskflow_api.schemas import QueueOut
-from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,7 +40,7 @@ def test_every_pod_runs_restricted(scenarios: dict[str, Rendered]) -> None:
                     "drop ALL": sc.get("capabilities", {}).get("drop") == ["ALL"],
                     "seccomp": sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
                     "resources": {"requests", "limits"} <= set(c.get("resources", {})),
-                    "/tmp mounted": any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])),
+                    "tmp volume mounted": any(m["name"] == "tmp" for m in c.get("volumeMounts", [])),
                 }
                 problems += [f"{where} container {c['name']}: {name}" for name, ok in checks.items() if not ok]
     assert not problems, "\n".join(problems)
@@ -92,7 +92,9 @@ def test_keda_scales_the_worker_deployment_on_due_tasks(environments: list[Rende
         assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
-@pytest.mark.parametrize(("due", "target", "low", "high", "expected"), [(0, 50, 1, 10, 1), (120, 50, 1, 10, 3), (10_000, 50, 1, 10, 10)])
+@pytest.mark.parametrize(
+    ("due", "target", "low", "high", "expected"), [(0, 50, 1, 10, 1), (120, 50, 1, 10, 3), (10_000, 50, 1, 10, 10)]
+)
 def test_scaling_math_in_docs(due: int, target: int, low: int, high: int, expected: int) -> None:
     """docs/scaling.md's rule, the one the HPA applies to an AverageValue target: clamp(ceil(due / target))."""
     assert min(high, max(low, math.ceil(due / target))) == expected
@@ -148,7 +150,9 @@ def test_pod_disruption_budgets_cover_api_and_worker(environments: list[Rendered
 
 def _grace(rendered: Rendered) -> tuple[int, int]:
     spec = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]
-    return spec["terminationGracePeriodSeconds"], int(env_value(spec["containers"][0], "TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS"))
+    return spec["terminationGracePeriodSeconds"], int(
+        env_value(spec["containers"][0], "TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS")
+    )
 
 
 def test_termination_grace_covers_the_worker_drain(tools: dict[str, Path], environments: list[Rendered]) -> None:
@@ -200,7 +204,9 @@ def test_settings_come_from_the_configmap_and_credentials_from_the_secret(enviro
             if component == "api":
                 expected["TASKFLOW_API_KEYS"] = "api-keys"
             assert keys == expected, f"{rendered.name} {component}: {keys}"
-    assert not [r for r in environments if r.name != "dev" and r.of_kind("Secret")], "outside dev the Secret is external"
+    assert not [r for r in environments if r.name != "dev" and r.of_kind("Secret")], (
+        "outside dev the Secret is external"
+    )
 
 
 def test_worker_declares_its_metrics_port(environments: list[Rendered]) -> None:
