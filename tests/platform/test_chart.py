@@ -35,6 +35,9 @@ def test_helm_lint_strict(tools: dict[str, Path], env: str) -> None:
     assert "0 chart(s) failed" in proc.stdout, explain(proc)
 
 
+pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
+
+
 def test_every_environment_renders_the_whole_system(scenarios: dict[str, Rendered]) -> None:
     for rendered in scenarios.values():
         kinds = {o["kind"] for o in rendered.objects}

@@ -12,6 +12,8 @@ from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value
 
 from taskflow_api.schemas import QueueOut
 
+pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
+
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec["containers"]]
@@ -189,6 +191,29 @@ def test_migrations_run_before_the_new_pods(environments: list[Rendered]) -> Non
             (job,) = jobs
             assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
             assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["taskflow-migrate"]
+
+
+def test_a_chart_made_secret_exists_before_the_migration_hook(tools: dict[str, Path]) -> None:
+    """Without existingSecret and with an external database, the Job (a pre-install hook) reads the chart's Secret,
+    so the Secret is a hook of a lower weight; the ConfigMap is not needed (the Job gets its settings inline)."""
+    rendered = Rendered(
+        "own-secret",
+        helm_template(
+            tools["helm"], "staging",
+            "--set", "global.secrets.existingSecret=",
+            "--set", "global.secrets.databaseUrl=postgresql://taskflow@db.internal:5432/taskflow",
+            "--set", "global.secrets.redisUrl=rediss://cache.internal:6380/0",
+        ),
+    )  # fmt: skip
+    (secret,) = rendered.of_kind("Secret")
+    (job,) = rendered.of_kind("Job")
+    assert secret["metadata"]["annotations"]["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
+    weight = int(secret["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in container
+    assert env_value(container, "TASKFLOW_ENV") == "production"
+    assert env_value(container, "TASKFLOW_DATABASE_URL")["secretKeyRef"]["name"] == secret["metadata"]["name"]
 
 
 def test_settings_come_from_the_configmap_and_credentials_from_the_secret(environments: list[Rendered]) -> None:

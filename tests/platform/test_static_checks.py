@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from tests.platform._support import (
     CHART,
@@ -22,6 +23,8 @@ from tests.platform._support import (
     run,
     values_files,
 )
+
+pytestmark = pytest.mark.timeout(600)  # checkov alone takes ~30 s, more on a loaded machine or a cold install
 
 DOCKERFILES = (ROOT / "apps" / "api" / "Dockerfile", ROOT / "apps" / "worker" / "Dockerfile")
 SKIPS_FILE = ROOT / "platform" / "checkov-skips.yaml"
@@ -110,6 +113,19 @@ def test_dockerfiles_cache_dependencies_and_run_unprivileged() -> None:
     api_healthcheck = re.search(r"^HEALTHCHECK .*\n.*", DOCKERFILES[0].read_text(), flags=re.MULTILINE)
     assert api_healthcheck, "the API image has no HEALTHCHECK"
     assert "/health" in api_healthcheck.group(0)
+
+
+def test_the_two_dockerfiles_build_alike() -> None:
+    """Docker has no include: the two files share their build stage line for line, up to the package name."""
+
+    def build_stage(dockerfile: Path) -> list[str]:
+        app = dockerfile.parent.name
+        text = dockerfile.read_text().replace(f"taskflow-{app}", "<package>").replace(f"apps/{app}/src", "<source>")
+        stage = text[text.index("FROM ") : text.index("AS runtime")]
+        return [line for line in stage.splitlines() if not line.startswith("#")]
+
+    api, worker = (build_stage(d) for d in DOCKERFILES)
+    assert api == worker, "apps/api/Dockerfile and apps/worker/Dockerfile build differently"
 
 
 def test_compose_file_is_valid_and_scalable(tools: dict[str, Path]) -> None:
