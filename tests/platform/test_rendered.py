@@ -10,6 +10,7 @@ import pytest
 import yaml
 from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
 
+from taskcore.settings import Settings
 from taskflow_api.schemas import QueueOut
 
 pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
@@ -91,6 +92,11 @@ def test_keda_scales_the_worker_deployment_on_due_tasks(environments: list[Rende
         assert meta["valueLocation"] == "due"
         assert QueueOut.model_fields["due"].annotation is int
         assert trigger["metricType"] == "AverageValue"
+        # More due tasks per worker than it runs at once would be a backlog nobody works on (docs/scaling.md).
+        config = rendered.one("ConfigMap", "config")["data"]
+        default_concurrency = Settings.model_fields["worker_concurrency"].default
+        concurrency = int(config.get("TASKFLOW_WORKER_CONCURRENCY", default_concurrency))
+        assert int(meta["targetValue"]) <= concurrency, f"{rendered.name}: target {meta['targetValue']} > {concurrency}"
         assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
