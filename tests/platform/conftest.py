@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.platform._support import ENV_NAMES, Rendered, ToolError, ensure_tools, helm_template
+from tests.platform._support import CHART, ENV_NAMES, Rendered, ToolError, ensure_tools, helm_template
+
+# Scenario → (the environment it builds on, its values file under the chart's ci/).
+SCENARIOS = {"prod-hpa": ("prod", "hpa-values.yaml"), "own-secret": ("staging", "own-secret-values.yaml")}
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +25,10 @@ def tools() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def scenarios(tools: dict[str, Path]) -> dict[str, Rendered]:
-    """Each environment as Argo CD renders it, plus prod with the HPA instead of KEDA."""
+    """Each environment as Argo CD renders it, plus the chart's ci/ scenarios on top of one of them."""
     rendered = {env: Rendered(env, helm_template(tools["helm"], env)) for env in ENV_NAMES}
-    hpa = helm_template(tools["helm"], "prod", "--set", "worker.autoscaling.mode=hpa")
-    rendered["prod-hpa"] = Rendered("prod-hpa", hpa)
+    for name, (env, values) in SCENARIOS.items():
+        rendered[name] = Rendered(name, helm_template(tools["helm"], env, "--values", str(CHART / "ci" / values)))
     return rendered
 
 

@@ -125,6 +125,10 @@ def values_args(env: str) -> list[str]:
             "global.secrets.databaseUrl",
         ),
         (["--set", "global.networkPolicy.postgresql.to=null"], "global.networkPolicy.postgresql.to"),
+        (
+            ["--values", str(CHART / "ci" / "own-secret-values.yaml"), "--set", "global.secrets.autoscalerToken="],
+            "global.secrets.autoscalerToken",
+        ),
         (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=Bad_Host"], "host"),
     ],
 )

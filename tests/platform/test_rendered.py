@@ -199,18 +199,10 @@ def test_migrations_run_before_the_new_pods(environments: list[Rendered]) -> Non
             assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["taskflow-migrate"]
 
 
-def test_a_chart_made_secret_exists_before_the_migration_hook(tools: dict[str, Path]) -> None:
+def test_a_chart_made_secret_exists_before_the_migration_hook(scenarios: dict[str, Rendered]) -> None:
     """Without existingSecret and with an external database, the Job (a pre-install hook) reads the chart's Secret,
     so the Secret is a hook of a lower weight; the ConfigMap is not needed (the Job gets its settings inline)."""
-    rendered = Rendered(
-        "own-secret",
-        helm_template(
-            tools["helm"], "staging",
-            "--set", "global.secrets.existingSecret=",
-            "--set", "global.secrets.databaseUrl=postgresql://taskflow@db.internal:5432/taskflow",
-            "--set", "global.secrets.redisUrl=rediss://cache.internal:6380/0",
-        ),
-    )  # fmt: skip
+    rendered = scenarios["own-secret"]
     (secret,) = rendered.of_kind("Secret")
     (job,) = rendered.of_kind("Job")
     assert secret["metadata"]["annotations"]["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
@@ -220,6 +212,10 @@ def test_a_chart_made_secret_exists_before_the_migration_hook(tools: dict[str, P
     assert "envFrom" not in container
     assert env_value(container, "TASKFLOW_ENV") == "production"
     assert env_value(container, "TASKFLOW_DATABASE_URL")["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    # Authentication is on, so the autoscaler's key is in that Secret where its TriggerAuthentication looks.
+    (ref,) = rendered.one("TriggerAuthentication", "worker")["spec"]["secretTargetRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert ref["key"] in secret["stringData"]
 
 
 def test_settings_come_from_the_configmap_and_credentials_from_the_secret(environments: list[Rendered]) -> None:
