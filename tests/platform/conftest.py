@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.platform._support import CHART, ENV_NAMES, Rendered, ToolError, ensure_tools, helm_template
 
 # Scenario → (the environment it builds on, its values file under the chart's ci/).

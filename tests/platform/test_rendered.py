@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
 
 from taskcore.settings import Settings
 from taskflow_api.schemas import QueueOut
+from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
 
 pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.platform._support import (
     CHART,
     ENV_NAMES,
