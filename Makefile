@@ -45,6 +45,17 @@ check: lint types test ## everything CI runs
 clean: ## remove the virtualenv, caches and embedded services' data
 	rm -rf .venv .taskflow .pytest_cache .mypy_cache .ruff_cache .tox
 
+# issue 4: Kubernetes delivery (Dockerfiles, compose, Helm chart, environments)
+.PHONY: tools manifests
+
+tools: | $(UV) ## pinned helm, kubectl, checkov, kubernetes-validate, hadolint, check-jsonschema under .taskflow/ (tests/platform)
+	UV=$(UV) $(PYTHON) scripts/platform_tools.py
+
+manifests: tools ## re-render platform/kubernetes/dev from the Helm chart (commit the result)
+	$(PYTHON) scripts/render_manifests.py --env dev
+
+test: tools
+
 # issue 7
 .PHONY: chromium screenshots
 chromium: ## install Debian's headless Chromium for the dashboard's browser tests (idempotent)

@@ -1,0 +1,261 @@
+"""Properties of what the chart renders for every environment: a regression in values or templates breaks one."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from taskcore.settings import Settings
+from taskflow_api.schemas import QueueOut
+from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
+
+pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_every_pod_runs_restricted(scenarios: dict[str, Rendered]) -> None:
+    """Non-root, seccomp RuntimeDefault, read-only root with a /tmp emptyDir, no privilege escalation, no
+    capabilities, no service account token, resources set — for every container, init containers included."""
+    problems = []
+    for rendered in scenarios.values():
+        for where, spec in pod_specs(rendered):
+            pod = spec["securityContext"]
+            if spec.get("automountServiceAccountToken") is not False:
+                problems.append(f"{where}: mounts a service account token")
+            if pod.get("runAsNonRoot") is not True or pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                problems.append(f"{where}: pod securityContext {pod}")
+            tmp = [v for v in spec.get("volumes", []) if v["name"] == "tmp"]
+            if not tmp or "emptyDir" not in tmp[0]:
+                problems.append(f"{where}: no emptyDir for /tmp")
+            for c in _containers(spec):
+                sc = c["securityContext"]
+                checks = {
+                    "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
+                    "allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
+                    "runAsNonRoot": sc.get("runAsNonRoot") is True,
+                    "drop ALL": sc.get("capabilities", {}).get("drop") == ["ALL"],
+                    "seccomp": sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+                    "resources": {"requests", "limits"} <= set(c.get("resources", {})),
+                    "tmp volume mounted": any(m["name"] == "tmp" for m in c.get("volumeMounts", [])),
+                }
+                problems += [f"{where} container {c['name']}: {name}" for name, ok in checks.items() if not ok]
+    assert not problems, "\n".join(problems)
+
+
+def test_service_accounts_mount_no_token(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        accounts = rendered.of_kind("ServiceAccount")
+        assert {a["metadata"]["labels"]["app.kubernetes.io/component"] for a in accounts} == {"api", "worker"}
+        assert all(a["automountServiceAccountToken"] is False for a in accounts), rendered.name
+        for component in ("api", "worker"):
+            deployment = rendered.one("Deployment", component)
+            name = rendered.one("ServiceAccount", component)["metadata"]["name"]
+            assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
+
+
+def test_api_probes_liveness_on_health_and_readiness_on_ready(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        api = rendered.one("Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+        assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}, rendered.name
+        assert api["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}, rendered.name
+        assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}, rendered.name
+        port = {p["name"]: p["containerPort"] for p in api["ports"]}["http"]
+        assert api["args"][api["args"].index("--port") + 1] == str(port)
+        service = rendered.one("Service", "api")
+        assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_keda_scales_the_worker_deployment_on_due_tasks(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        scaled = rendered.one("ScaledObject", "worker")
+        worker = rendered.one("Deployment", "worker")
+        assert scaled["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": worker["metadata"]["name"],
+        }
+        assert "replicas" not in worker["spec"], f"{rendered.name}: the scaler owns the worker replica count"
+        (trigger,) = scaled["spec"]["triggers"]
+        meta = trigger["metadata"]
+        api_service = rendered.one("Service", "api")
+        ns = api_service["metadata"]["namespace"]
+        port = api_service["spec"]["ports"][0]["port"]
+        assert meta["url"] == f"http://{api_service['metadata']['name']}.{ns}.svc.cluster.local:{port}/api/v1/queue"
+        # The JSON path KEDA reads must be the API's own field for due tasks, an integer.
+        assert meta["valueLocation"] == "due"
+        assert QueueOut.model_fields["due"].annotation is int
+        assert trigger["metricType"] == "AverageValue"
+        # More due tasks per worker than it runs at once would be a backlog nobody works on (docs/scaling.md).
+        config = rendered.one("ConfigMap", "config")["data"]
+        default_concurrency = Settings.model_fields["worker_concurrency"].default
+        concurrency = int(config.get("TASKFLOW_WORKER_CONCURRENCY", default_concurrency))
+        assert int(meta["targetValue"]) <= concurrency, f"{rendered.name}: target {meta['targetValue']} > {concurrency}"
+        assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+
+
+@pytest.mark.parametrize(
+    ("due", "target", "low", "high", "expected"), [(0, 50, 1, 10, 1), (120, 50, 1, 10, 3), (10_000, 50, 1, 10, 10)]
+)
+def test_scaling_math_in_docs(due: int, target: int, low: int, high: int, expected: int) -> None:
+    """docs/scaling.md's rule, the one the HPA applies to an AverageValue target: clamp(ceil(due / target))."""
+    assert min(high, max(low, math.ceil(due / target))) == expected
+
+
+def test_autoscaler_authenticates_exactly_when_the_api_does(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        config = rendered.one("ConfigMap", "config")["data"]
+        (trigger,) = rendered.one("ScaledObject", "worker")["spec"]["triggers"]
+        auths = rendered.of_kind("TriggerAuthentication")
+        if config["TASKFLOW_AUTH_ENABLED"] == "true":
+            assert trigger["metadata"]["authMode"] == "bearer"
+            assert trigger["authenticationRef"]["name"] == auths[0]["metadata"]["name"]
+            (ref,) = auths[0]["spec"]["secretTargetRef"]
+            assert ref["parameter"] == "token"
+            assert ref["key"] == "autoscaler-token"
+        else:
+            assert not auths
+            assert "authMode" not in trigger["metadata"]
+
+
+def test_hpa_mode_scales_on_an_external_metric(scenarios: dict[str, Rendered]) -> None:
+    rendered = scenarios["prod-hpa"]
+    assert not rendered.of_kind("ScaledObject")
+    hpa = rendered.one("HorizontalPodAutoscaler", "worker")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == rendered.one("Deployment", "worker")["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["target"]["type"] == "AverageValue"
+
+
+def test_prod_and_staging_have_auth_on_and_redundant_apis(environments: list[Rendered]) -> None:
+    by_name = {r.name: r for r in environments}
+    for name in ("staging", "prod"):
+        config = by_name[name].one("ConfigMap", "config")["data"]
+        assert config["TASKFLOW_ENV"] == "production"
+        assert config["TASKFLOW_AUTH_ENABLED"] == "true"
+        assert by_name[name].one("Deployment", "api")["spec"]["replicas"] >= 2
+        assert by_name[name].one("Ingress", "api")["spec"]["tls"], f"{name} serves the API without TLS"
+    assert by_name["prod"].one("ScaledObject", "worker")["spec"]["minReplicaCount"] >= 2
+    assert by_name["dev"].one("ConfigMap", "config")["data"]["TASKFLOW_ENV"] == "development"
+
+
+def test_pod_disruption_budgets_cover_api_and_worker(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        for component in ("api", "worker"):
+            pdb = rendered.one("PodDisruptionBudget", component)
+            labels = rendered.one("Deployment", component)["spec"]["template"]["metadata"]["labels"]
+            assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+            assert pdb["spec"].get("maxUnavailable", 0) >= 1 or "minAvailable" in pdb["spec"]
+
+
+def _grace(rendered: Rendered) -> tuple[int, int]:
+    spec = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]
+    return spec["terminationGracePeriodSeconds"], int(
+        env_value(spec["containers"][0], "TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS")
+    )
+
+
+def test_termination_grace_covers_the_worker_drain(tools: dict[str, Path], environments: list[Rendered]) -> None:
+    for rendered in environments:
+        termination, drain = _grace(rendered)
+        assert termination > drain, f"{rendered.name}: SIGKILL after {termination}s cuts a {drain}s drain short"
+    changed = Rendered("grace", helm_template(tools["helm"], "prod", "--set", "worker.shutdownGraceSeconds=300"))
+    assert _grace(changed) == (310, 300), "one value must move both"
+
+
+def test_network_policies_confine_api_and_worker(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        for component in ("api", "worker"):
+            policy = rendered.one("NetworkPolicy", component)["spec"]
+            assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+            ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+            assert len(ports - {53}) == 2, f"{rendered.name} {component} egress: {ports} (DNS, PostgreSQL, Redis only)"
+            assert all(rule.get("to") for rule in policy["egress"]), f"{rendered.name} {component}: egress to anywhere"
+        api_ingress = rendered.one("NetworkPolicy", "api")["spec"]["ingress"]
+        assert [p["port"] for rule in api_ingress for p in rule["ports"]] == ["http"]
+        assert all(rule["from"] for rule in api_ingress)
+
+
+def test_migrations_run_before_the_new_pods(environments: list[Rendered]) -> None:
+    """External database: a pre-install/pre-upgrade hook Job. In-cluster dev database: an init container per pod."""
+    for rendered in environments:
+        jobs = rendered.of_kind("Job")
+        if rendered.name == "dev":
+            assert not jobs
+            for component in ("api", "worker"):
+                (init,) = rendered.one("Deployment", component)["spec"]["template"]["spec"]["initContainers"]
+                assert init["command"] == ["taskflow-migrate"]
+        else:
+            (job,) = jobs
+            assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+            assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["taskflow-migrate"]
+
+
+def test_a_chart_made_secret_exists_before_the_migration_hook(scenarios: dict[str, Rendered]) -> None:
+    """Without existingSecret and with an external database, the Job (a pre-install hook) reads the chart's Secret,
+    so the Secret is a hook of a lower weight; the ConfigMap is not needed (the Job gets its settings inline)."""
+    rendered = scenarios["own-secret"]
+    (secret,) = rendered.of_kind("Secret")
+    (job,) = rendered.of_kind("Job")
+    assert secret["metadata"]["annotations"]["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
+    weight = int(secret["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in container
+    assert env_value(container, "TASKFLOW_ENV") == "production"
+    assert env_value(container, "TASKFLOW_DATABASE_URL")["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    # Authentication is on, so the autoscaler's key is in that Secret where its TriggerAuthentication looks.
+    (ref,) = rendered.one("TriggerAuthentication", "worker")["spec"]["secretTargetRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert ref["key"] in secret["stringData"]
+
+
+def test_settings_come_from_the_configmap_and_credentials_from_the_secret(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        config = rendered.one("ConfigMap", "config")
+        assert all(key.startswith("TASKFLOW_") for key in config["data"])
+        assert not {"TASKFLOW_DATABASE_URL", "TASKFLOW_REDIS_URL", "TASKFLOW_API_KEYS"} & set(config["data"])
+        for component in ("api", "worker"):
+            container = rendered.one("Deployment", component)["spec"]["template"]["spec"]["containers"][0]
+            assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+            keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+            expected = {"TASKFLOW_DATABASE_URL": "database-url", "TASKFLOW_REDIS_URL": "redis-url"}
+            if component == "api":
+                expected["TASKFLOW_API_KEYS"] = "api-keys"
+            assert keys == expected, f"{rendered.name} {component}: {keys}"
+    assert not [r for r in environments if r.name != "dev" and r.of_kind("Secret")], (
+        "outside dev the Secret is external"
+    )
+
+
+def test_worker_declares_its_metrics_port(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        container = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
+
+
+def test_pods_spread_over_zones_and_nodes(environments: list[Rendered]) -> None:
+    for rendered in environments:
+        for component in ("api", "worker"):
+            spec = rendered.one("Deployment", component)["spec"]["template"]["spec"]
+            keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+            assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+def test_images_run_the_version_file_tag(environments: list[Rendered], env: str) -> None:
+    tag = yaml.safe_load((ENVIRONMENTS / env / "version.yaml").read_text())["global"]["image"]["tag"]
+    (rendered,) = [r for r in environments if r.name == env]
+    for _, spec in pod_specs(rendered):
+        for c in _containers(spec):
+            if "/taskflow-" in f"/{c['image']}":
+                assert c["image"].endswith(f":{tag}"), f"{env}: {c['name']} runs {c['image']}, not tag {tag}"
