@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +13,7 @@ import pytest
 
 from taskcore.store import create_pool
 from tests.e2e.conftest import Stack, free_port, provision
+from tests.e2e.test_redis_restart import OwnRedis, redis_server_binary
 
 REL_DIR = Path(__file__).resolve().parent
 
@@ -54,3 +55,12 @@ async def rel_db(rel_stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(rel_stack.env["TASKFLOW_DATABASE_URL"], max_size=4)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server of the test's own (no persistence) that it may restart empty."""
+    server = OwnRedis(redis_server_binary(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
