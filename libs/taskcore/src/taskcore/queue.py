@@ -18,6 +18,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from taskcore.errors import unavailable_on
 
@@ -40,7 +41,9 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
 
 
 def _translate_errors() -> AbstractAsyncContextManager[None]:
-    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, OSError))
+    # redis-py reports a connection lost inside WATCH (arq's enqueue_job) as WatchError; arq itself
+    # catches the WatchError of a real concurrent change, so one that reaches us means Redis went away.
+    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError))
 
 
 class TaskQueue:
