@@ -76,8 +76,6 @@ def test_live_api_honours_its_openapi(
         database=None,
     )
     def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(
-            base_url=api_url, headers=fuzz_stack.headers, timeout=30, excluded_checks=NOT_APPLICABLE
-        )
+        case.call_and_validate(base_url=api_url, headers=fuzz_stack.headers, timeout=30, excluded_checks=NOT_APPLICABLE)
 
     check()
