@@ -44,3 +44,13 @@ check: lint types test ## everything CI runs
 
 clean: ## remove the virtualenv, caches and embedded services' data
 	rm -rf .venv .taskflow .pytest_cache .mypy_cache .ruff_cache .tox
+
+# issue 3
+.PHONY: soak test-reliability
+SOAK_TASKS ?= 10000
+
+soak: bootstrap ## the full soak: SOAK_TASKS tasks (default 10000) through kills and a Redis restart
+	TASKFLOW_SOAK_TASKS=$(SOAK_TASKS) .venv/bin/pytest tests/reliability/test_soak.py -s
+
+test-reliability: bootstrap ## only the fault tests (tests/reliability, real processes)
+	.venv/bin/pytest tests/reliability
