@@ -3,7 +3,7 @@ restarts empty once. Afterwards every task is terminal and succeeded, each was a
 once (Idempotency-Key replays return the same task), no row is left running, and a handler ran
 more than once only for tasks whose worker was killed under it.
 
-Size: TASKFLOW_SOAK_TASKS (default 1500 in `make test`; `make soak` runs 10,000). The numbers of
+Size: TASKFLOW_SOAK_TASKS (default 1000 in `make test`; `make soak` runs 10,000). The numbers of
 a run are printed and written to .taskflow/soak-last.json.
 """
 
@@ -31,7 +31,7 @@ from tests.reliability.conftest import EXECUTIONS_TABLE, reliability_env
 
 pytestmark = pytest.mark.e2e
 
-SIZE = int(os.environ.get("TASKFLOW_SOAK_TASKS", "1500"))
+SIZE = int(os.environ.get("TASKFLOW_SOAK_TASKS", "1000"))
 SUBMITTERS = 8
 REPLAY_EVERY = 20  # every 20th task is submitted a second time with the same Idempotency-Key
 WORKER = {"TASKFLOW_WORKER_CONCURRENCY": "50"}
