@@ -205,8 +205,8 @@ def test_task_state_machine_against_postgresql(machine_database: str) -> None:
     run_state_machine_as_test(
         TaskLifecycle,
         settings=settings(
-            max_examples=25,
-            stateful_step_count=30,
+            max_examples=15,
+            stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
             database=None,
