@@ -67,3 +67,13 @@ screenshots: bootstrap chromium ## regenerate docs/images/ (dashboard screenshot
 # The client and CLI are workspace members too; the browser tests need Chromium.
 .venv/.synced: libs/taskflow-client/pyproject.toml apps/cli/pyproject.toml
 test: chromium
+
+# issue 3
+.PHONY: soak test-reliability
+SOAK_TASKS ?= 10000
+
+soak: bootstrap ## the full soak: SOAK_TASKS tasks (default 10000) through kills and a Redis restart
+	TASKFLOW_SOAK_TASKS=$(SOAK_TASKS) .venv/bin/pytest tests/reliability/test_soak.py -s
+
+test-reliability: bootstrap ## only the fault tests (tests/reliability, real processes)
+	.venv/bin/pytest tests/reliability

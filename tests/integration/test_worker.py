@@ -229,6 +229,31 @@ async def test_reconciler_recovers_a_dead_workers_task(
     assert (done.status, done.attempt) == (TaskStatus.SUCCEEDED, 2)
 
 
+async def test_reconciler_frees_a_job_a_dead_worker_picked_but_never_claimed(
+    service: TaskService,
+    reconciler: Reconciler,
+    redis: ArqRedis,
+    settings: Settings,
+    registry: TaskRegistry,
+) -> None:
+    """arq marked the job in progress, then the worker died before its claim reached PostgreSQL: the
+    task is still queued and its job exists, so only the in-progress mark keeps everyone off it."""
+    lifetime_ms = (settings.max_timeout_seconds + 70) * 1000
+    dead = await submit(service, "test", {"message": "picked, never claimed"})
+    alive = await submit(service, "test", {"message": "just picked"})
+    await redis.set(in_progress_key_prefix + str(dead.id), b"1", px=lifetime_ms - 10_000)  # set 10 s ago
+    await redis.set(in_progress_key_prefix + str(alive.id), b"1", px=lifetime_ms - 100)  # set just now
+    report = await reconciler.tick()
+    assert (report.enqueued, report.released) == (0, 1)
+    assert await redis.exists(in_progress_key_prefix + str(dead.id)) == 0
+    assert await redis.exists(in_progress_key_prefix + str(alive.id)) == 1
+    await redis.delete(in_progress_key_prefix + str(alive.id))  # its worker is alive: let it run too
+    await drain(settings, registry)
+    for task in (dead, alive):
+        done = await service.repo.get(task.id)
+        assert (done.status, done.attempt) == (TaskStatus.SUCCEEDED, 1)
+
+
 async def test_only_the_leader_reconciles(reconciler: Reconciler, repo: TaskRepository) -> None:
     async with repo.leadership(LEADER_LOCK_KEY) as held:
         assert held

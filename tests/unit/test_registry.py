@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from taskcore.errors import TaskValidationError
-from taskcore.registry import TaskContext, TaskRegistry, load_registry
+from taskcore.registry import HandlerExit, TaskContext, TaskRegistry, load_registry
 
 
 class Point(BaseModel):
@@ -108,3 +108,19 @@ def test_load_registry_has_the_builtin_types() -> None:
 
 async def _point_handler(payload: Point) -> int:
     return payload.x
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "in a thread"])
+async def test_sys_exit_in_a_handler_ends_the_task_not_the_process(blocking: bool) -> None:
+    registry = TaskRegistry()
+
+    def quit_sync(payload: Point) -> None:
+        raise SystemExit(payload.x)
+
+    async def quit_async(payload: Point) -> None:
+        raise SystemExit(payload.x)
+
+    registry.add("quit", quit_sync if blocking else quit_async)
+    spec = registry.get("quit")
+    with pytest.raises(HandlerExit, match=r"SystemExit\(7\)"):
+        await spec.run(Point(x=7), CTX)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from taskcore.queue import TaskQueue, connect
 from taskcore.registry import TaskRegistry, load_registry
@@ -15,8 +16,9 @@ from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
-from taskflow_api import auth, live, problems, ui
+from taskflow_api import auth, live, problems, ratelimit, ui
 from taskflow_api._body_limit import BodyLimitMiddleware
+from taskflow_api._security_headers import SecurityHeadersMiddleware
 from taskflow_api.routes import probes, router
 
 log = structlog.get_logger("taskflow.api")
@@ -41,6 +43,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
         app.state.dashboard = DashboardQueries(pool)
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
         auth.announce(settings)
+        ratelimit.attach(app, settings, queue.redis)
         try:
             yield
         finally:
@@ -59,6 +62,17 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES)
     problems.install(app)
     auth.install(app, settings)
+    ratelimit.install(app, settings)
+    if settings.cors_origins:  # CORS stays off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer carries the headers
     app.include_router(router)
     app.include_router(live.router)
     ui.install(app)

@@ -22,6 +22,7 @@ from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.auth import Scope, require_scope
 from taskflow_api.live import MAX_WAIT_SECONDS, get_listener, wait_for_terminal
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem
+from taskflow_api.ratelimit import submit_rate_limit
 from taskflow_api.schemas import (
     Health,
     Problem,
@@ -68,7 +69,7 @@ probes = APIRouter()
     response_model=TaskOut,
     responses=_problems(400, 409, 413, 422, 503),
     summary="Submit a task",
-    dependencies=[require_scope(Scope.TASKS_WRITE)],
+    dependencies=[require_scope(Scope.TASKS_WRITE), submit_rate_limit()],
 )
 async def submit_task(
     body: TaskCreate,

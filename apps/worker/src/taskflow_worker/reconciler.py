@@ -16,6 +16,8 @@ from taskcore.store.repository import TaskRepository
 log = structlog.get_logger("taskflow.reconciler")
 
 LEADER_LOCK_KEY = 0x7A5CF11
+# arq marks a job in progress for its function's timeout + 10 s; app.py gives run_task max_timeout + 60 s.
+IN_PROGRESS_MARK_EXTRA = timedelta(seconds=70)
 LOST_LEASE_ERROR = {
     "type": "LeaseExpired",
     "message": "the worker running this task stopped renewing its lease (it died or lost PostgreSQL)",
@@ -27,6 +29,7 @@ class TickReport:
     leader: bool = False
     recovered: int = 0
     enqueued: int = 0
+    released: int = 0
     purged: int = 0
 
 
@@ -44,13 +47,19 @@ class Reconciler:
                 return report
             report.leader = True
             report.recovered = await self._recover_expired_leases()
-            report.enqueued = await self._enqueue_missing()
+            report.enqueued, report.released = await self._enqueue_missing()
             report.purged = await self.repo.purge_finished(
                 older_than=timedelta(days=self.settings.retention_days), limit=self.settings.reconcile_batch_size
             )
             await self.repo.forget_workers(unseen_for=timedelta(days=1))
-        if report.recovered or report.enqueued or report.purged:
-            log.info("reconciled", recovered=report.recovered, enqueued=report.enqueued, purged=report.purged)
+        if report.recovered or report.enqueued or report.released or report.purged:
+            log.info(
+                "reconciled",
+                recovered=report.recovered,
+                enqueued=report.enqueued,
+                released=report.released,
+                purged=report.purged,
+            )
         return report
 
     async def _recover_expired_leases(self) -> int:
@@ -60,8 +69,10 @@ class Reconciler:
                 await self.queue.requeue_stale(task.id, run_at=task.run_at, priority=task.priority)
         return len(recovered)
 
-    async def _enqueue_missing(self) -> int:
-        """Scan a batch of waiting tasks (rotating through all of them) and enqueue those without a job."""
+    async def _enqueue_missing(self) -> tuple[int, int]:
+        """Scan a batch of waiting tasks (rotating through all of them): enqueue those without a job, and
+        free the jobs a worker marked in progress but never claimed (it died in between: without this
+        the task would wait for arq's in-progress mark to expire, about max_timeout_seconds)."""
         batch = await self.repo.waiting_batch(
             after=self._scan_after,
             limit=self.settings.reconcile_batch_size,
@@ -70,7 +81,14 @@ class Reconciler:
         self._scan_after = batch[-1].id if len(batch) == self.settings.reconcile_batch_size else None
         by_id = {t.id: t for t in batch}
         missing = await self.queue.missing(list(by_id))
+        lost = set(missing)
         for task_id in missing:
             task = by_id[task_id]
             await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority)
-        return len(missing)
+        stuck = await self.queue.stale_in_progress(
+            [t for t in by_id if t not in lost],
+            marked_before=timedelta(seconds=self.settings.lease_seconds),
+            mark_lifetime=timedelta(seconds=self.settings.max_timeout_seconds) + IN_PROGRESS_MARK_EXTRA,
+        )
+        await self.queue.clear_in_progress(stuck)
+        return len(missing), len(stuck)

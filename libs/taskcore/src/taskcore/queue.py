@@ -18,6 +18,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from taskcore.errors import unavailable_on
 
@@ -40,7 +41,9 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
 
 
 def _translate_errors() -> AbstractAsyncContextManager[None]:
-    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, OSError))
+    # redis-py reports a connection lost inside WATCH (arq's enqueue_job) as WatchError; arq itself
+    # catches the WatchError of a real concurrent change, so one that reaches us means Redis went away.
+    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError))
 
 
 class TaskQueue:
@@ -102,6 +105,27 @@ class TaskQueue:
                 pipe.exists(job_key_prefix + job_id(task_id))
             found = await pipe.execute()
         return [task_id for task_id, exists in zip(task_ids, found, strict=True) if not exists]
+
+    async def stale_in_progress(
+        self, task_ids: Sequence[UUID], *, marked_before: timedelta, mark_lifetime: timedelta
+    ) -> list[UUID]:
+        """The tasks whose job a worker marked in progress more than ``marked_before`` ago (arq sets the
+        mark to live ``mark_lifetime``; its remaining TTL tells its age)."""
+        if not task_ids:
+            return []
+        async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.pttl(in_progress_key_prefix + job_id(task_id))
+            remaining = await pipe.execute()
+        lifetime_ms = mark_lifetime.total_seconds() * 1000
+        limit_ms = marked_before.total_seconds() * 1000
+        return [t for t, ms in zip(task_ids, remaining, strict=True) if ms > 0 and lifetime_ms - ms > limit_ms]
+
+    async def clear_in_progress(self, task_ids: Sequence[UUID]) -> None:
+        """Let any worker take these jobs again (the claim guard keeps a task from running twice)."""
+        if task_ids:
+            async with _translate_errors():
+                await self.redis.delete(*(in_progress_key_prefix + job_id(t) for t in task_ids))
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)

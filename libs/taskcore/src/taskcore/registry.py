@@ -22,6 +22,10 @@ from taskcore.errors import TaskValidationError
 Handler = Callable[..., Any]
 
 
+class HandlerExit(Exception):
+    """The handler raised SystemExit or KeyboardInterrupt: that ends its task, never the worker."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     """What a handler may know about the run it is part of."""
@@ -63,9 +67,14 @@ class TaskType:
 
     async def run(self, payload: BaseModel, ctx: TaskContext) -> Any:
         args: tuple[Any, ...] = (payload, ctx) if self._wants_ctx else (payload,)
-        if self._is_async:
-            return await self.handler(*args)
-        return await asyncio.to_thread(self.handler, *args)
+        try:
+            if self._is_async:
+                return await self.handler(*args)
+            return await asyncio.to_thread(self.handler, *args)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # asyncio re-raises these out of the event loop, which would end the whole worker
+            # process (and every other task it runs) over one task's sys.exit().
+            raise HandlerExit(f"the handler raised {type(exc).__name__}({exc}); a task cannot stop the worker") from exc
 
 
 class TaskRegistry:
