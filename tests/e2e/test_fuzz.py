@@ -26,6 +26,7 @@ OPERATIONS = [
     ("POST", "/api/v1/tasks"),
     ("GET", "/api/v1/tasks"),
     ("GET", "/api/v1/tasks/{task_id}"),
+    ("GET", "/api/v1/tasks/{task_id}/events"),
     ("POST", "/api/v1/tasks/{task_id}/cancel"),
     ("POST", "/api/v1/tasks/{task_id}/retry"),
     ("GET", "/api/v1/task-types"),

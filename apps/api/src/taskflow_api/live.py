@@ -19,6 +19,7 @@ from taskcore.domain import Task
 from taskcore.store.notify import StatusListener
 from taskcore.store.repository import TaskRepository
 from taskflow_api.auth import Scope, require_scope
+from taskflow_api.problems import problem_responses
 from taskflow_api.schemas import TaskOut
 
 MAX_WAIT_SECONDS = 60
@@ -72,6 +73,7 @@ router = APIRouter(prefix="/api/v1")
             "description": "text/event-stream: `event: status`, `data:` the task as JSON",
             "content": {"text/event-stream": {}},
         },
+        **problem_responses(404, 422, 503),
     },
     dependencies=[require_scope(Scope.TASKS_READ)],
 )

@@ -19,6 +19,7 @@ from taskcore.errors import (
     TaskNotFound,
     TaskValidationError,
 )
+from taskflow_api.schemas import Problem
 
 log = structlog.get_logger("taskflow.api")
 
@@ -146,3 +147,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DependencyUnavailable, _unavailable)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring ``codes`` as problem+json answers."""
+    content = {"application/problem+json": {"schema": Problem.model_json_schema()}}
+    return {code: {"description": "Problem details (RFC 9457)", "content": content} for code in codes}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -21,11 +21,10 @@ from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.auth import Scope, require_scope
 from taskflow_api.live import MAX_WAIT_SECONDS, get_listener, wait_for_terminal
-from taskflow_api.problems import RETRY_AFTER_SECONDS, problem
+from taskflow_api.problems import RETRY_AFTER_SECONDS, problem, problem_responses
 from taskflow_api.ratelimit import submit_rate_limit
 from taskflow_api.schemas import (
     Health,
-    Problem,
     QueueOut,
     TaskCreate,
     TaskOut,
@@ -35,15 +34,9 @@ from taskflow_api.schemas import (
     UtcDatetime,
 )
 
-PROBLEM_SCHEMA = Problem.model_json_schema()
 TEXT = {"type": "string"}
 
 SUBMITTED = Counter("taskflow_tasks_submitted_total", "Tasks accepted by the API", ["task_type"])
-
-
-def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    content = {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
-    return {code: {"description": "Problem details (RFC 9457)", "content": content} for code in codes}
 
 
 def get_service(request: Request) -> TaskService:
@@ -67,7 +60,7 @@ probes = APIRouter()
     "/tasks",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskOut,
-    responses=_problems(400, 409, 413, 422, 503),
+    responses=problem_responses(400, 409, 413, 422, 503),
     summary="Submit a task",
     dependencies=[require_scope(Scope.TASKS_WRITE), submit_rate_limit()],
 )
@@ -106,7 +99,7 @@ async def submit_task(
 @router.get(
     "/tasks/{task_id}",
     response_model=TaskOut,
-    responses=_problems(404, 422, 503),
+    responses=problem_responses(404, 422, 503),
     summary="Get a task",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
@@ -127,7 +120,7 @@ async def get_task(
 @router.get(
     "/tasks",
     response_model=TaskPage,
-    responses=_problems(422, 503),
+    responses=problem_responses(422, 503),
     summary="List tasks, newest first",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
@@ -153,7 +146,7 @@ async def list_tasks(
     response_model=TaskOut,
     responses={
         202: {"model": TaskOut, "description": "Running: cancel requested, the worker stops it"},
-        **_problems(404, 409, 422, 503),
+        **problem_responses(404, 409, 422, 503),
     },
     summary="Cancel a task",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
@@ -169,7 +162,7 @@ async def cancel_task(task_id: UUID, service: Service, response: Response) -> Ta
     "/tasks/{task_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskOut,
-    responses=_problems(404, 409, 422, 503),
+    responses=problem_responses(404, 409, 422, 503),
     summary="Run a failed or cancelled task again",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
@@ -193,7 +186,7 @@ async def task_types(request: Request) -> TaskTypeList:
 @router.get(
     "/queue",
     response_model=QueueOut,
-    responses=_problems(503),
+    responses=problem_responses(503),
     summary="Queue depth and workers",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
@@ -208,7 +201,9 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@probes.get("/ready", response_model=Health, responses=_problems(503), summary="Readiness: PostgreSQL and Redis answer")
+@probes.get(
+    "/ready", response_model=Health, responses=problem_responses(503), summary="Readiness: PostgreSQL and Redis answer"
+)
 async def ready(request: Request) -> Response:
     service: TaskService = request.app.state.service
     timeout = service.settings.dependency_timeout_seconds

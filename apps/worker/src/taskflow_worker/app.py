@@ -23,6 +23,7 @@ from taskcore.queue import RUN_TASK, TaskQueue
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskflow_worker._arq_worker import TaskflowWorker
 from taskflow_worker.reconciler import Reconciler
 from taskflow_worker.runner import TaskRunner
 
@@ -113,7 +114,7 @@ def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, b
             await ctx["pool"].close()
         log.info("worker stopped", worker_id=worker_id)
 
-    return Worker(
+    return TaskflowWorker(
         functions=[
             func(
                 run_task,
