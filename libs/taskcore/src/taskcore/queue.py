@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,6 +31,26 @@ JOB_EXPIRY_EXTRA = timedelta(days=2)
 
 def job_id(task_id: UUID) -> str:
     return str(task_id)
+
+
+# arq's enqueue_job in one round trip (it takes three: WATCH, EXISTS, MULTI/EXEC): add the job
+# unless a job or result with its id exists. KEYS: job key, queue, result key;
+# ARGV: expiry (ms), serialised job, score (ms), job id.
+_ENQUEUE_SCRIPT = """
+if redis.call('exists', KEYS[1], KEYS[3]) > 0 then return 0 end
+redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
+redis.call('zadd', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """One job to add: the task's id, due time and priority."""
+
+    task_id: UUID
+    run_at: datetime
+    priority: int = 0
 
 
 def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedis:
@@ -49,6 +71,7 @@ class TaskQueue:
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
         self.queue_name = redis.default_queue_name
+        self._enqueue_script = redis.register_script(_ENQUEUE_SCRIPT)
 
     async def ping(self) -> None:
         async with _translate_errors():
@@ -56,18 +79,27 @@ class TaskQueue:
 
     async def enqueue(self, task_id: UUID, *, run_at: datetime, priority: int = 0) -> bool:
         """Add the task's job; False when a job for it already exists (it will run anyway)."""
+        return (await self.enqueue_many([Enqueue(task_id, run_at, priority)]))[0]
+
+    async def enqueue_many(self, jobs: Sequence[Enqueue]) -> list[bool]:
+        """Add many jobs in one pipelined round trip; each answer as for ``enqueue``."""
+        if not jobs:
+            return []
         now = datetime.now(UTC)
-        due = run_at if run_at > now else now - priority * PRIORITY_STEP
-        async with _translate_errors():
-            job = await self.redis.enqueue_job(
-                RUN_TASK,
-                str(task_id),
-                _job_id=job_id(task_id),
-                _queue_name=self.queue_name,
-                _defer_until=due,
-                _expires=max(run_at - now, timedelta(0)) + priority * PRIORITY_STEP + JOB_EXPIRY_EXTRA,
-            )
-        return job is not None
+        now_ms = timestamp_ms()
+        async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                due = job.run_at if job.run_at > now else now - job.priority * PRIORITY_STEP
+                expires = max(job.run_at - now, timedelta(0)) + job.priority * PRIORITY_STEP + JOB_EXPIRY_EXTRA
+                key = job_id(job.task_id)
+                body = serialize_job(RUN_TASK, (key,), {}, None, now_ms, serializer=self.redis.job_serializer)
+                await self._enqueue_script(  # buffered in the pipeline
+                    keys=[job_key_prefix + key, self.queue_name, result_key_prefix + key],
+                    args=[int(expires.total_seconds() * 1000), body, int(due.timestamp() * 1000), key],
+                    client=pipe,
+                )
+            added = await pipe.execute()
+        return [bool(n) for n in added]
 
     async def remove(self, task_id: UUID) -> None:
         """Drop a waiting task's job (the claim guard protects the race with a worker)."""
