@@ -46,7 +46,7 @@ class BatchOut(BaseModel):
     items: list[BatchItem] = Field(description="One per submitted task, in request order")
 
 
-def get_service(request: Request) -> TaskService:
+async def get_service(request: Request) -> TaskService:
     service: TaskService = request.app.state.service
     return service
 

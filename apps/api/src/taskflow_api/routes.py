@@ -44,12 +44,12 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": "Problem details (RFC 9457)", "content": content} for code in codes}
 
 
-def get_service(request: Request) -> TaskService:
+async def get_service(request: Request) -> TaskService:
     service: TaskService = request.app.state.service
     return service
 
 
-def get_repo(request: Request) -> TaskRepository:
+async def get_repo(request: Request) -> TaskRepository:
     repo: TaskRepository = request.app.state.service.repo
     return repo
 

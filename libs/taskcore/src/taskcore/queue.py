@@ -33,15 +33,26 @@ def job_id(task_id: UUID) -> str:
     return str(task_id)
 
 
-# arq's enqueue_job in one round trip (it takes three: WATCH, EXISTS, MULTI/EXEC): add the job
-# unless a job or result with its id exists. KEYS: job key, queue, result key;
-# ARGV: expiry (ms), serialised job, score (ms), job id.
+# arq's enqueue_job for many jobs in one command (arq's own takes three round trips per job:
+# WATCH, EXISTS, MULTI/EXEC): each job is added unless a job or result with its id exists.
+# KEYS: the queue; ARGV: job key prefix, result key prefix, then per job: id, expiry (ms),
+# score (ms), serialised job. Returns 1 (added) or 0 (already there) per job.
 _ENQUEUE_SCRIPT = """
-if redis.call('exists', KEYS[1], KEYS[3]) > 0 then return 0 end
-redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
-redis.call('zadd', KEYS[2], ARGV[3], ARGV[4])
-return 1
+local added = {}
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  local job_key = ARGV[1] .. id
+  if redis.call('exists', job_key, ARGV[2] .. id) > 0 then
+    added[#added + 1] = 0
+  else
+    redis.call('psetex', job_key, ARGV[i + 1], ARGV[i + 3])
+    redis.call('zadd', KEYS[1], ARGV[i + 2], id)
+    added[#added + 1] = 1
+  end
+end
+return added
 """
+ENQUEUE_CHUNK = 1000  # jobs per script call: bounded so that one call never blocks Redis for long
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +93,22 @@ class TaskQueue:
         return (await self.enqueue_many([Enqueue(task_id, run_at, priority)]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Enqueue]) -> list[bool]:
-        """Add many jobs in one pipelined round trip; each answer as for ``enqueue``."""
-        if not jobs:
-            return []
+        """Add many jobs, a chunk per round trip; each answer as for ``enqueue``."""
+        added: list[bool] = []
         now = datetime.now(UTC)
         now_ms = timestamp_ms()
-        async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
+        for start in range(0, len(jobs), ENQUEUE_CHUNK):
+            args: list[str | int | bytes] = [job_key_prefix, result_key_prefix]
+            for job in jobs[start : start + ENQUEUE_CHUNK]:
                 due = job.run_at if job.run_at > now else now - job.priority * PRIORITY_STEP
                 expires = max(job.run_at - now, timedelta(0)) + job.priority * PRIORITY_STEP + JOB_EXPIRY_EXTRA
                 key = job_id(job.task_id)
                 body = serialize_job(RUN_TASK, (key,), {}, None, now_ms, serializer=self.redis.job_serializer)
-                await self._enqueue_script(  # buffered in the pipeline
-                    keys=[job_key_prefix + key, self.queue_name, result_key_prefix + key],
-                    args=[int(expires.total_seconds() * 1000), body, int(due.timestamp() * 1000), key],
-                    client=pipe,
-                )
-            added = await pipe.execute()
-        return [bool(n) for n in added]
+                args += [key, int(expires.total_seconds() * 1000), int(due.timestamp() * 1000), body]
+            async with _translate_errors():
+                flags = await self._enqueue_script(keys=[self.queue_name], args=args)
+            added += [bool(n) for n in flags]
+        return added
 
     async def remove(self, task_id: UUID) -> None:
         """Drop a waiting task's job (the claim guard protects the race with a worker)."""
