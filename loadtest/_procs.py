@@ -25,7 +25,9 @@ from taskcore.queue import connect
 from taskcore.store import migrate
 
 BIN = Path(sys.executable).parent
-ADMIN_DATABASE_URL = os.environ.get("TASKFLOW_BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DATABASE_URL = os.environ.get(
+    "TASKFLOW_BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("TASKFLOW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 STARTUP_SECONDS = 60
 STOP_SECONDS = 30

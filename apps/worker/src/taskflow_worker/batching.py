@@ -2,8 +2,8 @@
 
 Every claim and every success is one guarded UPDATE; at thousands of tasks a second, one
 commit per write is the ceiling (see docs/performance.md). A ``Coalescer`` collects the
-calls that arrive while the previous statement is in flight (plus a linger of a few
-milliseconds) and hands them to ``flush`` together. Each caller still gets its own answer:
+calls that arrive while the previous statement is in flight (plus, while the worker is
+busy, a linger of a few milliseconds) and hands them to ``flush`` together. Each caller still gets its own answer:
 the statement keeps every row's status and attempt guard, so a late or duplicate write is
 rejected for that task alone.
 """
@@ -22,6 +22,10 @@ log = structlog.get_logger("taskflow.worker")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+
+# A flush within the last BUSY_FACTOR lingers means the writer is busy: the next batch lingers
+# to grow; after a quiet spell the first write goes at once (an idle worker adds no latency).
+BUSY_FACTOR = 2
 
 Flush = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT]]]
 
@@ -42,6 +46,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._name = name
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._runner: asyncio.Task[None] | None = None
+        self._last_flush = float("-inf")
 
     async def submit(self, item: ItemT) -> ResultT:
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
@@ -52,10 +57,12 @@ class Coalescer(Generic[ItemT, ResultT]):
 
     async def _run(self) -> None:
         while self._pending:
-            if self._linger > 0:
-                await asyncio.sleep(self._linger)
+            loop = asyncio.get_running_loop()
+            if self._linger > 0 and loop.time() - self._last_flush < BUSY_FACTOR * self._linger:
+                await asyncio.sleep(self._linger)  # busy: wait for company, fewer and larger statements
             else:
-                await asyncio.sleep(0)  # let the callers of this loop iteration join
+                await asyncio.sleep(0)  # idle: only the callers of this loop iteration join
+            self._last_flush = loop.time()
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             batch = [(item, future) for item, future in batch if not future.done()]

@@ -7,6 +7,7 @@ task id. Each worker process serves its own endpoint; Prometheus sums over pods.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -28,8 +29,16 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class TypeMetrics:
+    succeeded: Counter
+    run_duration: Histogram
+    queue_wait: Histogram
+
+
 class WorkerMetrics:
     def __init__(self) -> None:
+        self._by_type: dict[str, TypeMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -83,6 +92,17 @@ class WorkerMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+
+    def for_type(self, task_type: str) -> TypeMetrics:
+        """The labelled series of one task type, looked up once (``labels()`` costs on the hot path)."""
+        children = self._by_type.get(task_type)
+        if children is None:
+            children = self._by_type[task_type] = TypeMetrics(
+                succeeded=self.finished.labels(task_type, "succeeded"),
+                run_duration=self.run_duration.labels(task_type),
+                queue_wait=self.queue_wait.labels(task_type),
+            )
+        return children
 
     def beat(self) -> None:
         self.heartbeat.set(time.time())

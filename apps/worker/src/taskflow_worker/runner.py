@@ -102,6 +102,10 @@ class TaskRunner:
 
     async def _persist(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call, retrying while PostgreSQL is unavailable (for up to outage_tolerance_seconds)."""
+        try:
+            return await fn(*args, **kwargs)  # the common case, without building a retry loop per call
+        except DependencyUnavailable:
+            pass
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DependencyUnavailable),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
@@ -119,10 +123,9 @@ class TaskRunner:
             self.metrics.skipped.inc()
             await self._not_claimed(task_id)
             return
+        series = self.metrics.for_type(task.task_type)
         if task.started_at is not None:
-            self.metrics.queue_wait.labels(task.task_type).observe(
-                max(0.0, (task.started_at - task.run_at).total_seconds())
-            )
+            series.queue_wait.observe(max(0.0, (task.started_at - task.run_at).total_seconds()))
         # Every line logged while this task runs (ours, the handler's) carries its ids.
         with structlog.contextvars.bound_contextvars(
             task_id=str(task.id), task_type=task.task_type, attempt=task.attempt, request_id=task.request_id
@@ -143,13 +146,14 @@ class TaskRunner:
             await self._cancelled(task)
             return
         except Exception as exc:  # noqa: BLE001 - any handler error is the task's outcome
-            self.metrics.run_duration.labels(task.task_type).observe(time.perf_counter() - started)
+            self.metrics.for_type(task.task_type).run_duration.observe(time.perf_counter() - started)
             await self._failed(task, exc)
             return
         elapsed = time.perf_counter() - started
-        self.metrics.run_duration.labels(task.task_type).observe(elapsed)
+        series = self.metrics.for_type(task.task_type)
+        series.run_duration.observe(elapsed)
         if await self._persist(self._successes.submit, Success(task.id, task.attempt, result_json)):
-            self.metrics.finished.labels(task.task_type, "succeeded").inc()
+            series.succeeded.inc()
             log.info("task succeeded", duration_ms=round(elapsed * 1000, 3))
         else:
             log.warning("result discarded: the task changed while it ran (lease lost or cancelled)")
