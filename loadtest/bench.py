@@ -262,7 +262,8 @@ def fixed_rate(url: str, rate: float, seconds: float, out: Path) -> dict[str, An
         capture_output=True,
         timeout=seconds + 120,
     )
-    rows = list(csv.DictReader((prefix.parent / f"{prefix.name}_stats.csv").open()))
+    with (prefix.parent / f"{prefix.name}_stats.csv").open() as stats:
+        rows = list(csv.DictReader(stats))
     total = next(r for r in rows if r["Name"] == "Aggregated")
     return {
         "requests": int(total["Request Count"]),

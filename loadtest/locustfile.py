@@ -11,11 +11,13 @@ User classes (pick them by name on the command line; each one's tasks carry its 
   N requests/s), for latency at a fixed rate.
 
 Environment: ``TASKFLOW_API_KEY`` (sent as ``Authorization: Bearer …`` when set),
+``TASKFLOW_LOAD_HEADERS`` (a JSON object of extra request headers),
 ``TASKFLOW_LOAD_BATCH`` (default 100), ``TASKFLOW_LOAD_SLEEP_SECONDS`` (default 0.5).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -31,8 +33,11 @@ POLL_LIMIT_SECONDS = 30.0
 
 
 def _headers() -> dict[str, str]:
+    headers: dict[str, str] = json.loads(os.environ.get("TASKFLOW_LOAD_HEADERS", "{}"))
     key = os.environ.get("TASKFLOW_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
 
 
 class _TaskFlowUser(FastHttpUser):
