@@ -42,9 +42,7 @@ def _headers() -> dict[str, str]:
 
 class _TaskFlowUser(FastHttpUser):
     abstract = True
-
-    def on_start(self) -> None:
-        self.client.default_headers = {**_headers(), "Content-Type": "application/json"}
+    default_headers = _headers()
 
     def submit(self, task_type: str, payload: dict[str, Any], **options: Any) -> str | None:
         with self.client.post(

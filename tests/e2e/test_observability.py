@@ -39,7 +39,10 @@ async def test_logs_are_json_and_carry_the_request_and_task_ids(isolated_stack: 
 
     api_lines = json_lines(stack, "api")
     submit = [line for line in api_lines if line.get("request_id") == "req-e2e-7"]
-    assert submit and submit[0]["route"] == TASKS and submit[0]["status"] == 202 and submit[0]["method"] == "POST"
+    assert submit
+    assert submit[0]["route"] == TASKS
+    assert submit[0]["status"] == 202
+    assert submit[0]["method"] == "POST"
 
     async def worker_logged_success() -> bool:
         return any(line.get("event") == "task succeeded" for line in json_lines(stack, "worker-0"))
@@ -47,7 +50,8 @@ async def test_logs_are_json_and_carry_the_request_and_task_ids(isolated_stack: 
     await wait_until(worker_logged_success, within=10, what="the worker logged the success")
     task_lines = [line for line in json_lines(stack, "worker-0") if line.get("task_id") == task_id]
     events = [line["event"] for line in task_lines]
-    assert "task failed, will retry" in events and "task succeeded" in events
+    assert "task failed, will retry" in events
+    assert "task succeeded" in events
     for line in task_lines:  # every line about the task names it fully, and the request that submitted it
         assert line["task_type"] == "fail"
         assert line["request_id"] == "req-e2e-7"

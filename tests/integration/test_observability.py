@@ -138,10 +138,14 @@ async def test_a_trace_runs_from_the_submit_to_the_run(
     submit = next(s for s in spans if s.name == "POST /api/v1/tasks")
     run = next(s for s in spans if s.name == "run test")
     assert submit.kind is SpanKind.SERVER
-    assert submit.attributes is not None and submit.attributes["http.response.status_code"] == 202
+    assert submit.attributes is not None
+    assert submit.attributes["http.response.status_code"] == 202
     assert run.kind is SpanKind.CONSUMER
-    assert run.attributes is not None and run.attributes["taskflow.task_id"] == task_id
-    assert submit.context is not None and run.context is not None and run.parent is not None
+    assert run.attributes is not None
+    assert run.attributes["taskflow.task_id"] == task_id
+    assert submit.context is not None
+    assert run.context is not None
+    assert run.parent is not None
     assert run.context.trace_id == submit.context.trace_id
     assert run.parent.span_id == submit.context.span_id
     assert [link.context.span_id for link in run.links] == [submit.context.span_id]
