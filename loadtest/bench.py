@@ -295,6 +295,11 @@ def machine() -> dict[str, Any]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    # Ctrl-C or SIGTERM cancels the run, so that its processes, database and keys are removed.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     report: dict[str, Any] = {"machine": machine(), "settings": vars(args).copy(), "rounds": []}
     logs = RESULTS / "logs"
     worker_settings = {

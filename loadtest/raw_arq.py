@@ -12,13 +12,14 @@ import os
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker
+from arq.worker import Worker, func
 
-NOOP = "noop"
+from taskcore.queue import RUN_TASK
 
 
-async def noop(ctx: dict[str, Any], payload: str) -> None:
-    """What a no-op job does: nothing."""
+async def noop(ctx: dict[str, Any], task_id: str) -> None:
+    """What a no-op job does: nothing. It is enqueued exactly like a TaskFlow job (same name,
+    same argument: a task id), so both workers read identical jobs."""
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = Worker(
-        functions=[noop],
+        functions=[func(noop, name=RUN_TASK)],
         redis_settings=RedisSettings.from_dsn(os.environ["RAW_ARQ_REDIS_URL"]),
         queue_name=os.environ["RAW_ARQ_QUEUE"],
         max_jobs=int(os.environ["RAW_ARQ_MAX_JOBS"]),
