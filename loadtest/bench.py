@@ -20,6 +20,7 @@ import asyncio
 import csv
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
