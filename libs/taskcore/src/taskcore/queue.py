@@ -52,7 +52,15 @@ for i = 3, #ARGV, 4 do
 end
 return added
 """
-ENQUEUE_CHUNK = 1000  # jobs per script call: bounded so that one call never blocks Redis for long
+ENQUEUE_CHUNK = 1000
+
+# Which of many jobs exist, in one command (a pipeline of EXISTS costs the client per key).
+# ARGV: job key prefix, then job ids. Returns 1 or 0 per id.
+_EXISTS_SCRIPT = """
+local found = {}
+for i = 2, #ARGV do found[#found + 1] = redis.call('exists', ARGV[1] .. ARGV[i]) end
+return found
+"""  # jobs per script call: bounded so that one call never blocks Redis for long
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +91,7 @@ class TaskQueue:
         self.redis = redis
         self.queue_name = redis.default_queue_name
         self._enqueue_script = redis.register_script(_ENQUEUE_SCRIPT)
+        self._exists_script = redis.register_script(_EXISTS_SCRIPT)
 
     async def ping(self) -> None:
         async with _translate_errors():
@@ -136,12 +145,11 @@ class TaskQueue:
 
     async def missing(self, task_ids: Sequence[UUID]) -> list[UUID]:
         """The tasks that have no arq job (lost with a Redis restart, or never enqueued)."""
-        if not task_ids:
-            return []
-        async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.exists(job_key_prefix + job_id(task_id))
-            found = await pipe.execute()
+        found: list[int] = []
+        for start in range(0, len(task_ids), ENQUEUE_CHUNK):
+            chunk = [job_id(t) for t in task_ids[start : start + ENQUEUE_CHUNK]]
+            async with _translate_errors():
+                found += await self._exists_script(args=[job_key_prefix, *chunk])
         return [task_id for task_id, exists in zip(task_ids, found, strict=True) if not exists]
 
     async def close(self) -> None:
