@@ -415,6 +415,7 @@ def chart(report: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     lat_ax.bar(names, values, color=["tab:blue"] * 3 + ["tab:green"] * 2)
     lat_ax.axhline(TARGETS["p99_ms"], color="tab:red", linestyle="--", linewidth=1, label="p99 target")
     lat_ax.set(ylabel="ms", title=f"Latency (submits at {report['settings']['rate']:g}/s)")
+    lat_ax.set_yscale("log")
     lat_ax.legend(fontsize=8)
     lat_ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
