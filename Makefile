@@ -60,3 +60,11 @@ load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLO
 
 bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait (BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
+
+.PHONY: scale-test
+SCALE_ENV ?= dev
+SCALE_ARGS ?=
+
+scale-test: bootstrap ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV (needs helm)
+	@if grep -q '^tools:' Makefile; then $(MAKE) tools; fi
+	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)
