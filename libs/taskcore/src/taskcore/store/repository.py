@@ -294,13 +294,17 @@ class TaskRepository:
     async def claim_many(self, task_ids: Sequence[UUID], *, worker_id: str, lease_seconds: float) -> dict[UUID, Task]:
         """``claim`` for many tasks in one statement (one commit): each row keeps its own guard,
         so the tasks that are missing from the result were not claimable (cancelled, already
-        claimed or not due) and nothing was written for them."""
+        claimed or not due) and nothing was written for them.
+
+        ``status || ''`` keeps the guard out of the planner's reach: with statistics taken
+        before a burst (a fresh table, a backlog that grew fast), PostgreSQL otherwise scans
+        the whole waiting-tasks index for every batch instead of looking the ids up by key."""
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"""UPDATE tasks SET status = 'running', attempt = attempt + 1,
                         started_at = clock_timestamp(), updated_at = clock_timestamp(),
                         lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2
-                    WHERE id = ANY($1::uuid[]) AND status IN {_WAITING}
+                    WHERE id = ANY($1::uuid[]) AND (status || '') IN {_WAITING}
                       AND run_at <= clock_timestamp() + interval '1 second'
                     RETURNING {_COLUMNS}""",
                 list(task_ids),
