@@ -130,11 +130,14 @@ class TaskRepository:
         """Store a task; with an Idempotency-Key already used, return the original (created=False)."""
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"""INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
-                        timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent)
-                    VALUES ($1, $2, $3::text::jsonb,
-                        CASE WHEN $9::timestamptz > clock_timestamp() THEN 'scheduled' ELSE 'queued' END,
-                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, clock_timestamp()), $10, $11)
+                f"""WITH now AS (SELECT clock_timestamp() AS ts)  -- one instant: a task due now has run_at = created_at
+                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
+                        created_at, updated_at)
+                    SELECT $1, $2, $3::text::jsonb,
+                        CASE WHEN $9::timestamptz > now.ts THEN 'scheduled' ELSE 'queued' END,
+                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts
+                    FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_COLUMNS}""",
                 new.id,
@@ -166,13 +169,14 @@ class TaskRepository:
         """Store many tasks (without Idempotency-Keys) in one statement: all of them or, on error, none."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                """INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
-                        timeout_seconds, run_at, request_id, traceparent)
+                """WITH now AS (SELECT clock_timestamp() AS ts)
+                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, run_at, request_id, traceparent, created_at, updated_at)
                     SELECT n.id, n.task_type, n.payload::jsonb,
-                        CASE WHEN n.run_at > clock_timestamp() THEN 'scheduled' ELSE 'queued' END,
-                        n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, clock_timestamp()),
-                        $8, $9
-                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                        CASE WHEN n.run_at > now.ts THEN 'scheduled' ELSE 'queued' END,
+                        n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
+                        $8, $9, now.ts, now.ts
+                    FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
                                 $7::timestamptz[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at)
                     RETURNING id, status, priority, run_at, created_at""",
