@@ -205,6 +205,9 @@ async def run(
                     ):
                         break
                     await asyncio.sleep(0.25)
+            final = await db.fetchval("SELECT count(*) FROM tasks WHERE status = 'succeeded'")
+            last_due = samples[-1].due if samples else 0
+            samples.append(Sample(time.monotonic() - start, last_due, len(fleet.live), final))  # where it ended
             rows = await db.fetch("SELECT status, attempt FROM tasks")
             await db.close()
         finally:
