@@ -77,3 +77,26 @@ soak: bootstrap ## the full soak: SOAK_TASKS tasks (default 10000) through kills
 
 test-reliability: bootstrap ## only the fault tests (tests/reliability, real processes)
 	.venv/bin/pytest tests/reliability
+
+# issue 6: load, benchmark (see docs/performance.md)
+.PHONY: load bench
+LOAD_URL ?= http://127.0.0.1:8000
+LOAD_USERS ?= 50
+LOAD_RATE ?= 10
+LOAD_TIME ?= 60s
+LOAD_CLASSES ?= SteadySubmitter BurstSubmitter MixedUser Reader
+
+load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLOW_API_KEY); CSV + HTML in loadtest/results/
+	mkdir -p loadtest/results
+	.venv/bin/locust -f loadtest/locustfile.py --headless --host $(LOAD_URL) -u $(LOAD_USERS) -r $(LOAD_RATE) -t $(LOAD_TIME) \
+		--csv loadtest/results/load --html loadtest/results/load.html $(LOAD_CLASSES)
+
+bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait (BENCH_ARGS)
+	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
+
+.PHONY: scale-test
+SCALE_ENV ?= dev
+SCALE_ARGS ?=
+
+scale-test: bootstrap tools ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV
+	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)

@@ -96,6 +96,7 @@ def make_settings(database: str, queue_name: str, **overrides: object) -> Settin
         "worker_shutdown_grace_seconds": 5,
         "outage_tolerance_seconds": 5,
         "api_keys": TEST_API_KEYS,
+        "worker_metrics_port": 0,  # in-process workers: no endpoint (tests scrape a free port when they need one)
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -170,6 +170,9 @@ async def provision(prefix: str) -> AsyncIterator[dict[str, str]]:
         "TASKFLOW_ENQUEUE_GRACE_SECONDS": "1",
         "TASKFLOW_WORKER_POLL_DELAY_SECONDS": "0.02",
         "TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS": "10",
+        # No worker metrics endpoint unless a test asks for one (on a free port of 127.0.0.1).
+        "TASKFLOW_WORKER_METRICS_PORT": "0",
+        "TASKFLOW_WORKER_METRICS_HOST": "127.0.0.1",
     }
     try:
         yield env

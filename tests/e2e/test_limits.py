@@ -138,3 +138,27 @@ async def test_cors_is_off_unless_origins_are_configured(stack: Stack) -> None:
     assert "access-control-allow-origin" not in denied.headers
     assert read.headers["access-control-allow-origin"] == origin
     assert "Location" in read.headers["access-control-expose-headers"]
+
+
+async def test_a_batch_costs_its_size_and_one_larger_than_the_burst_leaves_the_key_in_debt(
+    stack: Stack, db: asyncpg.Pool
+) -> None:
+    key, entry = keygen("batcher", "tasks:write")
+    queue = f"{stack.env['TASKFLOW_QUEUE_NAME']}:batch-limits-{uuid.uuid4().hex[:6]}"
+    env = {**LIMITED, "TASKFLOW_API_KEYS": json.dumps([entry]), "TASKFLOW_QUEUE_NAME": queue}
+
+    def batch(size: int) -> dict[str, object]:
+        return {"tasks": [{"task_type": "test", "payload": {"n": n}} for n in range(size)]}
+
+    with stack.extra_api("api-batch-limit", **env) as url:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(key), timeout=10) as client:
+            before = await count_tasks(db)
+            # A full bucket (BURST tokens) lets a batch of 2 * BURST through: the key now owes BURST.
+            assert (await client.post(f"{TASKS}/batch", json=batch(2 * BURST))).status_code == 202
+            assert await count_tasks(db) == before + 2 * BURST
+            refused = await client.post(f"{TASKS}/batch", json=batch(1))
+            assert_problem(refused, 429)
+            # BURST tokens of debt plus one for this task, at one token per 2 s.
+            assert int(refused.headers["Retry-After"]) >= 2 * BURST
+            assert (await post(client, "single")).status_code == 429  # single submits share the bucket
+            assert await count_tasks(db) == before + 2 * BURST

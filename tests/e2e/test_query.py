@@ -240,3 +240,10 @@ async def test_odd_list_parameters_never_yield_500(api: httpx.AsyncClient, param
     assert response.status_code < 500, f"{response.status_code}: {response.text}"
     if response.status_code != 200:
         assert_problem(response, response.status_code)
+
+
+@pytest.mark.parametrize("value", ["0.0", "1700000000"])
+async def test_a_number_is_not_a_timestamp(api: httpx.AsyncClient, value: str) -> None:
+    """Found by schemathesis: pydantic alone would read a number as a Unix time."""
+    body = assert_problem(await api.get(TASKS, params={"created_after": value}), 422)
+    assert [e["field"] for e in body["errors"]] == ["created_after"]

@@ -24,6 +24,8 @@ def test_minimal_submit() -> None:
         ({"task_type": "t", "payload": {}, "timeout_seconds": 0}, "timeout_seconds"),
         ({"task_type": "t", "payload": {}, "delay_seconds": -1}, "delay_seconds"),
         ({"task_type": "t", "payload": {}, "run_at": "2030-01-01T00:00:00"}, "run_at"),
+        ({"task_type": "t", "payload": {}, "run_at": 1900000000}, "run_at"),  # not a Unix time
+        ({"task_type": "t", "payload": {}, "run_at": "0.0"}, "run_at"),
         ({"task_type": "t", "payload": {}, "surprise": 1}, "surprise"),
     ],
 )

@@ -12,13 +12,18 @@ DRAIN_FACTOR = 16
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # exact paths with a limit of their own (the batch submit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS", "DELETE"}:
             await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
+        if limit != self.max_bytes:
+            await BodyLimitMiddleware(self.app, max_bytes=limit)(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

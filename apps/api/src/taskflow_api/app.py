@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -16,9 +18,12 @@ from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
-from taskflow_api import auth, live, problems, ratelimit, ui
+from taskcore.telemetry import Tracing
+from taskflow_api import auth, batch, live, problems, ratelimit, ui
 from taskflow_api._body_limit import BodyLimitMiddleware
 from taskflow_api._security_headers import SecurityHeadersMiddleware
+from taskflow_api.metrics import ApiMetrics
+from taskflow_api.observability import ObservabilityMiddleware
 from taskflow_api.routes import probes, router
 
 log = structlog.get_logger("taskflow.api")
@@ -27,8 +32,10 @@ log = structlog.get_logger("taskflow.api")
 ENVELOPE_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> FastAPI:
+def create_app(settings: Settings, *, registry: TaskRegistry | None = None, tracing: Tracing | None = None) -> FastAPI:
     registry = registry or load_registry(settings.task_modules, builtin=settings.builtin_tasks)
+    tracing = tracing or Tracing.from_settings(settings, service="taskflow-api")
+    metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,20 +43,32 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
         queue = TaskQueue(
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )
-        app.state.service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
+        app.state.service = service = TaskService(
+            repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings
+        )
         # issue 7: one LISTEN connection per process wakes ?wait=N and /events requests
         app.state.listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
         await app.state.listener.start()
         app.state.dashboard = DashboardQueries(pool)
+        refresher = asyncio.create_task(
+            metrics.refresh_forever(
+                service,
+                every=settings.metrics_refresh_seconds,
+                worker_seen_within=timedelta(seconds=settings.lease_seconds * 2),
+            )
+        )
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
         auth.announce(settings)
         ratelimit.attach(app, settings, queue.redis)
         try:
             yield
         finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
             await app.state.listener.stop()
             await queue.close()
             await pool.close()
+            tracing.shutdown()
 
     app = FastAPI(
         title="TaskFlow",
@@ -59,7 +78,13 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
     )
     app.state.settings = settings
     app.state.registry = registry
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES)
+    app.state.metrics = metrics
+    app.state.tracing = tracing
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES,
+        per_path={batch.BATCH_PATH: settings.batch_body_limit_bytes},
+    )
     problems.install(app)
     auth.install(app, settings)
     ratelimit.install(app, settings)
@@ -68,11 +93,13 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> F
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After", "Idempotent-Replayed"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
             max_age=600,
         )
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer carries the headers
+    app.add_middleware(SecurityHeadersMiddleware)  # every answer carries the headers
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, tracing=tracing)  # outermost: sees every answer
+    app.include_router(batch.router)  # before the router: its path must not be read as /tasks/{task_id}
     app.include_router(router)
     app.include_router(live.router)
     ui.install(app)

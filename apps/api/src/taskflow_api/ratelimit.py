@@ -29,11 +29,14 @@ from taskflow_api.schemas import Problem
 log = structlog.get_logger("taskflow.api")
 
 # KEYS[1] bucket; ARGV rate (tokens/s), burst, cost. Redis' own clock, so API hosts need not agree.
-# Returns {allowed (0/1), milliseconds until `cost` tokens are there}.
+# A request is let through once min(cost, burst) tokens are there and takes all `cost` of them:
+# a batch larger than the burst leaves the bucket in debt, so the key's average rate still holds.
+# Returns {allowed (0/1), milliseconds until enough tokens are there}.
 BUCKET_SCRIPT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local need = math.min(cost, burst)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -46,14 +49,14 @@ end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
 local allowed = 0
 local wait = 0
-if tokens >= cost then
+if tokens >= need then
   tokens = tokens - cost
   allowed = 1
 else
-  wait = math.ceil((cost - tokens) * 1000 / rate)
+  wait = math.ceil((need - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
 return {allowed, wait}
 """
 
@@ -109,15 +112,20 @@ def _principal(request: Request) -> Principal:
     return principal
 
 
-async def limit_submits(request: Request) -> None:
-    """Route dependency (after ``require_scope``): one token per submitted task."""
+async def charge_submits(request: Request, tasks: int) -> None:
+    """Take one token per submitted task from the caller's bucket; RateLimited (429) when empty."""
     limiter: SubmitLimiter | None = request.app.state.submit_limiter
     principal = _principal(request)
     if limiter is None or principal is ANONYMOUS:
         return
-    verdict = await limiter.take(principal.name)
+    verdict = await limiter.take(principal.name, tasks)
     if not verdict.allowed:
         raise RateLimited(principal.name, verdict.retry_after_seconds)
+
+
+async def limit_submits(request: Request) -> None:
+    """Route dependency (after ``require_scope``) for a single submit."""
+    await charge_submits(request, 1)
 
 
 def submit_rate_limit() -> Any:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable
@@ -21,6 +21,8 @@ from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.auth import Scope, require_scope
 from taskflow_api.live import MAX_WAIT_SECONDS, get_listener, wait_for_terminal
+from taskflow_api.metrics import ApiMetrics
+from taskflow_api.observability import origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem, problem_responses
 from taskflow_api.ratelimit import submit_rate_limit
 from taskflow_api.schemas import (
@@ -36,15 +38,13 @@ from taskflow_api.schemas import (
 
 TEXT = {"type": "string"}
 
-SUBMITTED = Counter("taskflow_tasks_submitted_total", "Tasks accepted by the API", ["task_type"])
 
-
-def get_service(request: Request) -> TaskService:
+async def get_service(request: Request) -> TaskService:
     service: TaskService = request.app.state.service
     return service
 
 
-def get_repo(request: Request) -> TaskRepository:
+async def get_repo(request: Request) -> TaskRepository:
     repo: TaskRepository = request.app.state.service.repo
     return repo
 
@@ -67,6 +67,7 @@ probes = APIRouter()
 async def submit_task(
     body: TaskCreate,
     service: Service,
+    request: Request,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -87,9 +88,11 @@ async def submit_task(
         run_at=body.run_at,
         delay_seconds=body.delay_seconds,
         idempotency_key=idempotency_key,
+        origin=origin_of(request),
     )
     if created:
-        SUBMITTED.labels(task.task_type).inc()
+        metrics: ApiMetrics = request.app.state.metrics
+        metrics.submitted.labels(task.task_type).inc()
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
@@ -242,5 +245,6 @@ async def _check(probe: Awaitable[None], limit: float) -> str:
     response_class=Response,
     responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": TEXT}}}},
 )
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    registry: ApiMetrics = request.app.state.metrics
+    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)

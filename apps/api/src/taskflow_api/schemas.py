@@ -6,12 +6,37 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from taskcore.domain import QueueStats, Task, TaskStatus
 
 MAX_PRIORITY = 9
 MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+def _rfc3339_only(value: object) -> object:
+    """pydantic would read a number (or a numeric string, as in a query) as a Unix time; the
+    contract is an RFC 3339 timestamp, so numbers are refused."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-01-01T12:00:00Z")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -21,7 +46,7 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("is outside the representable range of dates") from None
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_to_utc)]
 """An RFC 3339 timestamp with an offset, normalised to UTC."""
 
 

@@ -19,11 +19,14 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskcore.errors import DependencyUnavailable
 from taskcore.queue import RUN_TASK, TaskQueue
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.telemetry import Tracing
 from taskflow_worker._arq_worker import TaskflowWorker
+from taskflow_worker.metrics import WorkerMetrics
 from taskflow_worker.reconciler import Reconciler
 from taskflow_worker.runner import TaskRunner
 
@@ -64,27 +67,52 @@ def redis_settings(settings: Settings) -> RedisSettings:
     )
 
 
-def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, burst: bool = False) -> Worker:
+def create_worker(
+    settings: Settings,
+    *,
+    registry: TaskRegistry | None = None,
+    burst: bool = False,
+    metrics: WorkerMetrics | None = None,
+    tracing: Tracing | None = None,
+) -> Worker:
     """Build the arq Worker; resources open in on_startup and close in on_shutdown."""
     registry = registry or load_registry(settings.task_modules, builtin=settings.builtin_tasks)
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:6]}"
+    metrics = metrics or WorkerMetrics()
+    tracing = tracing or Tracing.from_settings(settings, service="taskflow-worker")
+    metrics.concurrency.set(settings.worker_concurrency)
 
     async def startup(ctx: dict[str, Any]) -> None:
         pool = await open_pool(settings)
         repo = TaskRepository(pool)
-        runner = TaskRunner(repo=repo, registry=registry, settings=settings, worker_id=worker_id)
+        runner = TaskRunner(
+            repo=repo, registry=registry, settings=settings, worker_id=worker_id, metrics=metrics, tracing=tracing
+        )
         reconciler = Reconciler(repo=repo, queue=TaskQueue(ctx["redis"]), settings=settings)
 
         async def heartbeat() -> None:
-            await runner.renew_leases()
-            await repo.worker_seen(
-                worker_id=worker_id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                concurrency=settings.worker_concurrency,
-            )
+            try:
+                await runner.renew_leases()
+                await repo.worker_seen(
+                    worker_id=worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    concurrency=settings.worker_concurrency,
+                )
+            except DependencyUnavailable:
+                metrics.dependency_up.labels("postgresql").set(0)
+                raise
+            metrics.dependency_up.labels("postgresql").set(1)
+            metrics.beat()
+            try:
+                await ctx["redis"].ping()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                metrics.dependency_up.labels("redis").set(0)
+                raise
+            metrics.dependency_up.labels("redis").set(1)
 
         ctx.update(
+            metrics_server=metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port),
             pool=pool,
             repo=repo,
             runner=runner,
@@ -112,6 +140,10 @@ def create_worker(settings: Settings, *, registry: TaskRegistry | None = None, b
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not deregister worker", error=str(exc))
             await ctx["pool"].close()
+        if ctx.get("metrics_server") is not None:
+            ctx["metrics_server"].shutdown()
+            ctx["metrics_server"].server_close()
+        tracing.shutdown()
         log.info("worker stopped", worker_id=worker_id)
 
     return TaskflowWorker(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from taskcore.logging import configure_logging
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    # arq logs two lines per job; ours ("task succeeded", ...) carry the task's ids instead.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not available on Windows

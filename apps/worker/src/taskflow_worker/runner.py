@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -19,7 +20,10 @@ from taskcore.errors import DependencyUnavailable, TaskNotFound, TaskValidationE
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
-from taskcore.store.repository import TaskRepository
+from taskcore.store.repository import Success, TaskRepository
+from taskcore.telemetry import Tracing
+from taskflow_worker.batching import Coalescer
+from taskflow_worker.metrics import WorkerMetrics
 
 log = structlog.get_logger("taskflow.worker")
 
@@ -53,16 +57,55 @@ class _Running:
 
 
 class TaskRunner:
-    def __init__(self, *, repo: TaskRepository, registry: TaskRegistry, settings: Settings, worker_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        repo: TaskRepository,
+        registry: TaskRegistry,
+        settings: Settings,
+        worker_id: str,
+        metrics: WorkerMetrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.repo = repo
+        self.metrics = metrics or WorkerMetrics()
+        self.tracing = tracing or Tracing(None, "taskflow-worker")
         self.registry = registry
         self.settings = settings
         self.worker_id = worker_id
         self.backoff = BackoffPolicy(settings.retry_backoff_base_seconds, settings.retry_backoff_max_seconds)
         self.running: dict[UUID, _Running] = {}
+        size, linger = settings.worker_batch_max_size, settings.worker_batch_linger_seconds
+        self._claims: Coalescer[UUID, Task | None] = Coalescer(
+            self._claim_batch, max_batch=size, linger=linger, name="claim"
+        )
+        self._successes: Coalescer[Success, bool] = Coalescer(
+            self._success_batch, max_batch=size, linger=linger, name="success"
+        )
+
+    async def _claim_batch(self, task_ids: Sequence[UUID]) -> list[Task | None]:
+        self.metrics.batch_size.labels("claim").observe(len(task_ids))
+        claimed = await self.repo.claim_many(
+            task_ids, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+        )
+        # A duplicate delivery in the same batch: only the first caller gets the task.
+        return [claimed.pop(task_id, None) for task_id in task_ids]
+
+    async def _success_batch(self, successes: Sequence[Success]) -> list[bool]:
+        self.metrics.batch_size.labels("success").observe(len(successes))
+        recorded = await self.repo.mark_succeeded_many(successes)
+        answers = []
+        for success in successes:
+            answers.append(success.task_id in recorded)
+            recorded.discard(success.task_id)
+        return answers
 
     async def _persist(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call, retrying while PostgreSQL is unavailable (for up to outage_tolerance_seconds)."""
+        try:
+            return await fn(*args, **kwargs)  # the common case, without building a retry loop per call
+        except DependencyUnavailable:
+            pass
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DependencyUnavailable),
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
@@ -75,26 +118,45 @@ class TaskRunner:
 
     async def run(self, task_id: UUID) -> None:
         """The body of one arq delivery for ``task_id``."""
-        task = await self._persist(
-            self.repo.claim, task_id, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
-        )
+        task = await self._persist(self._claims.submit, task_id)
         if task is None:
+            self.metrics.skipped.inc()
             await self._not_claimed(task_id)
             return
-        bound = log.bind(task_id=str(task.id), task_type=task.task_type, attempt=task.attempt)
-        bound.info("task started")
+        series = self.metrics.for_type(task.task_type)
+        if task.started_at is not None:
+            series.queue_wait.observe(max(0.0, (task.started_at - task.run_at).total_seconds()))
+        # Every line logged while this task runs (ours, the handler's) carries its ids.
+        with structlog.contextvars.bound_contextvars(
+            task_id=str(task.id), task_type=task.task_type, attempt=task.attempt, request_id=task.request_id
+        ):
+            if self.tracing.enabled:
+                attributes = {"taskflow.task_id": str(task.id), "taskflow.task_type": task.task_type}
+                with self.tracing.run_span(f"run {task.task_type}", task.traceparent, attributes):
+                    await self._run_claimed(task)
+            else:
+                await self._run_claimed(task)
+
+    async def _run_claimed(self, task: Task) -> None:
+        log.debug("task started")
+        started = time.perf_counter()
         try:
-            result = await self._execute(task)
+            result_json = await self._execute(task)
         except asyncio.CancelledError:
-            await self._cancelled(task, bound)
+            await self._cancelled(task)
             return
         except Exception as exc:  # noqa: BLE001 - any handler error is the task's outcome
-            await self._failed(task, exc, bound)
+            self.metrics.for_type(task.task_type).run_duration.observe(time.perf_counter() - started)
+            await self._failed(task, exc)
             return
-        if await self._persist(self.repo.mark_succeeded, task.id, task.attempt, result):
-            bound.info("task succeeded")
+        elapsed = time.perf_counter() - started
+        series = self.metrics.for_type(task.task_type)
+        series.run_duration.observe(elapsed)
+        if await self._persist(self._successes.submit, Success(task.id, task.attempt, result_json)):
+            series.succeeded.inc()
+            log.info("task succeeded", duration_ms=round(elapsed * 1000, 3))
         else:
-            bound.warning("result discarded: the task changed while it ran (lease lost or cancelled)")
+            log.warning("result discarded: the task changed while it ran (lease lost or cancelled)")
 
     async def _not_claimed(self, task_id: UUID) -> None:
         """Cancelled, finished or already running elsewhere: skip. Waiting but early: come back when due."""
@@ -107,7 +169,8 @@ class TaskRunner:
             raise Retry(defer=wait)
         log.debug("delivery skipped", task_id=str(task_id), status=task.status)
 
-    async def _execute(self, task: Task) -> Any:
+    async def _execute(self, task: Task) -> str:
+        """Run the handler under the task's timeout; its result encoded as JSON."""
         try:
             spec = self.registry.get(task.task_type)
             payload = spec.parse(task.payload)
@@ -116,36 +179,44 @@ class TaskRunner:
         ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries)
         handler = asyncio.ensure_future(spec.run(payload, ctx))
         self.running[task.id] = _Running(handler)
+        self.metrics.in_flight.inc()
         try:
-            result = await asyncio.wait_for(handler, task.timeout_seconds)
+            # asyncio.timeout, unlike wait_for, costs no extra task; cancelling this delivery
+            # (shutdown, arq abort) cancels the awaited handler with it.
+            async with asyncio.timeout(task.timeout_seconds):
+                result = await handler
         except TimeoutError as exc:
             raise TaskTimeout(f"the task ran longer than its timeout of {task.timeout_seconds}s") from exc
         finally:
             del self.running[task.id]
+            self.metrics.in_flight.dec()
         try:
-            dumps_storable(result)
+            return dumps_storable(result).decode()
         except NotStorableJSON as exc:
             raise ResultNotSerializable(f"the handler's result is not JSON-serialisable: {exc}") from exc
-        return result
 
-    async def _failed(self, task: Task, exc: Exception, bound: structlog.typing.FilteringBoundLogger) -> None:
+    async def _failed(self, task: Task, exc: Exception) -> None:
         error = describe_error(exc, task.attempt)
         if task.retries_left and not isinstance(exc, PermanentError):
             delay = self.backoff.delay(task.attempt)
             if await self._persist(self.repo.mark_retry, task.id, task.attempt, error, delay):
-                bound.warning("task failed, will retry", error=error["message"], retry_in=round(delay, 3))
+                self.metrics.retries.labels(task.task_type).inc()
+                log.warning("task failed, will retry", error=error["message"], retry_in=round(delay, 3))
                 raise Retry(defer=delay)  # arq re-queues this same job (id = task id)
         elif await self._persist(self.repo.mark_failed, task.id, task.attempt, error):
-            bound.error("task failed", error=error["message"])
+            self.metrics.finished.labels(task.task_type, "failed").inc()
+            log.error("task failed", error=error["message"])
             return
-        bound.warning("outcome discarded: the task changed while it ran", error=error["message"])
+        log.warning("outcome discarded: the task changed while it ran", error=error["message"])
 
-    async def _cancelled(self, task: Task, bound: structlog.typing.FilteringBoundLogger) -> None:
+    async def _cancelled(self, task: Task) -> None:
         """The handler was cancelled: by a cancel request (record it) or by shutdown (give the task back)."""
         if await self._persist(self.repo.mark_cancelled, task.id, task.attempt):
-            bound.info("task cancelled while running")
+            self.metrics.finished.labels(task.task_type, "cancelled").inc()
+            log.info("task cancelled while running")
         elif await self._persist(self.repo.release, task.id, task.attempt):
-            bound.info("task released for another worker (shutdown)")
+            self.metrics.released.labels(task.task_type).inc()
+            log.info("task released for another worker (shutdown)")
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise asyncio.CancelledError

@@ -71,6 +71,8 @@ class Task:
     result: Any
     error: dict[str, Any] | None
     idempotency_key: str | None = None
+    request_id: str | None = None
+    traceparent: str | None = None
 
     @property
     def retries_left(self) -> bool:
@@ -90,6 +92,9 @@ class NewTask:
     run_at: datetime | None  # None: due now
     idempotency_key: str | None = None
     request_hash: str | None = None
+    request_id: str | None = None  # the API request that submitted it (X-Request-ID)
+    traceparent: str | None = None  # W3C trace context of the submit span
+    payload_json: str | None = None  # ``payload`` already encoded, so that it is serialised once
 
 
 @dataclass(frozen=True, slots=True)

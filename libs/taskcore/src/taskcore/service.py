@@ -7,6 +7,8 @@ because the reconciler enqueues any waiting task that has no arq job.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -17,10 +19,10 @@ import structlog
 from taskcore.domain import NewTask, Task, TaskStatus
 from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
-from taskcore.queue import TaskQueue
+from taskcore.queue import Enqueue, TaskQueue
 from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
-from taskcore.store.repository import TaskRepository
+from taskcore.store.repository import Inserted, TaskRepository
 
 log = structlog.get_logger("taskflow.service")
 
@@ -42,6 +44,28 @@ def _invalid_payload(message: str) -> TaskValidationError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """One task as a client asks for it (before defaults and limits apply)."""
+
+    task_type: str
+    payload: dict[str, Any]
+    priority: int = 0
+    max_retries: int | None = None
+    timeout_seconds: int | None = None
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a submit came from, stored with the task for the worker: the API request id and
+    the W3C traceparent of the submit span."""
+
+    request_id: str | None = None
+    traceparent: str | None = None
+
+
 class TaskService:
     def __init__(self, *, repo: TaskRepository, queue: TaskQueue, registry: TaskRegistry, settings: Settings) -> None:
         self.repo = repo
@@ -60,53 +84,87 @@ class TaskService:
         run_at: datetime | None = None,
         delay_seconds: float | None = None,
         idempotency_key: str | None = None,
+        origin: Origin | None = None,
     ) -> tuple[Task, bool]:
         """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
-        spec = self.registry.get(task_type)
-        encoded = _encode_payload(payload)
+        request = TaskRequest(task_type, payload, priority, max_retries, timeout_seconds, run_at, delay_seconds)
+        new = self._prepare(request, idempotency_key=idempotency_key, origin=origin or Origin())
+        task, created = await self.repo.insert(new)
+        if created:
+            await self._enqueue(task)
+        return task, created
+
+    async def submit_many(self, requests: Sequence[TaskRequest], *, origin: Origin | None = None) -> list[Inserted]:
+        """Validate every request, then store them all in one statement and enqueue them in one
+        pipelined round trip. Any invalid request rejects the whole batch (BatchValidationError,
+        naming each request by its index) and nothing is stored."""
+        news: list[NewTask] = []
+        errors: list[dict[str, Any]] = []
+        for index, request in enumerate(requests):
+            try:
+                news.append(self._prepare(request, idempotency_key=None, origin=origin or Origin()))
+            except TaskValidationError as exc:
+                errors.extend({**e, "field": f"tasks.{index}.{e['field']}", "index": index} for e in exc.errors)
+        if errors:
+            raise TaskValidationError(
+                f"{len({e['index'] for e in errors})} of {len(requests)} tasks are invalid", errors
+            )
+        stored = await self.repo.insert_many(news)
+        try:
+            await self.queue.enqueue_many([Enqueue(t.id, t.run_at, t.priority) for t in stored])
+        except DependencyUnavailable as exc:
+            log.warning("tasks stored but not enqueued", count=len(stored), error=str(exc))
+        return stored
+
+    def _prepare(self, request: TaskRequest, *, idempotency_key: str | None, origin: Origin) -> NewTask:
+        """Check one request against its type and the limits; the row to store."""
+        spec = self.registry.get(request.task_type)
+        encoded = _encode_payload(request.payload)
         if len(encoded) > self.settings.payload_limit_bytes:
             raise PayloadTooLarge(len(encoded), self.settings.payload_limit_bytes)
-        spec.parse(payload)
+        spec.parse(request.payload)
         retries = self._bounded(
-            "max_retries", max_retries, self.settings.default_max_retries, self.settings.max_retries_limit
+            "max_retries", request.max_retries, self.settings.default_max_retries, self.settings.max_retries_limit
         )
         timeout = self._bounded(
-            "timeout_seconds", timeout_seconds, self.settings.default_timeout_seconds, self.settings.max_timeout_seconds
+            "timeout_seconds",
+            request.timeout_seconds,
+            self.settings.default_timeout_seconds,
+            self.settings.max_timeout_seconds,
         )
-        if delay_seconds is not None:
-            run_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
+        run_at = request.run_at
+        if request.delay_seconds is not None:
+            run_at = datetime.now(UTC) + timedelta(seconds=request.delay_seconds)
         if run_at is not None and run_at - datetime.now(UTC) > timedelta(seconds=self.settings.max_delay_seconds):
-            field = "delay_seconds" if delay_seconds is not None else "run_at"
+            field = "delay_seconds" if request.delay_seconds is not None else "run_at"
             raise _limit_error(field, f"must be at most {self.settings.max_delay_seconds} seconds ahead")
         request_hash = None
         if idempotency_key is not None:
             # What the client sent (a delay, not the run_at it became), key order ignored.
-            request = [
-                task_type,
-                payload,
-                priority,
-                max_retries,
-                timeout_seconds,
-                None if delay_seconds is not None else run_at,
-                delay_seconds,
+            sent = [
+                request.task_type,
+                request.payload,
+                request.priority,
+                request.max_retries,
+                request.timeout_seconds,
+                None if request.delay_seconds is not None else run_at,
+                request.delay_seconds,
             ]
-            request_hash = hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        task, created = await self.repo.insert(
-            NewTask(
-                id=uuid4(),
-                task_type=task_type,
-                payload=payload,
-                priority=priority,
-                max_retries=retries,
-                timeout_seconds=timeout,
-                run_at=run_at,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-            )
+            request_hash = hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return NewTask(
+            id=uuid4(),
+            task_type=request.task_type,
+            payload=request.payload,
+            priority=request.priority,
+            max_retries=retries,
+            timeout_seconds=timeout,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            request_id=origin.request_id,
+            traceparent=origin.traceparent,
+            payload_json=encoded.decode(),
         )
-        if created:
-            await self._enqueue(task)
-        return task, created
 
     @staticmethod
     def _bounded(field: str, value: int | None, default: int, limit: int) -> int:

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     submit_burst: int = Field(default=400, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # issue 6: observability and speed
+    worker_batch_max_size: int = Field(default=200, ge=1, le=5000)
+    worker_batch_linger_seconds: float = Field(default=0.01, ge=0, le=1)
+    batch_body_limit_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)  # 0: no metrics endpoint
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod from outside
+    metrics_refresh_seconds: float = Field(default=5.0, gt=0)
+    otel_exporter_otlp_endpoint: str | None = None
+
     @field_validator("task_modules", "cors_origins", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:

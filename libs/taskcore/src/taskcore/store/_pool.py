@@ -34,6 +34,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """TaskFlow keeps no session state (no LISTEN, SET or session-level advisory lock; the
+    leader lock is transaction-scoped), so a released connection needs no RESET ALL: that
+    would be one more round trip per query. asyncpg still rolls back an open transaction."""
+
+
 async def create_pool(
     dsn: str, *, max_size: int = 10, command_timeout: float = 30.0, connect_timeout: float = 5.0
 ) -> asyncpg.Pool:
@@ -46,6 +52,7 @@ async def create_pool(
         command_timeout=command_timeout,
         timeout=connect_timeout,
         init=_init_connection,
+        reset=_no_session_reset,
     )
     return pool
 

@@ -25,7 +25,7 @@ from taskcore.store._pool import translate_errors
 
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
-    idempotency_key"""
+    idempotency_key, request_id, traceparent"""
 
 _WAITING = "('queued', 'scheduled')"
 _TERMINAL = "('succeeded', 'failed', 'cancelled')"
@@ -61,6 +61,26 @@ class DueTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Inserted:
+    """A task stored by ``insert_many``."""
+
+    id: UUID
+    status: TaskStatus
+    priority: int
+    run_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """A finished attempt to record: ``result_json`` is the result already encoded as JSON text."""
+
+    task_id: UUID
+    attempt: int
+    result_json: str
+
+
+@dataclass(frozen=True, slots=True)
 class Recovered:
     """A running task whose lease expired, and where the reconciler moved it."""
 
@@ -68,6 +88,10 @@ class Recovered:
     status: TaskStatus
     priority: int
     run_at: datetime
+
+
+def _payload_json(new: NewTask) -> str:
+    return new.payload_json if new.payload_json is not None else orjson.dumps(new.payload).decode()
 
 
 def encode_cursor(task: Task) -> str:
@@ -106,22 +130,27 @@ class TaskRepository:
         """Store a task; with an Idempotency-Key already used, return the original (created=False)."""
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"""INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
-                        timeout_seconds, idempotency_key, request_hash, run_at)
-                    VALUES ($1, $2, $3,
-                        CASE WHEN $9::timestamptz > clock_timestamp() THEN 'scheduled' ELSE 'queued' END,
-                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, clock_timestamp()))
+                f"""WITH now AS (SELECT clock_timestamp() AS ts)  -- one instant: a task due now has run_at = created_at
+                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
+                        created_at, updated_at)
+                    SELECT $1, $2, $3::text::jsonb,
+                        CASE WHEN $9::timestamptz > now.ts THEN 'scheduled' ELSE 'queued' END,
+                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts
+                    FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_COLUMNS}""",
                 new.id,
                 new.task_type,
-                new.payload,
+                _payload_json(new),
                 new.priority,
                 new.max_retries,
                 new.timeout_seconds,
                 new.idempotency_key,
                 new.request_hash,
                 new.run_at,
+                new.request_id,
+                new.traceparent,
             )
             if row is not None:
                 return _task(row), True
@@ -135,6 +164,39 @@ class TaskRepository:
             raise IdempotencyConflict(new.idempotency_key or "", values["id"])
         values["status"] = TaskStatus(values["status"])
         return Task(**values), False
+
+    async def insert_many(self, news: Sequence[NewTask]) -> list[Inserted]:
+        """Store many tasks (without Idempotency-Keys) in one statement: all of them or, on error, none."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """WITH now AS (SELECT clock_timestamp() AS ts)
+                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, run_at, request_id, traceparent, created_at, updated_at)
+                    SELECT n.id, n.task_type, n.payload::jsonb,
+                        CASE WHEN n.run_at > now.ts THEN 'scheduled' ELSE 'queued' END,
+                        n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
+                        $8, $9, now.ts, now.ts
+                    FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                                $7::timestamptz[])
+                        AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at)
+                    RETURNING id, status, priority, run_at, created_at""",
+                [n.id for n in news],
+                [n.task_type for n in news],
+                [_payload_json(n) for n in news],
+                [n.priority for n in news],
+                [n.max_retries for n in news],
+                [n.timeout_seconds for n in news],
+                [n.run_at for n in news],
+                news[0].request_id if news else None,
+                news[0].traceparent if news else None,
+            )
+        by_id = {row["id"]: row for row in rows}
+        return [
+            Inserted(
+                n.id, TaskStatus(by_id[n.id]["status"]), n.priority, by_id[n.id]["run_at"], by_id[n.id]["created_at"]
+            )
+            for n in news
+        ]
 
     async def get(self, task_id: UUID) -> Task:
         async with self._conn() as conn:
@@ -230,19 +292,30 @@ class TaskRepository:
 
     async def claim(self, task_id: UUID, *, worker_id: str, lease_seconds: float) -> Task | None:
         """Waiting and due → running (attempt + 1). None: cancelled, already claimed, or not due."""
+        claimed = await self.claim_many([task_id], worker_id=worker_id, lease_seconds=lease_seconds)
+        return claimed.get(task_id)
+
+    async def claim_many(self, task_ids: Sequence[UUID], *, worker_id: str, lease_seconds: float) -> dict[UUID, Task]:
+        """``claim`` for many tasks in one statement (one commit): each row keeps its own guard,
+        so the tasks that are missing from the result were not claimable (cancelled, already
+        claimed or not due) and nothing was written for them.
+
+        ``status || ''`` keeps the guard out of the planner's reach: with statistics taken
+        before a burst (a fresh table, a backlog that grew fast), PostgreSQL otherwise scans
+        the whole waiting-tasks index for every batch instead of looking the ids up by key."""
         async with self._conn() as conn:
-            row = await conn.fetchrow(
+            rows = await conn.fetch(
                 f"""UPDATE tasks SET status = 'running', attempt = attempt + 1,
                         started_at = clock_timestamp(), updated_at = clock_timestamp(),
                         lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2
-                    WHERE id = $1 AND status IN {_WAITING}
+                    WHERE id = ANY($1::uuid[]) AND (status || '') IN {_WAITING}
                       AND run_at <= clock_timestamp() + interval '1 second'
                     RETURNING {_COLUMNS}""",
-                task_id,
+                list(task_ids),
                 worker_id,
                 lease_seconds,
             )
-        return None if row is None else _task(row)
+        return {row["id"]: _task(row) for row in rows}
 
     async def _finish(
         self, sql: str, task_id: UUID, attempt: int, *args: Any, only_if: str = "true"
@@ -259,13 +332,25 @@ class TaskRepository:
         return row
 
     async def mark_succeeded(self, task_id: UUID, attempt: int, result: Any) -> bool:
-        row = await self._finish(
-            "status = 'succeeded', result = $3, error = NULL, finished_at = clock_timestamp()",
-            task_id,
-            attempt,
-            result,
-        )
-        return row is not None
+        done = await self.mark_succeeded_many([Success(task_id, attempt, orjson.dumps(result).decode())])
+        return task_id in done
+
+    async def mark_succeeded_many(self, successes: Sequence[Success]) -> set[UUID]:
+        """Running → succeeded for many tasks in one statement; each row is guarded by its own
+        status and attempt, and the ids returned are those recorded (a late or duplicate
+        outcome is left out and changes nothing)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                """UPDATE tasks AS t SET status = 'succeeded', result = s.result::jsonb, error = NULL,
+                        finished_at = clock_timestamp(), updated_at = clock_timestamp(), lease_expires_at = NULL
+                    FROM unnest($1::uuid[], $2::int[], $3::text[]) AS s(id, attempt, result)
+                    WHERE t.id = s.id AND t.status = 'running' AND t.attempt = s.attempt
+                    RETURNING t.id""",
+                [s.task_id for s in successes],
+                [s.attempt for s in successes],
+                [s.result_json for s in successes],
+            )
+        return {row["id"] for row in rows}
 
     async def mark_failed(self, task_id: UUID, attempt: int, error: dict[str, Any]) -> bool:
         row = await self._finish(

@@ -1,0 +1,122 @@
+"""The API's Prometheus metrics, in a registry of the app's own (``app.state.metrics``).
+
+Queue depth, the oldest due task's age, workers seen and dependency health come from
+PostgreSQL and Redis; a background loop refreshes them every ``metrics_refresh_seconds``
+so that a scrape never queries PostgreSQL. Labels are bounded: task types are registered
+names, routes are templates (``/api/v1/tasks/{task_id}``), never raw paths or ids.
+
+With ``taskflow-api --workers N`` each process counts on its own and a scrape reaches one of
+them: run one process per pod and scale with replicas (prometheus-client's multiprocess mode
+is not used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import timedelta
+
+import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from taskcore.domain import QueueStats
+from taskcore.errors import DependencyUnavailable
+from taskcore.service import TaskService
+
+log = structlog.get_logger("taskflow.api")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DEPENDENCIES = ("postgresql", "redis")
+
+
+class _QueueCollector(Collector):
+    """Serves the last snapshot the refresh loop took."""
+
+    def __init__(self) -> None:
+        self.stats: QueueStats | None = None
+        self.up: dict[str, float] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "taskflow_dependency_up", "1 when the dependency answered the last check", labels=["dependency"]
+        )
+        for name in DEPENDENCIES:
+            if name in self.up:
+                up.add_metric([name], self.up[name])
+        yield up
+        if self.stats is None:
+            return
+        depth = GaugeMetricFamily("taskflow_queue_depth", "Tasks waiting or running, by state", labels=["state"])
+        for state, n in self.stats.depth.items():
+            depth.add_metric([state.value], n)
+        yield depth
+        yield GaugeMetricFamily("taskflow_queue_due", "Waiting tasks whose time has come", value=self.stats.due)
+        yield GaugeMetricFamily(
+            "taskflow_queue_oldest_due_age_seconds",
+            "How long the oldest due task has waited (0 when none is due)",
+            value=self.stats.oldest_due_age_seconds or 0.0,
+        )
+        yield GaugeMetricFamily("taskflow_workers_seen", "Workers with a recent heartbeat", value=self.stats.workers)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.submitted = Counter(
+            "taskflow_tasks_submitted_total", "Tasks accepted by the API", ["task_type"], registry=self.registry
+        )
+        self.requests = Counter(
+            "taskflow_http_requests_total",
+            "HTTP requests answered, by route template and status code",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "taskflow_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue = _QueueCollector()
+        self.registry.register(self.queue)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def refresh(self, service: TaskService, *, worker_seen_within: timedelta, limit: float) -> None:
+        """One snapshot of queue depth and dependency health, each check bounded by ``limit`` seconds."""
+        try:
+            async with asyncio.timeout(limit):
+                self.queue.stats = await service.repo.queue_stats(worker_seen_within=worker_seen_within)
+            self.queue.up["postgresql"] = 1
+        except (DependencyUnavailable, TimeoutError):
+            self.queue.up["postgresql"] = 0
+        try:
+            async with asyncio.timeout(limit):
+                await service.queue.ping()
+            self.queue.up["redis"] = 1
+        except (DependencyUnavailable, TimeoutError):
+            self.queue.up["redis"] = 0
+
+    async def refresh_forever(self, service: TaskService, *, every: float, worker_seen_within: timedelta) -> None:
+        limit = service.settings.dependency_timeout_seconds
+        while True:
+            try:
+                await self.refresh(service, worker_seen_within=worker_seen_within, limit=limit)
+            except Exception as exc:  # noqa: BLE001 - metrics must never take the API down
+                log.warning("metrics refresh failed", error=repr(exc))
+            await asyncio.sleep(every)

@@ -1,0 +1,1 @@
+"""Load, benchmark and scaling harnesses for TaskFlow (run with `make load`, `make bench`, `make scale-test`)."""

@@ -1,0 +1,461 @@
+"""`make bench`: TaskFlow against raw arq, measured in the same run on the same machine.
+
+1. raw arq moving no-op jobs (the baseline: same Redis, worker concurrency, poll delay, uvloop);
+2. TaskFlow end to end: N `test` tasks submitted through the API (the batch endpoint), then
+   processed by one worker with full PostgreSQL tracking until every task is terminal;
+3. single-submit latency at a fixed request rate (Locust FastHttpUser, `rate` users each
+   submitting once a second, in processes of their own);
+4. queue wait (due → started) while the worker is idle.
+
+Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
+rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
+counts. Prints the table (ratios first) and writes JSON and a PNG under loadtest/results/.
+Every process binds 127.0.0.1 and uses a database, queue and Redis keys of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from loadtest._procs import REDIS_URL, Resources, System, provisioned, purge, stop
+from taskcore.queue import Enqueue, TaskQueue, connect
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"ratio": 0.9, "batch_per_s": 15_000, "p99_ms": 25.0, "idle_wait_p50_ms": 20.0}
+
+
+@dataclass
+class Drain:
+    jobs: int
+    throughput: float  # per second, between 10 % and 90 % done
+    seconds: float  # first job finished → last job finished
+    curve: list[tuple[float, int]]  # (seconds since the first finished, jobs done)
+    # CPU milliseconds per job between 10 % and 90 %: the worker process, and the PostgreSQL
+    # backends serving this run's database (what tracking costs the database server).
+    worker_cpu_ms_per_job: float = 0.0
+    postgres_cpu_ms_per_job: float = 0.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (those still running)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+async def watch_drain(
+    redis: Any, queue_name: str, jobs: int, *, limit: float, worker: int, database: str | None = None
+) -> Drain:
+    """Follow the queue's size (arq removes a job when it finishes) until it is empty."""
+    deadline = time.monotonic() + limit
+    curve: list[tuple[float, int]] = []
+    first = None
+    cpu: dict[str, tuple[float, float]] = {}
+    backends: list[int] = []
+    while time.monotonic() < deadline:
+        remaining = await redis.zcard(queue_name)
+        now = time.perf_counter()
+        done = jobs - remaining
+        if done > 0 and first is None:
+            first = now
+        if first is not None:
+            curve.append((now - first, done))
+        for mark in ("t10", "t90"):
+            if mark not in cpu and done >= jobs * (0.1 if mark == "t10" else 0.9):
+                if mark == "t10" and database:
+                    backends = await postgres_backends(database)
+                cpu[mark] = (cpu_seconds([worker]), cpu_seconds(backends))
+        if remaining == 0:
+            break
+        await asyncio.sleep(0.005)
+    else:
+        raise RuntimeError(f"{queue_name}: {remaining} of {jobs} jobs left after {limit}s")
+    t10 = next(t for t, d in curve if d >= jobs * 0.1)
+    t90 = next(t for t, d in curve if d >= jobs * 0.9)
+    middle = jobs * 0.8
+    return Drain(
+        jobs,
+        middle / max(t90 - t10, 1e-9),
+        curve[-1][0],
+        curve,
+        (cpu["t90"][0] - cpu["t10"][0]) * 1000 / middle,
+        (cpu["t90"][1] - cpu["t10"][1]) * 1000 / middle,
+    )
+
+
+async def postgres_backends(database_url: str) -> list[int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
+async def raw_arq_round(resources: Resources, jobs: int, concurrency: int, poll: float) -> Drain:
+    queue_name = f"{resources.queue_name}:raw"
+    redis = connect(REDIS_URL, queue_name=queue_name)
+    ids = [uuid.uuid4() for _ in range(jobs)]
+    try:
+        queue = TaskQueue(redis)
+        now = datetime.now(UTC)
+        for start in range(0, jobs, 1000):
+            await queue.enqueue_many([Enqueue(i, now) for i in ids[start : start + 1000]])
+        proc = resources.spawn(
+            [sys.executable, "-m", "loadtest.raw_arq"],
+            "raw-arq",
+            RAW_ARQ_REDIS_URL=REDIS_URL,
+            RAW_ARQ_QUEUE=queue_name,
+            RAW_ARQ_MAX_JOBS=str(concurrency),
+            RAW_ARQ_POLL_DELAY=str(poll),
+        )
+        try:
+            return await watch_drain(redis, queue_name, jobs, limit=60 + jobs / 50, worker=proc.pid)
+        finally:
+            stop(proc)
+    finally:
+        await purge(redis, queue_name, [str(i) for i in ids])
+        await redis.aclose(close_connection_pool=True)
+
+
+async def batch_submit(url: str, jobs: int, *, clients: int = 2, size: int = 1000) -> tuple[float, list[str]]:
+    """Submit ``jobs`` tasks in batches over ``clients`` connections; (tasks/s accepted, ids)."""
+    bodies = [
+        orjson.dumps(
+            {"tasks": [{"task_type": "test", "payload": {"n": i}} for i in range(start, min(jobs, start + size))]}
+        )
+        for start in range(0, jobs, size)
+    ]
+    ids: list[str] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as client:
+        await client.get("/health")
+        next_body = iter(bodies)
+
+        async def sender() -> None:
+            for body in next_body:
+                response = await client.post(
+                    "/api/v1/tasks/batch", content=body, headers={"Content-Type": "application/json"}
+                )
+                if response.status_code != 202:
+                    raise RuntimeError(f"batch refused: {response.status_code} {response.text[:300]}")
+                ids.extend(item["id"] for item in orjson.loads(response.content)["items"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return jobs / elapsed, ids
+
+
+async def taskflow_round(system: System, jobs: int) -> tuple[Drain, float]:
+    """Submit through the API with no worker running, then start one and time the drain."""
+    resources = system.resources
+    rate, ids = await batch_submit(system.url, jobs)
+    redis = connect(REDIS_URL, queue_name=resources.queue_name)
+    try:
+        worker = system.start_worker()
+        try:
+            drain = await watch_drain(
+                redis,
+                resources.queue_name,
+                jobs,
+                limit=60 + jobs / 50,
+                worker=worker.pid,
+                database=resources.database_url,
+            )
+        finally:
+            stop(worker)
+            system.workers.remove(worker)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    conn = await asyncpg.connect(resources.database_url)
+    try:
+        succeeded = await conn.fetchval(
+            "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[]) AND status = 'succeeded'", ids
+        )
+    finally:
+        await conn.close()
+    if succeeded != jobs:
+        raise RuntimeError(f"only {succeeded} of {jobs} tasks succeeded")
+    return drain, rate
+
+
+async def idle_queue_wait(system: System, samples: int) -> list[float]:
+    """Single submits to an idle worker, one at a time; queue wait = started_at - run_at (ms)."""
+    ids = []
+    async with httpx.AsyncClient(base_url=system.url, timeout=10) as client:
+        for i in range(samples):
+            response = await client.post("/api/v1/tasks", json={"task_type": "test", "payload": {"idle": i}})
+            ids.append(response.json()["id"])
+            await asyncio.sleep(0.05)
+    conn = await asyncpg.connect(system.resources.database_url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = await conn.fetch(
+                "SELECT EXTRACT(EPOCH FROM started_at - run_at)::float8 * 1000 AS wait FROM tasks "
+                "WHERE id = ANY($1::uuid[]) AND status = 'succeeded'",
+                ids,
+            )
+            if len(rows) == samples:
+                return [r["wait"] for r in rows]
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    raise RuntimeError("idle tasks did not all finish")
+
+
+def fixed_rate(url: str, rate: float, seconds: float, out: Path) -> dict[str, Any]:
+    """Locust (FastHttpUser, in processes of its own): ``rate`` users each submitting once a second."""
+    prefix = out / "fixed-rate"
+    users = str(int(rate))
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "locust"),
+            "-f",
+            str(Path(__file__).resolve().parent / "locustfile.py"),
+            "--headless",
+            "--host",
+            url,
+            "-u",
+            users,
+            "-r",
+            users,
+            "-t",
+            f"{seconds:g}s",
+            "--reset-stats",
+            "--only-summary",
+            "--csv",
+            str(prefix),
+            "FixedRateSubmitter",
+        ],
+        check=False,
+        capture_output=True,
+        timeout=seconds + 120,
+    )
+    with (prefix.parent / f"{prefix.name}_stats.csv").open() as stats:
+        rows = list(csv.DictReader(stats))
+    total = next(r for r in rows if r["Name"] == "Aggregated")
+    return {
+        "requests": int(total["Request Count"]),
+        "failures": int(total["Failure Count"]),
+        "achieved_per_s": float(total["Requests/s"]),
+        "p50_ms": float(total["50%"]),
+        "p95_ms": float(total["95%"]),
+        "p99_ms": float(total["99%"]),
+    }
+
+
+async def wait_for_worker(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (await client.get("/api/v1/queue")).json()["workers"] >= 1:
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the worker did not announce itself")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    # Ctrl-C or SIGTERM cancels the run, so that its processes, database and keys are removed.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
+    report: dict[str, Any] = {"machine": machine(), "settings": vars(args).copy(), "rounds": []}
+    logs = RESULTS / "logs"
+    worker_settings = {
+        "worker_concurrency": str(args.concurrency),
+        "worker_poll_delay_seconds": str(args.poll),
+        "log_level": args.log_level,
+        "auth_enabled": "false",
+    }
+    async with provisioned("taskflow_bench", logs, **worker_settings) as resources:
+        system = System(resources)
+        try:
+            system.start_api()
+            for index in range(args.rounds):
+                raw = await raw_arq_round(resources, args.jobs, args.concurrency, args.poll)
+                flow, submit_rate = await taskflow_round(system, args.jobs)
+                round_ = {"raw_arq": raw, "taskflow": flow, "batch_submit_per_s": submit_rate}
+                report["rounds"].append(round_)
+                print(
+                    f"round {index + 1}: raw arq {raw.throughput:,.0f}/s, TaskFlow {flow.throughput:,.0f}/s "
+                    f"({flow.throughput / raw.throughput:.2f}x), batch submit {submit_rate:,.0f}/s; CPU ms/job: "
+                    f"arq worker {raw.worker_cpu_ms_per_job:.3f}, TaskFlow worker {flow.worker_cpu_ms_per_job:.3f} "
+                    f"+ PostgreSQL {flow.postgres_cpu_ms_per_job:.3f}; load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+            system.start_worker()
+            await wait_for_worker(system.url)
+            report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)
+            report["fixed_rate"] = await asyncio.to_thread(fixed_rate, system.url, args.rate, args.seconds, RESULTS)
+        finally:
+            system.stop_all()
+    return report
+
+
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    best_raw = max(r["raw_arq"].throughput for r in report["rounds"])
+    best_flow = max(r["taskflow"].throughput for r in report["rounds"])
+    fixed = report["fixed_rate"]
+    wait = report["idle_wait_ms"]
+    return {
+        "ratio": best_flow / best_raw,
+        "raw_arq_per_s": best_raw,
+        "taskflow_per_s": best_flow,
+        "batch_per_s": max(r["batch_submit_per_s"] for r in report["rounds"]),
+        "submit_p50_ms": fixed["p50_ms"],
+        "submit_p95_ms": fixed["p95_ms"],
+        "submit_p99_ms": fixed["p99_ms"],
+        "submit_achieved_per_s": fixed["achieved_per_s"],
+        "submit_failures": fixed["failures"],
+        "idle_wait_p50_ms": percentile(wait, 50),
+        "idle_wait_p99_ms": percentile(wait, 99),
+    }
+
+
+def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    rows = [
+        ("TaskFlow e2e / raw arq", f"{summary['ratio']:.2f}x", "≥ 0.90x", mark(summary["ratio"] >= TARGETS["ratio"])),
+        ("raw arq no-op jobs", f"{summary['raw_arq_per_s']:,.0f}/s", "", ""),
+        ("TaskFlow end to end", f"{summary['taskflow_per_s']:,.0f}/s", "", ""),
+        (
+            "batch submit",
+            f"{summary['batch_per_s']:,.0f} tasks/s",
+            "≥ 15,000/s",
+            mark(summary["batch_per_s"] >= TARGETS["batch_per_s"]),
+        ),
+        (
+            f"single submit @ {summary['submit_achieved_per_s']:.0f}/s p50/p95/p99",
+            f"{summary['submit_p50_ms']:.1f} / {summary['submit_p95_ms']:.1f} / {summary['submit_p99_ms']:.1f} ms",
+            "p99 ≤ 25 ms",
+            mark(summary["submit_p99_ms"] <= TARGETS["p99_ms"]),
+        ),
+        (
+            "idle queue wait p50/p99",
+            f"{summary['idle_wait_p50_ms']:.1f} / {summary['idle_wait_p99_ms']:.1f} ms",
+            "p50 ≤ 20 ms",
+            mark(summary["idle_wait_p50_ms"] <= TARGETS["idle_wait_p50_ms"]),
+        ),
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+def chart(report: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (drain_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, round_ in enumerate(report["rounds"]):
+        for key, colour in (("raw_arq", "tab:grey"), ("taskflow", "tab:blue")):
+            curve = round_[key].curve
+            drain_ax.plot(
+                [t for t, _ in curve],
+                [d for _, d in curve],
+                color=colour,
+                alpha=0.5 + 0.5 * (index == 0),
+                label=f"{'raw arq' if key == 'raw_arq' else 'TaskFlow'} (round {index + 1})",
+            )
+    drain_ax.set(
+        xlabel="seconds since the first job finished",
+        ylabel="jobs done",
+        title=f"Drain: {summary['ratio']:.2f}x raw arq",
+    )
+    drain_ax.legend(fontsize=8)
+    names = ["submit p50", "submit p95", "submit p99", "idle wait p50", "idle wait p99"]
+    values = [
+        summary[k] for k in ("submit_p50_ms", "submit_p95_ms", "submit_p99_ms", "idle_wait_p50_ms", "idle_wait_p99_ms")
+    ]
+    lat_ax.bar(names, values, color=["tab:blue"] * 3 + ["tab:green"] * 2)
+    lat_ax.axhline(TARGETS["p99_ms"], color="tab:red", linestyle="--", linewidth=1, label="p99 target")
+    lat_ax.set(ylabel="ms", title=f"Latency (submits at {report['settings']['rate']:g}/s)")
+    lat_ax.set_yscale("log")
+    lat_ax.legend(fontsize=8)
+    lat_ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per throughput round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=100, help="worker concurrency (arq max_jobs)")
+    parser.add_argument("--poll", type=float, default=0.01, help="worker poll delay, seconds")
+    parser.add_argument("--rate", type=float, default=300, help="single submits per second")
+    parser.add_argument("--seconds", type=float, default=15, help="length of the fixed-rate phase")
+    parser.add_argument("--idle-samples", type=int, default=100)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    import uvloop
+
+    report = uvloop.run(bench(args))
+    summary = summarise(report)
+    report["summary"] = summary
+    print(table(summary, args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for round_ in report["rounds"]:
+        for key in ("raw_arq", "taskflow"):
+            round_[key] = asdict(round_[key])
+    chart_report = {
+        **report,
+        "rounds": [{k: Drain(**v) if isinstance(v, dict) else v for k, v in r.items()} for r in report["rounds"]],
+    }
+    chart(chart_report, summary, RESULTS / f"bench-{stamp}.png")
+    (RESULTS / f"bench-{stamp}.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"written: {RESULTS / f'bench-{stamp}.json'} and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
