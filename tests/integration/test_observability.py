@@ -19,6 +19,7 @@ from taskcore.telemetry import Tracing
 from taskflow_api.metrics import ApiMetrics
 from taskflow_worker.app import create_worker
 from taskflow_worker.metrics import WorkerMetrics
+from tests.conftest import AUTH_HEADERS
 
 TASKS = "/api/v1/tasks"
 
@@ -45,7 +46,9 @@ def create_app_traced(settings: Settings, registry: TaskRegistry, exporter: InMe
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test", headers=AUTH_HEADERS
+    ) as c:
         yield c
 
 
