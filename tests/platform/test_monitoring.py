@@ -139,9 +139,8 @@ def test_dashboard_configmap_carries_the_dashboard_json(scenarios: dict[str, Ren
 def test_prometheus_may_reach_what_it_scrapes(scenarios: dict[str, Rendered]) -> None:
     """With a monitor on, the component's NetworkPolicy admits global.metrics.scrapeFrom to the scraped port."""
     for rendered in _monitored(scenarios):
-        scrape_from = _values(rendered).get("scrapeFrom") or [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-        ]
+        default = yaml.safe_load((CHART / "values.yaml").read_text())["global"]["metrics"]["scrapeFrom"]
+        scrape_from = _values(rendered).get("scrapeFrom", default)
         for component, port in (("api", "http"), ("worker", "metrics")):
             ingress = rendered.one("NetworkPolicy", component)["spec"]["ingress"]
             admitted = [rule["from"] for rule in ingress if [p["port"] for p in rule["ports"]] == [port]]
