@@ -13,7 +13,11 @@ import pytest
 from tests.platform._support import CHART, ENV_NAMES, Rendered, ToolError, ensure_tools, helm_template
 
 # Scenario → (the environment it builds on, its values file under the chart's ci/).
-SCENARIOS = {"prod-hpa": ("prod", "hpa-values.yaml"), "own-secret": ("staging", "own-secret-values.yaml")}
+SCENARIOS = {
+    "prod-hpa": ("prod", "hpa-values.yaml"),
+    "own-secret": ("staging", "own-secret-values.yaml"),
+    "dev-monitoring": ("dev", "monitoring-values.yaml"),
+}
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import yaml
 from taskflow_api.metrics import ApiMetrics
 from taskflow_worker.metrics import WorkerMetrics
 
-ASSETS = Path(__file__).resolve().parents[2] / "platform" / "observability"
+# Inside the chart, which renders them (Helm reads only files under the chart); platform/observability/ points here.
+ASSETS = Path(__file__).resolve().parents[2] / "platform" / "helm" / "taskflow" / "files"
 METRIC = re.compile(r"\btaskflow_[a-z_]+")
 SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 

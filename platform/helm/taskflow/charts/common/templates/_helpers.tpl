@@ -263,3 +263,29 @@ automountServiceAccountToken: false
   volumeMounts:
     {{- include "taskflow.tmpVolumeMount" $ctx | nindent 4 }}
 {{- end -}}
+
+{{/* metadata of a Prometheus Operator object (ServiceMonitor, PodMonitor, PrometheusRule): the component's metadata
+     with global.metrics.labels merged in, the labels the operator's *Selector (e.g. release: …) matches.
+     (list $ "api") */}}
+{{- define "taskflow.monitoringMetadata" -}}
+{{- $ctx := index . 0 -}}
+{{- $labels := include "taskflow.labels" . | fromYaml -}}
+name: {{ include "taskflow.componentName" . }}
+namespace: {{ $ctx.Release.Namespace }}
+labels:
+  {{- toYaml (merge (deepCopy ($ctx.Values.global.metrics.labels | default dict)) $labels) | nindent 2 }}
+{{- end -}}
+
+{{/* An ingress rule admitting Prometheus (global.metrics.scrapeFrom) to a port while a monitor scrapes it:
+     (list $ "http") */}}
+{{- define "taskflow.scrapeIngress" -}}
+{{- $ctx := index . 0 -}}
+{{- if not $ctx.Values.global.metrics.scrapeFrom }}
+{{- fail "global.metrics.scrapeFrom: where Prometheus runs (NetworkPolicy peers), or set global.networkPolicy.enabled=false" }}
+{{- end }}
+- from:
+    {{- toYaml $ctx.Values.global.metrics.scrapeFrom | nindent 4 }}
+  ports:
+    - port: {{ index . 1 }}
+      protocol: TCP
+{{- end -}}
