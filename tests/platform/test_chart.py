@@ -131,6 +131,8 @@ def values_args(env: str) -> list[str]:
             "global.secrets.autoscalerToken",
         ),
         (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=Bad_Host"], "host"),
+        (["--set-json", 'api.ingress.paths=["/api","/metrics"]'], "paths"),
+        (["--set-json", 'api.ingress.paths=["/"]'], "paths"),
     ],
 )
 def test_bad_values_are_refused_by_name(tools: dict[str, Path], override: list[str], message: str) -> None:

@@ -147,6 +147,18 @@ def test_prod_and_staging_have_auth_on_and_redundant_apis(environments: list[Ren
     assert by_name["dev"].one("ConfigMap", "config")["data"]["TASKFLOW_ENV"] == "development"
 
 
+def test_the_ingress_never_publishes_probes_or_metrics(environments: list[Rendered]) -> None:
+    """/metrics is open (Prometheus scrapes it in-cluster): the Ingress must not route it, nor "/"."""
+    for rendered in environments:
+        for ingress in rendered.of_kind("Ingress"):
+            paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+            assert "/api" in paths and "/ui" in paths, f"{rendered.name}: {paths}"
+            for private in ("/metrics", "/health", "/ready"):
+                assert not any(private.startswith(path.rstrip("/") + "/") or private == path for path in paths), (
+                    f"{rendered.name}: the Ingress routes {private} ({paths})"
+                )
+
+
 def test_pod_disruption_budgets_cover_api_and_worker(environments: list[Rendered]) -> None:
     for rendered in environments:
         for component in ("api", "worker"):
