@@ -146,3 +146,26 @@ async def test_postgresql_down_is_a_readable_503_page(settings: Settings, regist
             assert response.headers["content-type"].startswith("text/html")
             assert "postgresql is not answering" in response.text
             assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.usefixtures("clean")
+async def test_the_submit_form_is_rate_limited_like_the_api(settings: Settings, registry: TaskRegistry) -> None:
+    """The key behind the cookie pays for dashboard submits from the same bucket as API submits."""
+    queue = f"{settings.queue_name}:ui-limit-{uuid.uuid4().hex[:6]}"  # a bucket of this test's own
+    limits = {"submit_rate_per_second": 0.01, "submit_burst": 1}
+    app = create_app(
+        make_settings(settings.database_url, queue, auth_enabled=True, api_keys=KEYS, **limits), registry=registry
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test") as limited,
+    ):
+        await login(limited, TEST_API_KEY)
+        token = csrf_of(await limited.get("/ui/submit?task_type=test"))
+        first = await limited.post("/ui/submit", data={"csrf": token, "task_type": "test", "payload.message": "a"})
+        assert first.status_code == 303
+        second = await limited.post("/ui/submit", data={"csrf": token, "task_type": "test", "payload.message": "b"})
+        assert second.status_code == 429
+        assert int(second.headers["Retry-After"]) >= 1
+        assert "rate limit is used up" in second.text
+        assert 'value="b"' in second.text  # what was typed is kept

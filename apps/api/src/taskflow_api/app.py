@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -30,6 +30,17 @@ log = structlog.get_logger("taskflow.api")
 
 # Room for the request envelope around a payload at the limit.
 ENVELOPE_BYTES = 64 * 1024
+SHUTDOWN_STEP_SECONDS = 10.0
+
+
+async def _within(step: str, awaitable: Awaitable[object]) -> bool:
+    """Await one shutdown step for at most SHUTDOWN_STEP_SECONDS; False (and a warning) if it did not end."""
+    try:
+        await asyncio.wait_for(awaitable, SHUTDOWN_STEP_SECONDS)
+    except TimeoutError:
+        log.warning("shutdown step did not finish in time", step=step, seconds=SHUTDOWN_STEP_SECONDS)
+        return False
+    return True
 
 
 def create_app(settings: Settings, *, registry: TaskRegistry | None = None, tracing: Tracing | None = None) -> FastAPI:
@@ -50,11 +61,13 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
         app.state.listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
         await app.state.listener.start()
         app.state.dashboard = DashboardQueries(pool)
+        stop_refreshing = asyncio.Event()
         refresher = asyncio.create_task(
             metrics.refresh_forever(
                 service,
                 every=settings.metrics_refresh_seconds,
                 worker_seen_within=timedelta(seconds=settings.lease_seconds * 2),
+                stop=stop_refreshing,
             )
         )
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
@@ -63,11 +76,14 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
         try:
             yield
         finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
-            await app.state.listener.stop()
-            await queue.close()
-            await pool.close()
+            # Every step is bounded: a shutdown that hangs would hold up a rolling deploy (and the tests).
+            stop_refreshing.set()
+            if not await _within("metrics refresher", asyncio.shield(refresher)):
+                refresher.cancel()
+            await _within("task change listener", app.state.listener.stop())
+            await _within("redis", queue.close())
+            if not await _within("postgresql pool", pool.close()):
+                pool.terminate()
             tracing.shutdown()
 
     app = FastAPI(

@@ -13,6 +13,7 @@ is not used).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -112,11 +113,15 @@ class ApiMetrics:
         except (DependencyUnavailable, TimeoutError):
             self.queue.up["redis"] = 0
 
-    async def refresh_forever(self, service: TaskService, *, every: float, worker_seen_within: timedelta) -> None:
+    async def refresh_forever(
+        self, service: TaskService, *, every: float, worker_seen_within: timedelta, stop: asyncio.Event
+    ) -> None:
+        """Refresh until ``stop`` is set (an event rather than a cancel: each step is bounded anyway)."""
         limit = service.settings.dependency_timeout_seconds
-        while True:
+        while not stop.is_set():
             try:
                 await self.refresh(service, worker_seen_within=worker_seen_within, limit=limit)
             except Exception as exc:  # noqa: BLE001 - metrics must never take the API down
                 log.warning("metrics refresh failed", error=repr(exc))
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)

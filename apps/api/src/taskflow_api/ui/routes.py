@@ -27,6 +27,7 @@ from taskcore.store.repository import ListFilter
 from taskflow_api.auth import Scope, auth_enabled, principal_for_key
 from taskflow_api.live import HEARTBEAT_SECONDS, get_listener, task_events
 from taskflow_api.problems import RETRY_AFTER_SECONDS
+from taskflow_api.ratelimit import RateLimited, charge_submits
 from taskflow_api.schemas import TaskCreate
 from taskflow_api.ui import _session as session
 from taskflow_api.ui._session import Csrf, Viewer, Writer
@@ -383,6 +384,14 @@ async def submit(request: Request, principal: Writer, _csrf: Csrf) -> Response:
         errors += [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
     if errors:
         return _submit_form(request, task_type, values, errors, 422)
+    request.state.principal = principal  # the key behind the cookie pays for the submit, as over the API
+    try:
+        await charge_submits(request, 1)
+    except RateLimited as exc:
+        message = f"this key's submit rate limit is used up: try again in {exc.retry_after_seconds} s"
+        limited = _submit_form(request, task_type, values, [{"field": "task_type", "message": message}], 429)
+        limited.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return limited
     try:
         task, _ = await _service(request).submit(
             task_type=body.task_type,
