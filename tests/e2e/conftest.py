@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 
+from loadtest._procs import free_port
+from loadtest._procs import stop as terminate  # SIGTERM one process we started and reap it
 from taskcore.queue import connect
 from taskcore.store import create_pool
 from tests.conftest import (
@@ -41,19 +42,6 @@ STARTUP_SECONDS = 30
 STOP_SECONDS = 15
 # A port nothing listens on: a dependency that is down.
 CLOSED_PORT = 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM one process we started and reap it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    reap(proc)
 
 
 def reap(proc: subprocess.Popen[bytes], *, timeout: float = STOP_SECONDS) -> None:
