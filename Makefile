@@ -48,7 +48,7 @@ clean: ## remove the virtualenv, caches and embedded services' data
 # issue 4: Kubernetes delivery (Dockerfiles, compose, Helm chart, environments)
 .PHONY: tools manifests
 
-tools: | $(UV) ## pinned helm, kubectl, checkov, kubernetes-validate, hadolint, check-jsonschema under .taskflow/ (tests/platform)
+tools: | $(UV) ## pinned helm, kubectl, checkov, kubernetes-validate, hadolint, check-jsonschema, hcl2tojson, terraform (fmt), actionlint, zizmor under .taskflow/ (tests/platform)
 	UV=$(UV) $(PYTHON) scripts/platform_tools.py
 
 manifests: tools ## re-render platform/kubernetes/dev from the Helm chart (commit the result)
