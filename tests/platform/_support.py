@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,12 +25,17 @@ __all__ = [
     "ENVIRONMENTS",
     "OUTPUT",
     "ROOT",
+    "SKIPS_FILE",
     "Rendered",
     "ToolError",
+    "checkov_findings",
+    "checkov_skips",
     "ensure_tools",
+    "hcl_to_json",
     "helm_env",
     "helm_template",
     "run",
+    "unexplained_and_stale",
     "values_files",
 ]
 
@@ -43,6 +50,7 @@ CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
 }
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
+SKIPS_FILE = ROOT / "platform" / "checkov-skips.yaml"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: 10x faster
 
 
@@ -100,3 +108,63 @@ def env_value(container: dict[str, Any], name: str) -> Any:
         if entry["name"] == name:
             return entry.get("value", entry.get("valueFrom"))
     raise AssertionError(f"container {container['name']} has no env {name}")
+
+
+def checkov_findings(report: Any) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    """(check id, resource, file) of every failed check, and the resources scanned per framework."""
+    reports = report if isinstance(report, list) else [report]
+    findings, scanned = [], {}
+    for r in reports:
+        scanned[r["check_type"]] = r["summary"]["resource_count"]
+        for f in r["results"]["failed_checks"]:
+            findings.append((f["check_id"], f["resource"].lstrip("/"), f"{f['file_path']}:{f['file_line_range']}"))
+    return findings, scanned
+
+
+def checkov_skips(framework: str | None) -> list[dict[str, Any]]:
+    """The entries of platform/checkov-skips.yaml for one checkov run: `terraform`, or None for the other one
+    (the rendered chart and the Dockerfiles), whose entries carry no `framework`."""
+    skips: list[dict[str, Any]] = yaml.safe_load(SKIPS_FILE.read_text())["skips"]
+    return [s for s in skips if s.get("framework") == framework]
+
+
+def unexplained_and_stale(
+    findings: Iterable[tuple[str, str, str]], skips: list[dict[str, Any]]
+) -> tuple[list[str], list[str]]:
+    """Findings no skip matches, and skips that match no finding."""
+    used: set[int] = set()
+    unexplained = []
+    for check, resource, where in findings:
+        matches = [
+            i
+            for i, s in enumerate(skips)
+            if s["check"] == check and any(fnmatch.fnmatch(resource, p) for p in s["resources"])
+        ]
+        used.update(matches)
+        if not matches:
+            unexplained.append(f"{check} on {resource} ({where})")
+    stale = [f"{s['check']} {s['resources']}" for i, s in enumerate(skips) if i not in used]
+    return sorted(set(unexplained)), stale
+
+
+def hcl_to_json(hcl2tojson: Path, paths: Iterable[Path]) -> dict[Path, dict[str, Any]]:
+    """Parse HCL files (.tf, .tfvars, .hcl) with python-hcl2's CLI, all in one process: path => document.
+
+    String values come without their quotes; expressions stay as "${...}". A file that does not parse fails the
+    whole call (hcl2tojson exits non-zero): the caller's assertion shows its message.
+    """
+    files = sorted(paths)
+    if not files:
+        return {}
+    proc = run([hcl2tojson, "--quiet", "--ndjson", "--strip-string-quotes", *files], timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(explain(proc))
+    docs: dict[Path, dict[str, Any]] = {}
+    for line in proc.stdout.splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            # NDJSON names each document's file (__file__) when there is more than one input.
+            name = doc.pop("__file__", None)
+            docs[(ROOT / name).resolve() if name else files[0].resolve()] = doc
+    assert len(docs) == len(files), f"hcl2tojson returned {len(docs)} documents for {len(files)} files"
+    return docs

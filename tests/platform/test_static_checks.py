@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import shutil
@@ -20,26 +19,17 @@ from tests.platform._support import (
     OUTPUT,
     ROOT,
     Rendered,
+    checkov_findings,
+    checkov_skips,
     explain,
     run,
+    unexplained_and_stale,
     values_files,
 )
 
 pytestmark = pytest.mark.timeout(600)  # checkov alone takes ~30 s, more on a loaded machine or a cold install
 
 DOCKERFILES = (ROOT / "apps" / "api" / "Dockerfile", ROOT / "apps" / "worker" / "Dockerfile")
-SKIPS_FILE = ROOT / "platform" / "checkov-skips.yaml"
-
-
-def _checkov_findings(report: Any) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
-    """(check id, resource, file) of every failed check, and the resources scanned per framework."""
-    reports = report if isinstance(report, list) else [report]
-    findings, scanned = [], {}
-    for r in reports:
-        scanned[r["check_type"]] = r["summary"]["resource_count"]
-        for f in r["results"]["failed_checks"]:
-            findings.append((f["check_id"], f["resource"].lstrip("/"), f"{f['file_path']}:{f['file_line_range']}"))
-    return findings, scanned
 
 
 def test_checkov_finds_nothing_but_the_listed_skips(
@@ -60,29 +50,18 @@ def test_checkov_finds_nothing_but_the_listed_skips(
         timeout=600,
     )  # fmt: skip
     assert proc.returncode in (0, 1), explain(proc)
-    findings, scanned = _checkov_findings(json.loads(proc.stdout))
+    findings, scanned = checkov_findings(json.loads(proc.stdout))
     # checkov says "no runners" and exits 0 when a framework has nothing to run: that must not pass.
     assert scanned.get("kubernetes", 0) > 0, f"checkov scanned no Kubernetes objects: {scanned}"
     assert scanned.get("dockerfile", 0) == len(DOCKERFILES), f"checkov scanned {scanned.get('dockerfile')} Dockerfiles"
 
-    skips = yaml.safe_load(SKIPS_FILE.read_text())["skips"]
+    skips = checkov_skips(None)
     for skip in skips:
         assert len(skip.get("reason", "")) > 40, f"{skip['check']}: every skip says why"
-    used: set[int] = set()
-    unexplained = []
-    for check, resource, where in findings:
-        matches = [
-            i
-            for i, s in enumerate(skips)
-            if s["check"] == check and any(fnmatch.fnmatch(resource, p) for p in s["resources"])
-        ]
-        used.update(matches)
-        if not matches:
-            unexplained.append(f"{check} on {resource} ({where})")
-    stale = [f"{s['check']} {s['resources']}" for i, s in enumerate(skips) if i not in used]
+    unexplained, stale = unexplained_and_stale(findings, skips)
     assert not unexplained, (
         "checkov findings not in platform/checkov-skips.yaml (fix them, or list them with a reason):\n"
-        + "\n".join(sorted(set(unexplained)))
+        + "\n".join(unexplained)
     )
     assert not stale, (
         "skips in platform/checkov-skips.yaml that match no finding any more (remove them):\n" + "\n".join(stale)

@@ -1,0 +1,3 @@
+locals {
+  premium = var.sku == "Premium"
+}
