@@ -9,6 +9,7 @@ make env-diff) call this script, so the logic lives here and tests/platform/test
   promote --from dev --to staging       copy the tag of one environment to the next (dev → staging → prod only)
   render --env E [--tag T] --out DIR    the environment's manifests, one file per object, at its tag or at T
   diff --env E --tag T                  unified diff of the rendered manifests, current tag → T, as Markdown
+  plan-comment --env E --plan-file F    a `terraform show` output as a pull request comment (infra.yml)
   tag --env E / next-env --env E        print the current tag / the environment promoted from E
 
 Invalid input (an unknown environment, a tag outside the OCI tag grammar, a promotion that skips or goes back)
@@ -181,24 +182,42 @@ def diff_markdown(env: str, tag: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> 
     if not changed:
         return title + "No rendered object changes.\n"
     summary = f"{len(changed)} file(s) change: {', '.join(f'`{n}`' for n in changed)}.\n\n"
-    body = "".join(lines)
-    fence = _fence(body)
-    head = title + summary + fence + "diff\n"
-    tail = fence + "\n"
-    if len(head) + len(body) + len(tail) <= max_chars:
-        return head + body + tail
+    return _fenced(title + summary, lines, "diff", max_chars, f"`make env-diff ENV={env} TAG={tag}`")
+
+
+def _fenced(head: str, lines: list[str], lang: str, max_chars: int, whole: str, after: str = "") -> str:
+    """``head``, then ``lines`` in a code block, then ``after``; at most ``max_chars`` characters.
+
+    Too long, the block is cut at a line boundary and a note says how many lines it shows and where (``whole``)
+    to see them all."""
+    fence = _fence("".join(lines))
+    opening, closing = f"{head}{fence}{lang}\n", f"{fence}\n"
+    if len(opening) + sum(map(len, lines)) + len(closing) + len(after) <= max_chars:
+        return opening + "".join(lines) + closing + after
     note = (
-        f"\n… truncated: {{shown}} of {len(lines)} diff lines shown (GitHub limits a pull request body). "
-        f"The whole diff: `make env-diff ENV={env} TAG={tag}`.\n"
+        f"\n… truncated: {{shown}} of {len(lines)} lines shown (GitHub limits a comment or pull request body). "
+        f"The whole text: {whole}.\n"
     )
-    budget = max_chars - len(head) - len(tail) - len(note) - 16
+    budget = max_chars - len(opening) - len(closing) - len(after) - len(note) - 16
     if budget <= 0:
-        raise GitOpsError(f"--max-chars {max_chars} leaves no room for the diff")
+        raise GitOpsError(f"a limit of {max_chars} characters leaves no room for the text")
     kept, size = 0, 0
     while kept < len(lines) and size + len(lines[kept]) <= budget:
         size += len(lines[kept])
         kept += 1
-    return head + "".join(lines[:kept]) + tail + note.format(shown=kept)
+    return opening + "".join(lines[:kept]) + closing + note.format(shown=kept) + after
+
+
+def plan_comment(env: str, plan: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """Markdown for a pull request comment: an environment's `terraform show` output, its summary line first."""
+    summary = re.search(r"^(Plan: \d+ to add, \d+ to change, \d+ to destroy\.|No changes\..*)$", plan, re.MULTILINE)
+    head = (
+        f"### Terraform plan: `{check_env(env)}`\n\n"
+        f"**{summary.group(1) if summary else 'No summary line in the plan: read it below.'}**\n\n"
+        "<details><summary>terraform show</summary>\n\n"
+    )
+    lines = [line + "\n" for line in plan.splitlines()]
+    return _fenced(head, lines, "text", max_chars, "the job log of this plan", after="\n</details>\n")
 
 
 def promotion_body(source: str, target: str, tag: str, diff: str, images: list[str]) -> str:
@@ -248,6 +267,10 @@ def cmd_diff(args: argparse.Namespace) -> None:
     sys.stdout.write(diff_markdown(check_env(args.env), check_tag(args.tag), max_chars=args.max_chars))
 
 
+def cmd_plan_comment(args: argparse.Namespace) -> None:
+    sys.stdout.write(plan_comment(args.env, args.plan_file.read_text(), max_chars=args.max_chars))
+
+
 def cmd_tag(args: argparse.Namespace) -> None:
     print(current_tag(check_env(args.env)))
 
@@ -283,6 +306,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", required=True)
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="truncate longer output")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("plan-comment", help="Markdown pull request comment of a `terraform show` output")
+    p.add_argument("--env", required=True)
+    p.add_argument("--plan-file", required=True, type=Path, help="the text of `terraform show -no-color tfplan`")
+    p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="truncate longer output")
+    p.set_defaults(func=cmd_plan_comment)
 
     p = sub.add_parser("tag", help="print an environment's current image tag")
     p.add_argument("--env", required=True)

@@ -235,3 +235,25 @@ def test_render_writes_an_environment_at_a_tag(repo: Path, tmp_path: Path) -> No
     # Without --tag: the version file's tag.
     ok(gitops(repo, "render", "--env", "staging", "--out", str(tmp_path / "current")))
     assert "taskflow-api:0.1.0" in (tmp_path / "current" / "api-deployment.yaml").read_text()
+
+
+def test_plan_comment_leads_with_the_summary_and_fits_a_comment(repo: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.txt"
+    resources = [
+        f'  # azurerm_resource.r{i} will be created\n  + resource "azurerm_resource" "r{i}" {{}}\n' for i in range(3000)
+    ]
+    plan.write_text(
+        "Terraform will perform the following actions:\n\n"
+        + "".join(resources)
+        + "\nPlan: 3000 to add, 0 to change, 0 to destroy.\n"
+    )
+    comment = ok(gitops(repo, "plan-comment", "--env", "staging", "--plan-file", str(plan)))
+    assert comment.startswith("### Terraform plan: `staging`\n\n**Plan: 3000 to add, 0 to change, 0 to destroy.**\n")
+    assert len(comment) <= 60_000
+    assert "truncated" in comment
+    assert comment.rstrip().endswith("</details>")
+    assert sum(1 for line in comment.splitlines() if line.startswith("```")) == 2
+    plan.write_text("No changes. Your infrastructure matches the configuration.\n")
+    small = ok(gitops(repo, "plan-comment", "--env", "prod", "--plan-file", str(plan)))
+    assert "**No changes. Your infrastructure matches the configuration.**" in small
+    assert "truncated" not in small
