@@ -257,3 +257,22 @@ def test_plan_comment_leads_with_the_summary_and_fits_a_comment(repo: Path, tmp_
     small = ok(gitops(repo, "plan-comment", "--env", "prod", "--plan-file", str(plan)))
     assert "**No changes. Your infrastructure matches the configuration.**" in small
     assert "truncated" not in small
+
+
+def test_make_targets_run_gitops() -> None:
+    """make bump / promote / env-diff are this script with the same arguments (make -n: shown, not run)."""
+    make = shutil.which("make")
+    assert make, "make is on PATH"
+
+    def make_output(*args: str) -> str:
+        proc = subprocess.run([make, *args], capture_output=True, text=True, timeout=60, check=True, cwd=ROOT)
+        return proc.stdout.strip()
+
+    bump = make_output("-n", "bump", "ENV=dev", f"TAG={SHA}")
+    assert bump.endswith(f'scripts/gitops.py bump --env "dev" --tag "{SHA}"')
+    assert make_output("-n", "promote", "FROM=dev", "TO=staging").endswith(
+        'scripts/gitops.py promote --from "dev" --to "staging"'
+    )
+    assert 'scripts/gitops.py diff --env "prod" --tag "0.2.0"' in make_output("-n", "env-diff", "ENV=prod", "TAG=0.2.0")
+    help_text = make_output("help")
+    assert all(f"make {target} " in help_text for target in ("bump", "promote", "env-diff"))
