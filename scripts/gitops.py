@@ -194,18 +194,21 @@ def _fenced(head: str, lines: list[str], lang: str, max_chars: int, whole: str, 
     opening, closing = f"{head}{fence}{lang}\n", f"{fence}\n"
     if len(opening) + sum(map(len, lines)) + len(closing) + len(after) <= max_chars:
         return opening + "".join(lines) + closing + after
-    note = (
-        f"\n… truncated: {{shown}} of {len(lines)} lines shown (GitHub limits a comment or pull request body). "
-        f"The whole text: {whole}.\n"
-    )
-    budget = max_chars - len(opening) - len(closing) - len(after) - len(note) - 16
+
+    def note(shown: int) -> str:
+        return (
+            f"\n… truncated: {shown} of {len(lines)} lines shown (GitHub limits a comment or pull request body). "
+            f"The whole text: {whole}.\n"
+        )
+
+    budget = max_chars - len(opening) - len(closing) - len(after) - len(note(len(lines)))
     if budget <= 0:
         raise GitOpsError(f"a limit of {max_chars} characters leaves no room for the text")
     kept, size = 0, 0
     while kept < len(lines) and size + len(lines[kept]) <= budget:
         size += len(lines[kept])
         kept += 1
-    return opening + "".join(lines[:kept]) + closing + note.format(shown=kept) + after
+    return opening + "".join(lines[:kept]) + closing + note(kept) + after
 
 
 def plan_comment(env: str, plan: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:

@@ -274,7 +274,8 @@ def _script_problems(where: str, argv: list[str], script: str) -> list[str]:
     ]
 
 
-def test_every_make_target_and_script_a_workflow_runs_exists(workflows: dict[str, dict[str, Any]]) -> None:
+def command_problems(workflows: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """(what a workflow runs that does not exist, how many make targets and scripts were checked)."""
     targets = _makefile_targets()
     missing, checked = [], 0
     for where, argv in _commands(workflows):
@@ -286,6 +287,11 @@ def test_every_make_target_and_script_a_workflow_runs_exists(workflows: dict[str
         if script is not None:
             checked += 1
             missing += _script_problems(where, argv, script)
+    return missing, checked
+
+
+def test_every_make_target_and_script_a_workflow_runs_exists(workflows: dict[str, dict[str, Any]]) -> None:
+    missing, checked = command_problems(workflows)
     assert checked >= 5, "the workflows run make targets and scripts/gitops.py"
     assert not missing, "\n".join(missing)
 
@@ -366,17 +372,23 @@ def _script_paths(where: str, job: dict[str, Any]) -> Iterator[tuple[str, str]]:
                     yield where, expanded
 
 
-def test_every_path_a_workflow_names_exists(workflows: dict[str, dict[str, Any]]) -> None:
+def path_problems(workflows: dict[str, dict[str, Any]]) -> tuple[list[str], set[str]]:
+    """(paths a workflow names that do not exist, every path it names, resolved and relative to the root)."""
     missing, seen = [], set()
     for where, path in _named_paths(workflows):
         resolved = (ROOT / path).resolve()
-        seen.add(str(resolved.relative_to(ROOT)))
+        seen.add(str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved))
         if resolved.exists():
             continue
         pending = next((p for p in PENDING_MERGE if resolved.is_relative_to(ROOT / p)), None)
         if pending and not (ROOT / pending).exists():
             continue
         missing.append(f"{where}: {path}")
+    return missing, seen
+
+
+def test_every_path_a_workflow_names_exists(workflows: dict[str, dict[str, Any]]) -> None:
+    missing, seen = path_problems(workflows)
     assert not missing, "paths that do not exist:\n" + "\n".join(missing)
     # The checker sees what matters: both Dockerfiles, the scripts, each environment's Terraform files.
     expected = {"apps/api/Dockerfile", "apps/worker/Dockerfile", "scripts/gitops.py", "platform/terraform/stack"}
@@ -421,6 +433,14 @@ jobs:
     steps:
       - uses: actions/checkout@v4
       - run: echo "${{ github.event.pull_request.title }}"
+      - uses: docker/build-push-action@263435318d21b8e681c14492fe198d362a7d2c83 # v6.18.0
+        with:
+          file: apps/nowhere/Dockerfile
+      - run: |
+          make lint no-such-target
+          python3 scripts/gitops.py bump --env dev --flavour x
+          python3 scripts/gitops.py rollback --env dev
+          terraform -chdir=platform/nowhere plan -var-file=../environments/dev/terraform.tfvars
 """
 
 
@@ -441,3 +461,14 @@ def test_a_bad_workflow_fails_every_check(tools: dict[str, Path], tmp_path: Path
     assert "potentially untrusted" in linted.stdout
     found = {f["ident"] for f in zizmor_findings(tools["zizmor"], workflows_dir, cwd=tmp_path)}
     assert {"unpinned-uses", "template-injection", "dangerous-triggers", "artipacked"} <= found
+    missing, _ = command_problems({"bad.yml": workflow})
+    assert len(missing) == 3, missing
+    assert "make no-such-target: no such target" in missing[0]
+    assert "has no option --flavour" in missing[1]
+    assert "invalid choice: 'rollback'" in missing[2]
+    missing, _ = path_problems({"bad.yml": workflow})
+    assert sorted(p.split(": ")[-1] for p in missing) == [
+        "apps/nowhere/Dockerfile",
+        "platform/nowhere",
+        "platform/nowhere/../environments/dev/terraform.tfvars",
+    ]
