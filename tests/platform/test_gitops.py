@@ -6,6 +6,7 @@ environments/ never changes; the copy's .taskflow is a link to the work tree's, 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -264,8 +265,19 @@ def test_make_targets_run_gitops() -> None:
     make = shutil.which("make")
     assert make, "make is on PATH"
 
+    # Under `make test` the parent make's flags would leak in (and "Entering directory" lines with them).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+
     def make_output(*args: str) -> str:
-        proc = subprocess.run([make, *args], capture_output=True, text=True, timeout=60, check=True, cwd=ROOT)
+        proc = subprocess.run(
+            [make, "--no-print-directory", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=ROOT,
+            env=env,
+        )
         return proc.stdout.strip()
 
     bump = make_output("-n", "bump", "ENV=dev", f"TAG={SHA}")
