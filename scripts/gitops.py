@@ -10,6 +10,7 @@ make env-diff) call this script, so the logic lives here and tests/platform/test
   render --env E [--tag T] --out DIR    the environment's manifests, one file per object, at its tag or at T
   diff --env E --tag T                  unified diff of the rendered manifests, current tag → T, as Markdown
   plan-comment --env E --plan-file F    a `terraform show` output as a pull request comment (infra.yml)
+  images --env E [--registry R]         the images E runs; with R, exit 1 unless all come from R
   tag --env E / next-env --env E        print the current tag / the environment promoted from E
 
 Invalid input (an unknown environment, a tag outside the OCI tag grammar, a promotion that skips or goes back)
@@ -274,6 +275,18 @@ def cmd_plan_comment(args: argparse.Namespace) -> None:
     sys.stdout.write(plan_comment(args.env, args.plan_file.read_text(), max_chars=args.max_chars))
 
 
+def cmd_images(args: argparse.Namespace) -> None:
+    refs = image_refs(render(args.env, args.tag))
+    print("\n".join(refs))
+    if args.registry is not None:
+        elsewhere = [ref for ref in refs if not ref.startswith(f"{args.registry}/")]
+        if elsewhere or not refs:
+            raise GitOpsError(
+                f"{args.env} runs images from elsewhere than {args.registry}: {', '.join(elsewhere) or 'none found'} "
+                f"(global.image.registry in environments/base/values.yaml or environments/{args.env}/values.yaml)"
+            )
+
+
 def cmd_tag(args: argparse.Namespace) -> None:
     print(current_tag(check_env(args.env)))
 
@@ -315,6 +328,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-file", required=True, type=Path, help="the text of `terraform show -no-color tfplan`")
     p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="truncate longer output")
     p.set_defaults(func=cmd_plan_comment)
+
+    p = sub.add_parser("images", help="print the TaskFlow images an environment runs (after its rendered manifests)")
+    p.add_argument("--env", required=True)
+    p.add_argument("--tag", help="at this tag instead of the version file's")
+    p.add_argument("--registry", help="exit 1 unless every image comes from this registry (e.g. x.azurecr.io)")
+    p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("tag", help="print an environment's current image tag")
     p.add_argument("--env", required=True)

@@ -288,3 +288,12 @@ def test_make_targets_run_gitops() -> None:
     assert 'scripts/gitops.py diff --env "prod" --tag "0.2.0"' in make_output("-n", "env-diff", "ENV=prod", "TAG=0.2.0")
     help_text = make_output("help")
     assert all(f"make {target} " in help_text for target in ("bump", "promote", "env-diff"))
+
+
+def test_images_names_what_an_environment_pulls_and_checks_the_registry(repo: Path) -> None:
+    out = ok(gitops(repo, "images", "--env", "prod", "--tag", "0.4.0", "--registry", "taskflowacr.azurecr.io"))
+    assert out.split() == ["taskflowacr.azurecr.io/taskflow-api:0.4.0", "taskflowacr.azurecr.io/taskflow-worker:0.4.0"]
+    # dev loads its images locally (no registry): a release pushing to ACR would not reach it.
+    proc = gitops(repo, "images", "--env", "dev", "--registry", "taskflowacr.azurecr.io")
+    assert proc.returncode == 1
+    assert "dev runs images from elsewhere than taskflowacr.azurecr.io: taskflow-api:0.1.0" in proc.stderr
