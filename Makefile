@@ -101,6 +101,27 @@ SCALE_ARGS ?=
 scale-test: bootstrap tools ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV
 	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)
 
+# issue 5: GitOps — scripts/gitops.py, as the release and promote workflows run it (docs/deploy.md, "From a fork to production")
+.PHONY: bump promote env-diff types-scripts
+ENV ?=
+TAG ?=
+FROM ?=
+TO ?=
+
+bump: ## set ENV's image tag to TAG (environments/ENV/version.yaml; dev also re-renders platform/kubernetes/dev)
+	$(PYTHON) scripts/gitops.py bump --env "$(ENV)" --tag "$(TAG)"
+
+promote: ## copy FROM's image tag to TO, one step of dev → staging → prod (FROM defaults to the step before TO)
+	$(PYTHON) scripts/gitops.py promote $(if $(FROM),--from "$(FROM)") --to "$(TO)"
+
+env-diff: ## what changes in ENV's rendered manifests from its tag to TAG (Markdown, as in a promotion pull request)
+	$(PYTHON) scripts/gitops.py diff --env "$(ENV)" --tag "$(TAG)" --max-chars 100000000
+
+# The scripts the workflows run are typed too (mypy takes either packages or files, hence a second run).
+types: types-scripts
+types-scripts: bootstrap
+	.venv/bin/mypy scripts
+
 # issue 5: Terraform (platform/terraform)
 .PHONY: tf-fmt
 tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)

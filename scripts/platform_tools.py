@@ -173,6 +173,15 @@ def ensure_tools() -> dict[str, Path]:
     return tools
 
 
+def ensure_helm() -> Path:
+    """Only helm, for the scripts that render the chart (render_manifests.py, gitops.py): no other tool installed."""
+    try:
+        with _lock():
+            return _kube_binaries()["helm"]
+    except (OSError, subprocess.TimeoutExpired, StopIteration, tarfile.TarError, KeyError) as exc:
+        raise ToolError(f"helm: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.parse_args(argv)

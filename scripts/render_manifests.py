@@ -3,7 +3,7 @@
 For people who deploy without Helm: ``kubectl apply -k platform/kubernetes/dev``. One file per object, named
 ``<component>-<kind>.yaml``, the templates' comments kept, plus a kustomization.yaml listing them. ``--check``
 renders into memory and exits 1, naming the files that differ, when the checked-in copy is stale (tests/platform
-runs it). Uses the helm that scripts/platform_tools.py provides.
+runs it). Uses the helm that scripts/platform_tools.py provides (ensure_helm: only helm, not every tool).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from platform_tools import CACHE, ROOT, ToolError, ensure_tools
+from platform_tools import CACHE, ROOT, ToolError, ensure_helm
 
 CHART = ROOT / "platform" / "helm" / "taskflow"
 ENVIRONMENTS = ROOT / "environments"
@@ -82,8 +82,9 @@ def kustomization(env: str, names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(helm: Path, env: str) -> dict[str, str]:
-    objects = split(helm_template(helm, env))
+def render(helm: Path, env: str, *extra: str) -> dict[str, str]:
+    """One file per object plus the kustomization; ``extra`` goes to helm template (scripts/gitops.py: --set-string)."""
+    objects = split(helm_template(helm, env, *extra))
     header = HEADER.format(env=env)
     files = {name: header + text for name, text in sorted(objects.items())}
     files["kustomization.yaml"] = header + kustomization(env, sorted(objects))
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the checked-in files are stale")
     args = parser.parse_args(argv)
     try:
-        files = render(ensure_tools()["helm"], args.env)
+        files = render(ensure_helm(), args.env)
     except ToolError as exc:
         print(exc, file=sys.stderr)
         return 1
