@@ -321,5 +321,6 @@ def test_image_copies_name_what_a_promotion_imports_into_the_next_registry(repo:
     proc = gitops(
         repo, "image-copies", "--env", "prod", "--from-registry", "stg.azurecr.io", "--registry", "prd.azurecr.io"
     )
-    assert proc.returncode == 1 and not proc.stdout
+    assert proc.returncode == 1
+    assert not proc.stdout
     assert "set global.image.registry in environments/prod/values.yaml to prd.azurecr.io" in proc.stderr
