@@ -83,7 +83,7 @@ async def drain(worker: Worker, profile: str, out: Path) -> float:
     """Run the burst worker to the end; the process CPU seconds it took."""
     profiler: Any = None
     if profile == "cprofile":
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)  # CPU time: waits and preemption are not costs
     elif profile == "pyinstrument":
         from pyinstrument import Profiler
 

@@ -191,7 +191,7 @@ class TaskflowWorker(Worker):
                 return
             self.aborting_tasks.remove(job_id)
             self.jobs_failed += 1
-            log.info("job aborted", job_id=job_id)
+            log.debug("job aborted", job_id=job_id)  # the runner logs the cancel with the task's ids
         except Exception as exc:
             self.jobs_failed += 1
             log.exception("job failed", job_id=job_id, function=function_name, error=repr(exc))
