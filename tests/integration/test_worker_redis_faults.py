@@ -84,6 +84,27 @@ async def test_two_workers_picking_the_same_jobs_never_both_get_one(redis: ArqRe
     assert all(w.job_counter == 0 and w.sem._value == w.max_jobs + 1 for w in workers.values())
 
 
+async def test_jobs_another_worker_holds_at_the_head_of_the_queue_do_not_starve_this_one(
+    redis: ArqRedis, queue_name: str
+) -> None:
+    release = asyncio.Event()
+
+    async def job(ctx: dict[str, Any], value: int) -> None:
+        await release.wait()
+
+    busy, small = worker_for(redis, queue_name, job, max_jobs=10), worker_for(redis, queue_name, job, max_jobs=2)
+    for i in range(14):
+        await redis.enqueue_job("job", i, _queue_name=queue_name)
+    ids = await due_ids(redis, queue_name)
+    await busy.start_jobs(ids)
+    await small.start_jobs(ids)  # asks about 4 ids at a time: the first 10 are taken, so it asks again
+    assert set(busy.tasks) == {i.decode() for i in ids[:10]}
+    assert len(small.tasks) == 2
+    assert set(small.tasks) <= {i.decode() for i in ids[10:]}
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*busy.tasks.values(), *small.tasks.values()), 10)
+
+
 async def test_a_picked_job_is_marked_in_progress_like_arq_does(redis: ArqRedis, queue_name: str) -> None:
     release = asyncio.Event()
     seen: list[dict[str, Any]] = []

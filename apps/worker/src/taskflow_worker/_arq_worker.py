@@ -53,6 +53,10 @@ log = structlog.get_logger("taskflow.worker")
 LOST_CONNECTION = (WatchError, RedisConnectionError, RedisTimeoutError, OSError)
 RETRY_KEY_SECONDS = 88_400  # arq's lifetime of a job's try counter
 FINISH_BATCH = 500
+# Job ids asked about per pick, per free slot: the jobs at the head of the queue may be running on
+# other workers; asking about all the ids a poll read (up to 500) costs the client more than a
+# second round trip in the rare case where that is not enough.
+PICK_FACTOR = 2
 
 # KEYS: the queue, arq's abort set. ARGV: now (ms), in-progress lifetime (ms), most jobs to pick, this
 # call's token, then the candidate job ids in queue order. For each job picked, returns
@@ -104,39 +108,48 @@ class TaskflowWorker(Worker):
         )
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Pick, in one round trip, as many of these due jobs as there is room for, and start them."""
-        room = self.max_jobs - self.job_counter
-        if room <= 0:
-            return
-        candidates = []
-        for raw in job_ids:
-            job_id = raw.decode()
-            task = self.tasks.get(job_id)
-            if task is None or task.done():  # a job this worker runs is never asked about again
-                candidates.append(job_id)
-        if not candidates:
-            return
+        """Pick as many of these due jobs as there is room for, a round trip per PICK_FACTOR * room
+        job ids asked about (one, unless other workers hold many of them), and start them."""
+        remaining = iter(job_ids)
+        while (room := self.max_jobs - self.job_counter) > 0:
+            candidates = []
+            for raw in remaining:
+                job_id = raw.decode()
+                task = self.tasks.get(job_id)
+                if task is None or task.done():  # a job this worker runs is never asked about again
+                    candidates.append(job_id)
+                    if len(candidates) >= room * PICK_FACTOR:
+                        break
+            if not candidates:
+                return
+            picked = await self._pick(room, candidates)
+            if picked is None:
+                return
+            for raw_id, raw_score, data, job_try in picked:
+                await self.sem.acquire()  # never waits: there is room for every job picked
+                self.job_counter += 1
+                job_id, score = raw_id.decode(), int(float(raw_score))
+                # data None: expired, or an abort waits for it; arq's run_job reads it again and deals with it
+                task = self.loop.create_task(
+                    self.run_job(job_id, score) if data is None else self._run_picked(job_id, score, data, job_try)
+                )
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
+
+    async def _pick(self, room: int, candidates: list[str]) -> list[Any] | None:
+        """One CLAIM_SCRIPT call; None when Redis could not be reached (the next poll tries again)."""
         if self._claim_script is None:
             self._claim_script = self.pool.register_script(CLAIM_SCRIPT)
         token = f"{self._token_prefix}:{next(self._calls)}"
         try:
-            picked = await self._claim_script(
+            picked: list[Any] = await self._claim_script(
                 keys=[self.queue_name, abort_jobs_ss],
                 args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), room, token, *candidates],
             )
         except LOST_CONNECTION as exc:
             log.warning("redis connection lost while picking jobs; next poll retries", error=str(exc))
-            return
-        for raw_id, raw_score, data, job_try in picked:
-            await self.sem.acquire()  # never waits: there is room for every job picked
-            self.job_counter += 1
-            job_id, score = raw_id.decode(), int(float(raw_score))
-            # data None: expired, or an abort waits for it; arq's run_job reads it again and deals with it
-            task = self.loop.create_task(
-                self.run_job(job_id, score) if data is None else self._run_picked(job_id, score, data, job_try)
-            )
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+            return None
+        return picked
 
     def _common_path(self, function: Any, job_try: int, enqueue_job_try: int | None) -> bool:
         """Whether this picked job can run here rather than through arq's run_job."""
