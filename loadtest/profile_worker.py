@@ -18,6 +18,7 @@ import pstats
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,11 @@ async def fill(settings: Settings, jobs: int, *, store: bool) -> list[uuid.UUID]
                 await repo.insert_many(
                     [NewTask(i, "test", {"n": n}, 0, 3, 30, None) for n, i in enumerate(chunk, start)]
                 )
-            await queue.enqueue_many([Enqueue(i, time_now()) for i in chunk])
+            await queue.enqueue_many([Enqueue(i, datetime.now(UTC)) for i in chunk])
     finally:
         await pool.close()
         await redis.aclose(close_connection_pool=True)
     return ids
-
-
-def time_now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 def raw_worker(settings: Settings, concurrency: int, poll: float) -> Worker:
