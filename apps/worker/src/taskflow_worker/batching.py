@@ -49,11 +49,16 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._last_flush = float("-inf")
 
     async def submit(self, item: ItemT) -> ResultT:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: ItemT) -> asyncio.Future[ResultT]:
+        """Add ``item`` to the next batch; the future answers for it (cancelling it drops the item
+        unless its batch is already being written)."""
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name=f"coalescer-{self._name}")
-        return await future
+        return future
 
     async def _run(self) -> None:
         while self._pending:

@@ -52,7 +52,9 @@ def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Running:
-    handler: asyncio.Future[Any]
+    """A handler running inside its delivery's task; a cancel request cancels that task."""
+
+    task: asyncio.Task[Any]
     cancel_seen: bool = False
 
 
@@ -140,10 +142,13 @@ class TaskRunner:
     async def _run_claimed(self, task: Task) -> None:
         log.debug("task started")
         started = time.perf_counter()
+        current = asyncio.current_task()
+        assert current is not None
+        running = _Running(current)
         try:
-            result_json = await self._execute(task)
+            result_json = await self._execute(task, running)
         except asyncio.CancelledError:
-            await self._cancelled(task)
+            await self._cancelled(task, running)
             return
         except Exception as exc:  # noqa: BLE001 - any handler error is the task's outcome
             self.metrics.for_type(task.task_type).run_duration.observe(time.perf_counter() - started)
@@ -169,22 +174,23 @@ class TaskRunner:
             raise Retry(defer=wait)
         log.debug("delivery skipped", task_id=str(task_id), status=task.status)
 
-    async def _execute(self, task: Task) -> str:
-        """Run the handler under the task's timeout; its result encoded as JSON."""
+    async def _execute(self, task: Task, running: _Running) -> str:
+        """Run the handler under the task's timeout, in this task; its result encoded as JSON."""
         try:
             spec = self.registry.get(task.task_type)
             payload = spec.parse(task.payload)
         except TaskValidationError as exc:
             raise PermanentError(str(exc)) from exc
         ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries)
-        handler = asyncio.ensure_future(spec.run(payload, ctx))
-        self.running[task.id] = _Running(handler)
+        # Registered only while the handler runs (no await between here and the handler), so a
+        # cancel request seen by the heartbeat always lands in the handler, never in our writes.
+        self.running[task.id] = running
         self.metrics.in_flight.inc()
         try:
-            # asyncio.timeout, unlike wait_for, costs no extra task; cancelling this delivery
-            # (shutdown, arq abort) cancels the awaited handler with it.
+            # The handler runs in this delivery's own task (no second task per delivery):
+            # cancelling it (cancel request, shutdown, arq abort) cancels the handler.
             async with asyncio.timeout(task.timeout_seconds):
-                result = await handler
+                result = await spec.run(payload, ctx)
         except TimeoutError as exc:
             raise TaskTimeout(f"the task ran longer than its timeout of {task.timeout_seconds}s") from exc
         finally:
@@ -209,16 +215,17 @@ class TaskRunner:
             return
         log.warning("outcome discarded: the task changed while it ran", error=error["message"])
 
-    async def _cancelled(self, task: Task) -> None:
+    async def _cancelled(self, task: Task, running: _Running) -> None:
         """The handler was cancelled: by a cancel request (record it) or by shutdown (give the task back)."""
+        if running.cancel_seen:
+            running.task.uncancel()  # ours: the delivery goes on to end normally
         if await self._persist(self.repo.mark_cancelled, task.id, task.attempt):
             self.metrics.finished.labels(task.task_type, "cancelled").inc()
             log.info("task cancelled while running")
         elif await self._persist(self.repo.release, task.id, task.attempt):
             self.metrics.released.labels(task.task_type).inc()
             log.info("task released for another worker (shutdown)")
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if running.task.cancelling():  # cancelled by someone else too (shutdown, arq abort): stop
             raise asyncio.CancelledError
 
     async def renew_leases(self) -> None:
@@ -232,4 +239,4 @@ class TaskRunner:
             running = self.running.get(task_id)
             if running is not None and not running.cancel_seen:
                 running.cancel_seen = True
-                running.handler.cancel()
+                running.task.cancel()
