@@ -173,6 +173,10 @@ async def run(
                     "--host",
                     system.url,
                     "--only-summary",
+                    # A user stopped by the shape finishes its request first: a batch the API stored is a batch
+                    # Locust counted (killed mid-request, it was stored and not counted, failing exactly-once).
+                    "--stop-timeout",
+                    "30",
                     "--csv",
                     str(out / "scale"),
                 ],
