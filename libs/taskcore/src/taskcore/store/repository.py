@@ -219,8 +219,8 @@ class TaskRepository:
         queued, scheduled = TaskStatus.QUEUED, TaskStatus.SCHEDULED
         return [
             Inserted(n.id, queued, n.priority, now, now)
-            if n.run_at is None or n.run_at <= now
-            else Inserted(n.id, scheduled, n.priority, n.run_at, now)
+            if n.run_at is None
+            else Inserted(n.id, scheduled if n.run_at > now else queued, n.priority, n.run_at, now)
             for n in news
         ]
 
