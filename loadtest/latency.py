@@ -13,7 +13,8 @@ CPUs or more), and the CPU time each used is recorded with the percentiles, per 
   lower bound; it is reported next to ``openloop``'s.
 
 ``python -m loadtest.latency`` runs a sweep against an API of its own (a database and queue of
-its own, no worker: the submit path alone); ``bench.py`` calls :func:`sweep` the same way.
+its own, no worker: the submit path alone) and writes the steps to loadtest/results/; ``bench.py``
+calls :func:`sweep` the same way.
 """
 
 from __future__ import annotations
@@ -294,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     results = uvloop.run(standalone(args))
-    print(json.dumps(results, indent=1) if os.environ.get("LATENCY_JSON") else "")
+    out = Path(__file__).resolve().parent / "results" / f"latency-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "pinning": pinning()}, "steps": results}, indent=1))
+    print(f"written: {out}")
     return 0
 
 
