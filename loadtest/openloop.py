@@ -72,7 +72,6 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.current: tuple[float, float] | None = None  # (scheduled, written) of the request in flight
-        self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -103,8 +102,6 @@ class Connection(asyncio.Protocol):
             self.pool.answered(self, status, scheduled, written, closing=b"\r\nconnection: close" in head)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
         self.pool.lost(self)
 
 
