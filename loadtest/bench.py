@@ -3,9 +3,12 @@
 1. raw arq moving no-op jobs (the baseline: same Redis, worker concurrency, poll delay, uvloop);
 2. TaskFlow end to end: N `test` tasks submitted through the API (the batch endpoint), then
    processed by one worker with full PostgreSQL tracking until every task is terminal;
-3. single-submit latency at a fixed request rate (Locust FastHttpUser, `rate` users each
-   submitting once a second, in processes of their own);
-4. queue wait (due → started) while the worker is idle.
+3. single-submit latency at fixed request rates (``loadtest/latency.py``): an open-loop
+   generator pinned to one CPU, the API to the other, latency counted from each request's
+   scheduled send time, at every rate of ``--rates`` (wrk as a cross-check when installed);
+   no worker runs meanwhile, so the API's cost is what is measured;
+4. queue wait (due → started) while the worker is idle;
+5. batch submits alone (no worker): tasks/s, and CPU per 1,000 tasks of the API and PostgreSQL.
 
 Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
 rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
@@ -17,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ import asyncpg
 import httpx
 import orjson
 
+from loadtest import latency
 from loadtest._procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect
 
@@ -177,6 +179,24 @@ async def batch_submit(url: str, jobs: int, *, clients: int = 2, size: int = 100
     return jobs / elapsed, ids
 
 
+async def batch_alone(system: System, jobs: int, *, clients: int) -> dict[str, Any]:
+    """Batch submits with nothing else of the run going on: tasks/s accepted, and the CPU that
+    the API process and the PostgreSQL backends spent per 1,000 tasks (steadier on a busy machine)."""
+    assert system.api is not None
+    backends = await postgres_backends(system.resources.database_url)
+    before = (cpu_seconds([system.api.pid]), cpu_seconds(backends))
+    rate, _ = await batch_submit(system.url, jobs, clients=clients)
+    after = (cpu_seconds([system.api.pid]), cpu_seconds(backends))
+    return {
+        "tasks_per_s": rate,
+        "tasks": jobs,
+        "clients": clients,
+        "api_cpu_ms_per_1000": (after[0] - before[0]) * 1e6 / jobs,
+        "postgres_cpu_ms_per_1000": (after[1] - before[1]) * 1e6 / jobs,
+        "load_average": os.getloadavg()[0],
+    }
+
+
 async def taskflow_round(system: System, jobs: int) -> tuple[Drain, float]:
     """Submit through the API with no worker running, then start one and time the drain."""
     resources = system.resources
@@ -235,47 +255,6 @@ async def idle_queue_wait(system: System, samples: int) -> list[float]:
     raise RuntimeError("idle tasks did not all finish")
 
 
-def fixed_rate(url: str, rate: float, seconds: float, out: Path) -> dict[str, Any]:
-    """Locust (FastHttpUser, in processes of its own): ``rate`` users each submitting once a second."""
-    prefix = out / "fixed-rate"
-    users = str(int(rate))
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "locust"),
-            "-f",
-            str(Path(__file__).resolve().parent / "locustfile.py"),
-            "--headless",
-            "--host",
-            url,
-            "-u",
-            users,
-            "-r",
-            users,
-            "-t",
-            f"{seconds:g}s",
-            "--reset-stats",
-            "--only-summary",
-            "--csv",
-            str(prefix),
-            "FixedRateSubmitter",
-        ],
-        check=False,
-        capture_output=True,
-        timeout=seconds + 120,
-    )
-    with (prefix.parent / f"{prefix.name}_stats.csv").open() as stats:
-        rows = list(csv.DictReader(stats))
-    total = next(r for r in rows if r["Name"] == "Aggregated")
-    return {
-        "requests": int(total["Request Count"]),
-        "failures": int(total["Failure Count"]),
-        "achieved_per_s": float(total["Requests/s"]),
-        "p50_ms": float(total["50%"]),
-        "p95_ms": float(total["95%"]),
-        "p99_ms": float(total["99%"]),
-    }
-
-
 async def wait_for_worker(url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         deadline = time.monotonic() + 60
@@ -325,10 +304,31 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     f"+ PostgreSQL {flow.postgres_cpu_ms_per_job:.3f}; load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
-            system.start_worker()
+            worker = system.start_worker()
             await wait_for_worker(system.url)
             report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)
-            report["fixed_rate"] = await asyncio.to_thread(fixed_rate, system.url, args.rate, args.seconds, RESULTS)
+            # Batch submits alone and the latency sweep run with no worker: the API's cost is what is measured.
+            stop(worker)
+            system.workers.remove(worker)
+            assert system.api is not None
+            report["batch"] = await batch_alone(system, args.jobs, clients=args.batch_clients)
+            print(
+                f"batch submit alone: {report['batch']['tasks_per_s']:,.0f} tasks/s; CPU per 1,000 tasks: "
+                f"API {report['batch']['api_cpu_ms_per_1000']:.0f} ms, "
+                f"PostgreSQL {report['batch']['postgres_cpu_ms_per_1000']:.0f} ms; "
+                f"load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            report["latency"] = await latency.sweep(
+                url=system.url,
+                rates=sorted({*args.rates, args.rate}),
+                seconds=args.seconds,
+                api_pid=system.api.pid,
+                database_url=resources.database_url,
+                redis_url=REDIS_URL,
+                generators=tuple(args.latency_generators.split(",")),
+                log=lambda line: print(line, flush=True),
+            )
         finally:
             system.stop_all()
     return report
@@ -337,18 +337,26 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
     best_raw = max(r["raw_arq"].throughput for r in report["rounds"])
     best_flow = max(r["taskflow"].throughput for r in report["rounds"])
-    fixed = report["fixed_rate"]
+    fixed = next(
+        r for r in report["latency"] if r["generator"] == "openloop" and r["rate"] == report["settings"]["rate"]
+    )
     wait = report["idle_wait_ms"]
     return {
         "ratio": best_flow / best_raw,
         "raw_arq_per_s": best_raw,
         "taskflow_per_s": best_flow,
-        "batch_per_s": max(r["batch_submit_per_s"] for r in report["rounds"]),
+        "batch_per_s": max(report["batch"]["tasks_per_s"], *(r["batch_submit_per_s"] for r in report["rounds"])),
+        "batch_api_cpu_ms_per_1000": report["batch"]["api_cpu_ms_per_1000"],
+        "batch_postgres_cpu_ms_per_1000": report["batch"]["postgres_cpu_ms_per_1000"],
         "submit_p50_ms": fixed["p50_ms"],
         "submit_p95_ms": fixed["p95_ms"],
         "submit_p99_ms": fixed["p99_ms"],
+        "submit_rate": fixed["rate"],
         "submit_achieved_per_s": fixed["achieved_per_s"],
-        "submit_failures": fixed["failures"],
+        "submit_failures": fixed["answered"] - fixed["statuses"].get("202", 0) + fixed["unanswered"],
+        "submit_api_cpu_ms": fixed["api_cpu_ms_per_request"],
+        "submit_api_cpu_share": fixed["api_cpu_share"],
+        "submit_generator_cpu_share": fixed["generator_cpu_share"],
         "idle_wait_p50_ms": percentile(wait, 50),
         "idle_wait_p99_ms": percentile(wait, 99),
     }
@@ -369,7 +377,14 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
             mark(summary["batch_per_s"] >= TARGETS["batch_per_s"]),
         ),
         (
-            f"single submit @ {summary['submit_achieved_per_s']:.0f}/s p50/p95/p99",
+            "  CPU per 1,000 batched tasks",
+            f"API {summary['batch_api_cpu_ms_per_1000']:.0f} ms, "
+            f"PostgreSQL {summary['batch_postgres_cpu_ms_per_1000']:.0f} ms",
+            "",
+            "",
+        ),
+        (
+            f"single submit @ {summary['submit_rate']:g}/s (got {summary['submit_achieved_per_s']:.0f}/s) p50/p95/p99",
             f"{summary['submit_p50_ms']:.1f} / {summary['submit_p95_ms']:.1f} / {summary['submit_p99_ms']:.1f} ms",
             "p99 ≤ 25 ms",
             mark(summary["submit_p99_ms"] <= TARGETS["p99_ms"]),
@@ -381,8 +396,36 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
             mark(summary["idle_wait_p50_ms"] <= TARGETS["idle_wait_p50_ms"]),
         ),
     ]
+    rows.append(
+        (
+            "  API CPU per submit (that rate)",
+            f"{summary['submit_api_cpu_ms']:.2f} ms ({summary['submit_api_cpu_share'] * 100:.0f}% of a core; "
+            f"generator {summary['submit_generator_cpu_share'] * 100:.0f}%)",
+            "",
+            "",
+        )
+    )
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+def latency_table(results: list[dict[str, Any]]) -> str:
+    """Every rate of the sweep, each generator: what was asked, what was achieved, and at what CPU."""
+    head = ("rate", "generator", "achieved", "p50 / p95 / p99 ms", "API CPU", "API ms/req", "generator CPU")
+    rows = [head] + [
+        (
+            f"{r['rate']:g}/s",
+            r["generator"],
+            f"{r['achieved_per_s']:.0f}/s",
+            f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f} / {r['p99_ms']:.1f}",
+            f"{r['api_cpu_share'] * 100:.0f}%",
+            f"{r['api_cpu_ms_per_request']:.2f}",
+            f"{r['generator_cpu_share'] * 100:.0f}%",
+        )
+        for r in results
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(width[i]) for i, cell in enumerate(row)) for row in rows)
 
 
 def chart(report: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
@@ -408,16 +451,27 @@ def chart(report: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
         title=f"Drain: {summary['ratio']:.2f}x raw arq",
     )
     drain_ax.legend(fontsize=8)
-    names = ["submit p50", "submit p95", "submit p99", "idle wait p50", "idle wait p99"]
-    values = [
-        summary[k] for k in ("submit_p50_ms", "submit_p95_ms", "submit_p99_ms", "idle_wait_p50_ms", "idle_wait_p99_ms")
-    ]
-    lat_ax.bar(names, values, color=["tab:blue"] * 3 + ["tab:green"] * 2)
+    for generator, style in (("openloop", "-"), ("wrk", ":")):
+        points = [r for r in report["latency"] if r["generator"] == generator]
+        for key, colour in (("p50_ms", "tab:blue"), ("p99_ms", "tab:purple")):
+            if points:
+                lat_ax.plot(
+                    [r["rate"] for r in points],
+                    [r[key] for r in points],
+                    style,
+                    marker="o",
+                    color=colour,
+                    label=f"submit {key[:3]} ({generator})",
+                )
     lat_ax.axhline(TARGETS["p99_ms"], color="tab:red", linestyle="--", linewidth=1, label="p99 target")
-    lat_ax.set(ylabel="ms", title=f"Latency (submits at {report['settings']['rate']:g}/s)")
+    lat_ax.axhline(summary["idle_wait_p50_ms"], color="tab:green", linestyle="-.", linewidth=1, label="idle wait p50")
+    lat_ax.set(
+        xlabel="submits per second asked",
+        ylabel="ms (log)",
+        title="Single-submit latency by rate (one API process)",
+    )
     lat_ax.set_yscale("log")
     lat_ax.legend(fontsize=8)
-    lat_ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -431,8 +485,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100, help="worker concurrency (arq max_jobs)")
     parser.add_argument("--poll", type=float, default=0.01, help="worker poll delay, seconds")
-    parser.add_argument("--rate", type=float, default=300, help="single submits per second")
-    parser.add_argument("--seconds", type=float, default=15, help="length of the fixed-rate phase")
+    parser.add_argument("--rate", type=float, default=300, help="single submits per second judged against the target")
+    parser.add_argument(
+        "--rates",
+        type=latency.parse_rates,
+        default=[100.0, 200.0, 300.0, 400.0],
+        help="the latency sweep, e.g. 100,200",
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="length of each fixed-rate step")
+    parser.add_argument("--batch-clients", type=int, default=2, help="connections sending batches")
+    parser.add_argument("--latency-generators", default="openloop,wrk", help="wrk is skipped when not installed")
     parser.add_argument("--idle-samples", type=int, default=100)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -441,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     report = uvloop.run(bench(args))
     summary = summarise(report)
     report["summary"] = summary
+    print(latency_table(report["latency"]))
     print(table(summary, args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

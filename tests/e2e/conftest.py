@@ -95,7 +95,9 @@ class Stack:
             if self.workers and all(proc.poll() is not None for proc in self.workers):
                 last = len(self.workers) - 1
                 raise RuntimeError(f"every worker exited; worker-{last}: {self.log(f'worker-{last}')}")
-            if httpx.get(f"{self.url}/api/v1/queue", headers=self.headers, timeout=5).json()["workers"] >= count:
+            answer = httpx.get(f"{self.url}/api/v1/queue", headers=self.headers, timeout=5)
+            # A 503 (PostgreSQL slow to answer on a busy machine) is asked again, within the deadline.
+            if answer.status_code == 200 and answer.json()["workers"] >= count:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{count} worker(s) not seen within {STARTUP_SECONDS}s: {self.log('worker-0')}")

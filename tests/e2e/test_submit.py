@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.e2e._helpers import TASKS, assert_problem, parse_time, submit, task_row, wait_for_status
+from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +165,31 @@ async def test_cpu_task_runs(api: httpx.AsyncClient) -> None:
     assert done["status"] == "succeeded", done["error"]
     assert done["result"]["rounds"] == 20_000
     assert len(done["result"]["digest"]) == 64
+
+
+def server_processes(pid: int) -> list[int]:
+    """The processes ``pid`` spawned to serve (uvicorn's workers; not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if parent == pid and b"spawn_main" in command:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_api_with_two_worker_processes_serves_every_submit(stack: Stack, db: asyncpg.Pool) -> None:
+    """TASKFLOW_API_WORKERS=2: uvicorn runs two API processes behind one port; every submit,
+    whichever process took it, is stored and runs."""
+    with stack.extra_api("api-two-processes", TASKFLOW_API_WORKERS="2") as url:
+        assert len(server_processes(stack.extra[-1].pid)) == 2
+        async with httpx.AsyncClient(base_url=url, headers=stack.headers, timeout=10) as client:
+            created = [await submit(client, "test", {"n": n}) for n in range(20)]
+            done = [await wait_for_status(client, task["id"], "succeeded") for task in created]
+    assert [task["result"]["echo"]["n"] for task in done] == list(range(20))
+    stored = await db.fetchval("SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", [t["id"] for t in created])
+    assert stored == 20

@@ -238,3 +238,28 @@ async def test_leadership_is_exclusive(repo: TaskRepository) -> None:
         assert not second
     async with repo.leadership(4242) as again:
         assert again
+
+
+async def test_insert_many_answers_what_it_stored(repo: TaskRepository, pool: asyncpg.Pool) -> None:
+    """The batch insert answers from one row (the instant and the count): each task's status,
+    run_at and created_at in the answer must be what PostgreSQL stored."""
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    news = [new_task(), new_task(run_at=later, priority=3), new_task(run_at=past), new_task(payload={"n": 4})]
+    answered = await repo.insert_many(news)
+    assert [a.id for a in answered] == [n.id for n in news]
+    sql = "SELECT id, status, priority, run_at, created_at FROM tasks WHERE id = ANY($1::uuid[])"
+    rows = {r["id"]: r for r in await pool.fetch(sql, [n.id for n in news])}
+    for item in answered:
+        row = rows[item.id]
+        assert (item.status.value, item.priority, item.run_at, item.created_at) == (
+            row["status"],
+            row["priority"],
+            row["run_at"],
+            row["created_at"],
+        )
+    queued, scheduled = TaskStatus.QUEUED, TaskStatus.SCHEDULED
+    assert [a.status for a in answered] == [queued, scheduled, queued, queued]
+    assert answered[0].run_at == answered[0].created_at == answered[3].created_at  # one instant for the batch
+    assert answered[2].run_at == past  # overdue keeps its time (it runs first)
+    assert await repo.insert_many([]) == []

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from pydantic import ValidationError
 
-from taskflow_api.schemas import TaskCreate
+from taskcore.domain import Task, TaskStatus
+from taskflow_api.schemas import TaskCreate, TaskOut
 
 
 def test_minimal_submit() -> None:
@@ -40,3 +43,35 @@ def test_run_at_and_delay_are_exclusive() -> None:
         TaskCreate.model_validate(
             {"task_type": "t", "payload": {}, "run_at": "2030-01-01T00:00:00Z", "delay_seconds": 5}
         )
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["waiting", "finished"])
+def test_the_task_answer_is_what_a_validated_model_would_serialise(finished: bool) -> None:
+    """Hot routes answer ``TaskOut.of(task).json_response()``, built without validation: the bytes
+    must be those of the validated model FastAPI's response_model would have produced."""
+    now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    task = Task(
+        id=uuid4(),
+        task_type="test",
+        payload={"message": "hi", "n": [1, 2.5, None, True], "nested": {"x": "é"}},
+        status=TaskStatus.SUCCEEDED if finished else TaskStatus.QUEUED,
+        priority=3,
+        attempt=1 if finished else 0,
+        max_retries=2,
+        timeout_seconds=30,
+        created_at=now,
+        updated_at=now,
+        run_at=now,
+        started_at=now if finished else None,
+        finished_at=now + timedelta(seconds=1) if finished else None,
+        cancel_requested=False,
+        result={"echo": {"message": "hi"}, "big": 12345678901234567890} if finished else None,
+        error={"type": "Boom", "message": "x"} if finished else None,
+    )
+    built = TaskOut.of(task)
+    validated = TaskOut.model_validate(built.model_dump())
+    response = built.json_response(202, {"Location": "/x"})
+    assert response.body == validated.model_dump_json().encode()
+    assert response.status_code == 202
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["location"] == "/x"

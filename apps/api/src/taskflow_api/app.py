@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from taskcore.queue import TaskQueue, connect
 from taskcore.registry import TaskRegistry, load_registry
@@ -20,10 +19,8 @@ from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.telemetry import Tracing
 from taskflow_api import auth, batch, live, problems, ratelimit, ui
-from taskflow_api._body_limit import BodyLimitMiddleware
-from taskflow_api._security_headers import SecurityHeadersMiddleware
+from taskflow_api._edge import EdgeMiddleware
 from taskflow_api.metrics import ApiMetrics
-from taskflow_api.observability import ObservabilityMiddleware
 from taskflow_api.routes import probes, router
 
 log = structlog.get_logger("taskflow.api")
@@ -96,25 +93,27 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.tracing = tracing
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES,
-        per_path={batch.BATCH_PATH: settings.batch_body_limit_bytes},
-    )
     problems.install(app)
     auth.install(app, settings)
     ratelimit.install(app, settings)
+    cors = None
     if settings.cors_origins:  # CORS stays off unless origins are configured
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
-            max_age=600,
-        )
-    app.add_middleware(SecurityHeadersMiddleware)  # every answer carries the headers
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, tracing=tracing)  # outermost: sees every answer
+        cors = {
+            "allow_origins": settings.cors_origins,
+            "allow_methods": ["GET", "POST"],
+            "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            "expose_headers": ["Location", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
+            "max_age": 600,
+        }
+    # One layer: request id, security headers, CORS, body limit, metrics and the access log line.
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=metrics,
+        tracing=tracing,
+        max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES,
+        per_path={batch.BATCH_PATH: settings.batch_body_limit_bytes},
+        cors=cors,
+    )
     app.include_router(batch.router)  # before the router: its path must not be read as /tasks/{task_id}
     app.include_router(router)
     app.include_router(live.router)

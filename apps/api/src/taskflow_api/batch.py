@@ -71,7 +71,7 @@ async def submit_batch(body: BatchCreate, service: Service, request: Request) ->
     )
     metrics: ApiMetrics = request.app.state.metrics
     for task_type, n in Counter(t.task_type for t in body.tasks).items():
-        metrics.submitted.labels(task_type).inc(n)
+        metrics.submitted_of(task_type).inc(n)
     items: list[dict[str, Any]] = [
         {
             "id": t.id,

@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # Named, not "auto": the C event loop and HTTP parser (uvicorn[standard]) are what the
+        # performance figures assume, and a missing one should fail the start, not slow it.
+        loop="uvloop",
+        http="httptools",
         log_config=None,
         access_log=False,
         proxy_headers=True,

@@ -94,6 +94,14 @@ class ApiMetrics:
         )
         self.queue = _QueueCollector()
         self.registry.register(self.queue)
+        self._submitted: dict[str, Counter] = {}
+
+    def submitted_of(self, task_type: str) -> Counter:
+        """The submitted counter of one task type, looked up once (labels() takes a lock)."""
+        child = self._submitted.get(task_type)
+        if child is None:
+            child = self._submitted[task_type] = self.submitted.labels(task_type)
+        return child
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -68,7 +68,6 @@ async def submit_task(
     body: TaskCreate,
     service: Service,
     request: Request,
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -78,7 +77,7 @@ async def submit_task(
             description="A repeat with the same key returns the original task",
         ),
     ] = None,
-) -> TaskOut:
+) -> Response:
     task, created = await service.submit(
         task_type=body.task_type,
         payload=body.payload,
@@ -90,13 +89,13 @@ async def submit_task(
         idempotency_key=idempotency_key,
         origin=origin_of(request),
     )
+    headers = {"Location": f"/api/v1/tasks/{task.id}"}
     if created:
         metrics: ApiMetrics = request.app.state.metrics
-        metrics.submitted.labels(task.task_type).inc()
+        metrics.submitted_of(task.task_type).inc()
     else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/api/v1/tasks/{task.id}"
-    return TaskOut.of(task)
+        headers["Idempotent-Replayed"] = "true"
+    return TaskOut.of(task).json_response(status.HTTP_202_ACCEPTED, headers)
 
 
 @router.get(
@@ -114,10 +113,10 @@ async def get_task(
         float | None,
         Query(gt=0, le=MAX_WAIT_SECONDS, description="Answer once the task is terminal, or after this many seconds"),
     ] = None,
-) -> TaskOut:
+) -> Response:
     if wait is None:
-        return TaskOut.of(await repo.get(task_id))
-    return TaskOut.of(await wait_for_terminal(get_listener(request), repo, task_id, wait))
+        return TaskOut.of(await repo.get(task_id)).json_response()
+    return TaskOut.of(await wait_for_terminal(get_listener(request), repo, task_id, wait)).json_response()
 
 
 @router.get(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from arq.connections import ArqRedis
@@ -28,6 +28,8 @@ RUN_TASK = "run_task"  # the single arq function every task runs through
 PRIORITY_STEP = timedelta(hours=1)
 # arq's job key must outlive the time a job may wait in the queue.
 JOB_EXPIRY_EXTRA = timedelta(days=2)
+_PRIORITY_STEP_MS = int(PRIORITY_STEP.total_seconds() * 1000)
+_JOB_EXPIRY_EXTRA_MS = int(JOB_EXPIRY_EXTRA.total_seconds() * 1000)
 
 
 def job_id(task_id: UUID) -> str:
@@ -107,16 +109,21 @@ class TaskQueue:
     async def enqueue_many(self, jobs: Sequence[Enqueue]) -> list[bool]:
         """Add many jobs, a chunk per round trip; each answer as for ``enqueue``."""
         added: list[bool] = []
-        now = datetime.now(UTC)
         now_ms = timestamp_ms()
+        serializer = self.redis.job_serializer
         for start in range(0, len(jobs), ENQUEUE_CHUNK):
             args: list[str | int | bytes] = [job_key_prefix, result_key_prefix]
             for job in jobs[start : start + ENQUEUE_CHUNK]:
-                due = job.run_at if job.run_at > now else now - job.priority * PRIORITY_STEP
-                expires = max(job.run_at - now, timedelta(0)) + job.priority * PRIORITY_STEP + JOB_EXPIRY_EXTRA
+                # In integer milliseconds (datetime arithmetic costs more than the rest for a batch).
+                ahead_ms = int(job.run_at.timestamp() * 1000) - now_ms
+                priority_ms = job.priority * _PRIORITY_STEP_MS
+                if ahead_ms > 0:  # due later: enters at its due time
+                    due_ms, expires_ms = now_ms + ahead_ms, ahead_ms + priority_ms + _JOB_EXPIRY_EXTRA_MS
+                else:  # due now: moved back by its priority
+                    due_ms, expires_ms = now_ms - priority_ms, priority_ms + _JOB_EXPIRY_EXTRA_MS
                 key = job_id(job.task_id)
-                body = serialize_job(RUN_TASK, (key,), {}, None, now_ms, serializer=self.redis.job_serializer)
-                args += [key, int(expires.total_seconds() * 1000), int(due.timestamp() * 1000), body]
+                body = serialize_job(RUN_TASK, (key,), {}, None, now_ms, serializer=serializer)
+                args += [key, expires_ms, due_ms, body]
             async with _translate_errors():
                 flags = await self._enqueue_script(keys=[self.queue_name], args=args)
             added += [bool(n) for n in flags]

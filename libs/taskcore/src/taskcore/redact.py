@@ -21,6 +21,10 @@ _SECRET_NAMES = re.compile(r"(?i)(authorization|password|passwd|secret|api[_-]?k
 
 def redact_text(text: str) -> str:
     """``text`` with URL passwords and Authorization credentials masked."""
+    if "@" not in text:  # the common case, checked cheaply: no URL credentials and no auth scheme
+        lowered = text.lower()
+        if "bearer" not in lowered and "basic" not in lowered:
+            return text
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return _AUTH_SCHEME.sub(lambda m: f"{m.group('head')} {MASK}", text)
 

@@ -7,6 +7,7 @@ because the reconciler enqueues any waiting task that has no arq job.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,12 @@ def _invalid_payload(message: str) -> TaskValidationError:
     return TaskValidationError(
         f"payload cannot be stored: {message}", [{"field": "payload", "message": message, "type": "json_invalid"}]
     )
+
+
+def new_ids(count: int) -> list[UUID]:
+    """``count`` random (version 4) UUIDs from one read of the OS's random source, not one each."""
+    random = os.urandom(16 * count)
+    return [UUID(bytes=random[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +107,10 @@ class TaskService:
         naming each request by its index) and nothing is stored."""
         news: list[NewTask] = []
         errors: list[dict[str, Any]] = []
-        for index, request in enumerate(requests):
+        origin = origin or Origin()
+        for index, (request, task_id) in enumerate(zip(requests, new_ids(len(requests)), strict=True)):
             try:
-                news.append(self._prepare(request, idempotency_key=None, origin=origin or Origin()))
+                news.append(self._prepare(request, idempotency_key=None, origin=origin, task_id=task_id))
             except TaskValidationError as exc:
                 errors.extend({**e, "field": f"tasks.{index}.{e['field']}", "index": index} for e in exc.errors)
         if errors:
@@ -116,7 +124,9 @@ class TaskService:
             log.warning("tasks stored but not enqueued", count=len(stored), error=str(exc))
         return stored
 
-    def _prepare(self, request: TaskRequest, *, idempotency_key: str | None, origin: Origin) -> NewTask:
+    def _prepare(
+        self, request: TaskRequest, *, idempotency_key: str | None, origin: Origin, task_id: UUID | None = None
+    ) -> NewTask:
         """Check one request against its type and the limits; the row to store."""
         spec = self.registry.get(request.task_type)
         encoded = _encode_payload(request.payload)
@@ -152,7 +162,7 @@ class TaskService:
             ]
             request_hash = hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return NewTask(
-            id=uuid4(),
+            id=task_id or uuid4(),
             task_type=request.task_type,
             payload=request.payload,
             priority=request.priority,

@@ -166,35 +166,61 @@ class TaskRepository:
         return Task(**values), False
 
     async def insert_many(self, news: Sequence[NewTask]) -> list[Inserted]:
-        """Store many tasks (without Idempotency-Keys) in one statement: all of them or, on error, none."""
+        """Store many tasks (without Idempotency-Keys) in one statement: all of them or, on error, none.
+
+        Every row gets the same instant as ``created_at`` (and as ``run_at`` when due now), so one
+        row comes back — that instant and the count — instead of one per task; status and run_at
+        follow from it exactly as the statement sets them."""
+        if not news:
+            return []
+        ids: list[UUID] = []
+        types: list[str] = []
+        payloads: list[str] = []
+        priorities: list[int] = []
+        retries: list[int] = []
+        timeouts: list[int] = []
+        run_ats: list[datetime | None] = []
+        for n in news:
+            ids.append(n.id)
+            types.append(n.task_type)
+            payloads.append(_payload_json(n))
+            priorities.append(n.priority)
+            retries.append(n.max_retries)
+            timeouts.append(n.timeout_seconds)
+            run_ats.append(n.run_at)
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                """WITH now AS (SELECT clock_timestamp() AS ts)
-                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
-                        timeout_seconds, run_at, request_id, traceparent, created_at, updated_at)
-                    SELECT n.id, n.task_type, n.payload::jsonb,
-                        CASE WHEN n.run_at > now.ts THEN 'scheduled' ELSE 'queued' END,
-                        n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
-                        $8, $9, now.ts, now.ts
-                    FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                $7::timestamptz[])
-                        AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at)
-                    RETURNING id, status, priority, run_at, created_at""",
-                [n.id for n in news],
-                [n.task_type for n in news],
-                [_payload_json(n) for n in news],
-                [n.priority for n in news],
-                [n.max_retries for n in news],
-                [n.timeout_seconds for n in news],
-                [n.run_at for n in news],
-                news[0].request_id if news else None,
-                news[0].traceparent if news else None,
+            row = await conn.fetchrow(
+                """WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
+                    stored AS (
+                        INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                            timeout_seconds, run_at, request_id, traceparent, created_at, updated_at)
+                        SELECT n.id, n.task_type, n.payload::jsonb,
+                            CASE WHEN n.run_at > now.ts THEN 'scheduled' ELSE 'queued' END,
+                            n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
+                            $8, $9, now.ts, now.ts
+                        FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                                    $7::timestamptz[])
+                            AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at)
+                        RETURNING 1)
+                    SELECT (SELECT ts FROM now) AS ts, (SELECT count(*) FROM stored) AS n""",
+                ids,
+                types,
+                payloads,
+                priorities,
+                retries,
+                timeouts,
+                run_ats,
+                news[0].request_id,
+                news[0].traceparent,
             )
-        by_id = {row["id"]: row for row in rows}
+        if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
+            raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")
+        now: datetime = row["ts"]
+        queued, scheduled = TaskStatus.QUEUED, TaskStatus.SCHEDULED
         return [
-            Inserted(
-                n.id, TaskStatus(by_id[n.id]["status"]), n.priority, by_id[n.id]["run_at"], by_id[n.id]["created_at"]
-            )
+            Inserted(n.id, queued, n.priority, now, now)
+            if n.run_at is None
+            else Inserted(n.id, scheduled if n.run_at > now else queued, n.priority, n.run_at, now)
             for n in news
         ]
 
