@@ -9,11 +9,14 @@ connections reset), then comes back.
 - A worker cut off for longer than its lease is a *late worker*: another worker's reconciler
   takes the task back and runs it; when the late worker's write finally arrives it is rejected
   (guarded by status and attempt), and the newer result stands.
+- A worker cut off from PostgreSQL but not from Redis picks no jobs (a claim that cannot reach
+  PostgreSQL hands its job back): tasks submitted meanwhile run on a worker that can claim them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
+from loadtest._procs import stop
 from tests.e2e._helpers import TASKS, assert_problem, submit, wait_for_status, wait_until
 from tests.e2e.conftest import Stack
 from tests.reliability._helpers import executions, wait_running_on
@@ -97,9 +101,6 @@ async def test_a_late_workers_result_is_rejected_and_the_newer_one_stands(
         late = stack.start_worker(
             TASKFLOW_DATABASE_URL=via(proxy, stack.env["TASKFLOW_DATABASE_URL"]),
             TASKFLOW_OUTAGE_TOLERANCE_SECONDS="60",
-            # With room for more jobs, a worker that still reaches Redis would pick the recovered job up
-            # again and hold it until PostgreSQL returns (see docs/reliability.md, "Known limits").
-            TASKFLOW_WORKER_CONCURRENCY="1",
         )
         await asyncio.to_thread(stack.wait_for_workers, 1)
         async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
@@ -123,3 +124,46 @@ async def test_a_late_workers_result_is_rejected_and_the_newer_one_stands(
             runs = await executions(rel_db, created["id"])
             assert [(r["attempt"], r["pid"]) for r in runs] == [(1, late.pid), (2, healthy.pid)]
         assert late.poll() is None, stack.log("worker-0")
+
+
+async def test_a_worker_cut_off_from_postgres_leaves_the_queue_to_one_that_is_not(
+    rel_stack: Stack, rel_db: asyncpg.Pool
+) -> None:
+    stack = rel_stack
+    with proxy_for(stack) as proxy:
+        # A long outage tolerance: before the fix, a claim held its job for that long, retrying.
+        cut_off = stack.start_worker(
+            TASKFLOW_DATABASE_URL=via(proxy, stack.env["TASKFLOW_DATABASE_URL"]),
+            TASKFLOW_OUTAGE_TOLERANCE_SECONDS="120",
+        )
+        await asyncio.to_thread(stack.wait_for_workers, 1)
+        proxy.cut()  # Redis still answers it: it keeps polling the queue
+        async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
+            # Submitted while it is the only worker: it sees them first (before the fix it held each
+            # one, retrying its claim, for the whole outage tolerance).
+            tasks = [await submit(api, "rel.record", {"seconds": 0.05, "n": n}) for n in range(8)]
+            await asyncio.sleep(1.5)
+            healthy = stack.start_worker()
+            for task in tasks:
+                done = await wait_for_status(api, task["id"], "succeeded", "failed", within=30)
+                assert done["status"] == "succeeded", (done, stack.log("worker-0"))
+                assert (done["attempt"], done["result"]["pid"]) == (1, healthy.pid)
+                assert len(await executions(rel_db, task["id"])) == 1
+        assert "picking no jobs until it answers again" in stack.log("worker-0")
+        # The jobs came back because the cut-off worker handed them back, not because the reconciler had to
+        # free marks it left (before the fix: after a lease, one job at a time, and the worker took them again).
+        reconciled = [json.loads(line) for line in stack.log("worker-1").splitlines() if '"reconciled"' in line]
+        assert sum(entry["released"] for entry in reconciled) == 0, reconciled
+        # Back in reach (and alone), the cut-off worker picks jobs again.
+        stop(healthy)
+        proxy.restore()
+
+        async def picking_again() -> bool:
+            return "postgresql reachable again" in stack.log("worker-0")
+
+        await wait_until(picking_again, within=30, what="the cut-off worker sees PostgreSQL again")
+        async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=10) as api:
+            later = await submit(api, "rel.record", {"seconds": 0.05, "n": 99})
+            done = await wait_for_status(api, later["id"], "succeeded", "failed", within=30)
+            assert (done["status"], done["result"]["pid"]) == ("succeeded", cut_off.pid), stack.log("worker-0")
+        assert cut_off.poll() is None, stack.log("worker-0")

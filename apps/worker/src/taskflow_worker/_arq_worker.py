@@ -110,6 +110,9 @@ class TaskflowWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Pick as many of these due jobs as there is room for, a round trip per PICK_FACTOR * room
         job ids asked about (one, unless other workers hold many of them), and start them."""
+        runner = self.ctx.get("runner")
+        if runner is not None and not await runner.ready_to_claim():
+            return  # PostgreSQL is unreachable from here: the jobs stay for workers that can claim them
         remaining = iter(job_ids)
         while (room := self.max_jobs - self.job_counter) > 0:
             candidates = []

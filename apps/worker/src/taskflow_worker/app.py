@@ -101,8 +101,10 @@ def create_worker(
                 )
             except DependencyUnavailable:
                 metrics.dependency_up.labels("postgresql").set(0)
+                runner.store_unreachable()
                 raise
             metrics.dependency_up.labels("postgresql").set(1)
+            runner.store_reachable()
             metrics.beat()
             try:
                 await ctx["redis"].ping()

@@ -31,6 +31,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 TRACEBACK_LIMIT = 4000
+# A job whose claim could not reach PostgreSQL goes back to the queue for this long (any worker may take it);
+# meanwhile this worker picks nothing until PostgreSQL answers it again (probed at most once per interval).
+CLAIM_UNREACHABLE_DEFER_SECONDS = 1.0
+STORE_PROBE_INTERVAL_SECONDS = 1.0
 
 
 class TaskTimeout(Exception):
@@ -77,6 +81,8 @@ class TaskRunner:
         self.worker_id = worker_id
         self.backoff = BackoffPolicy(settings.retry_backoff_base_seconds, settings.retry_backoff_max_seconds)
         self.running: dict[UUID, _Running] = {}
+        self._store_down = False
+        self._next_probe = 0.0
         size, linger = settings.worker_batch_max_size, settings.worker_batch_linger_seconds
         self._claims: Coalescer[UUID, Task | None] = Coalescer(
             self._claim_batch, max_batch=size, linger=linger, name="claim"
@@ -118,9 +124,44 @@ class TaskRunner:
                 return await fn(*args, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def store_unreachable(self) -> None:
+        """PostgreSQL did not answer (a claim, the heartbeat): stop picking jobs until it does."""
+        if not self._store_down:
+            log.warning("postgresql unreachable: picking no jobs until it answers again")
+        self._store_down = True
+        self._next_probe = time.monotonic() + STORE_PROBE_INTERVAL_SECONDS
+
+    def store_reachable(self) -> None:
+        if self._store_down:
+            log.info("postgresql reachable again: picking jobs")
+        self._store_down = False
+
+    async def ready_to_claim(self) -> bool:
+        """Whether the worker should pick jobs now: yes unless PostgreSQL was found unreachable and a
+        probe (at most one per STORE_PROBE_INTERVAL_SECONDS) does not show it back. A worker cut off
+        from PostgreSQL but not from Redis thus leaves the queue's jobs to workers that can claim them."""
+        if not self._store_down:
+            return True
+        if time.monotonic() < self._next_probe:
+            return False
+        try:
+            await self.repo.ping()
+        except DependencyUnavailable:
+            self.store_unreachable()
+            return False
+        self.store_reachable()
+        return True
+
     async def run(self, task_id: UUID) -> None:
         """The body of one arq delivery for ``task_id``."""
-        task = await self._persist(self._claims.submit, task_id)
+        try:
+            task = await self._claims.submit(task_id)
+        except DependencyUnavailable:
+            # Nothing has run yet: hand the job back (arq re-queues it, due shortly) rather than hold
+            # it while PostgreSQL is away; a worker that reaches PostgreSQL takes it meanwhile.
+            self.store_unreachable()
+            log.info("claim could not reach postgresql; job handed back", task_id=str(task_id))
+            raise Retry(defer=CLAIM_UNREACHABLE_DEFER_SECONDS) from None
         if task is None:
             self.metrics.skipped.inc()
             await self._not_claimed(task_id)
