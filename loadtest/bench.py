@@ -55,18 +55,6 @@ class Drain:
     postgres_cpu_ms_per_job: float = 0.0
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (those still running)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -95,7 +83,7 @@ async def watch_drain(
             if mark not in cpu and done >= jobs * (0.1 if mark == "t10" else 0.9):
                 if mark == "t10" and database:
                     backends = await postgres_backends(database)
-                cpu[mark] = (cpu_seconds([worker]), cpu_seconds(backends))
+                cpu[mark] = (latency.cpu_seconds([worker]), latency.cpu_seconds(backends))
         if remaining == 0:
             break
         await asyncio.sleep(0.005)
@@ -184,9 +172,9 @@ async def batch_alone(system: System, jobs: int, *, clients: int) -> dict[str, A
     the API process and the PostgreSQL backends spent per 1,000 tasks (steadier on a busy machine)."""
     assert system.api is not None
     backends = await postgres_backends(system.resources.database_url)
-    before = (cpu_seconds([system.api.pid]), cpu_seconds(backends))
+    before = (latency.cpu_seconds([system.api.pid]), latency.cpu_seconds(backends))
     rate, _ = await batch_submit(system.url, jobs, clients=clients)
-    after = (cpu_seconds([system.api.pid]), cpu_seconds(backends))
+    after = (latency.cpu_seconds([system.api.pid]), latency.cpu_seconds(backends))
     return {
         "tasks_per_s": rate,
         "tasks": jobs,
