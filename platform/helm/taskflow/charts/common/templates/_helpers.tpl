@@ -164,6 +164,28 @@ affinity:
 {{- end }}
 {{- end -}}
 
+{{/* The Secrets Store CSI volume that keeps the Secret synced from Azure Key Vault (global.secrets.keyVault):
+     the driver syncs only while a pod mounts the volume, so every pod that reads the Secret mounts it. Empty when
+     the Key Vault sync is off. */}}
+{{- define "taskflow.keyVaultVolume" -}}
+{{- if .Values.global.secrets.keyVault.enabled }}
+- name: secrets-store
+  csi:
+    driver: secrets-store.csi.k8s.io
+    readOnly: true
+    volumeAttributes:
+      secretProviderClass: {{ include "taskflow.componentName" (list . "keyvault") }}
+{{- end }}
+{{- end -}}
+
+{{- define "taskflow.keyVaultVolumeMount" -}}
+{{- if .Values.global.secrets.keyVault.enabled }}
+- name: secrets-store
+  mountPath: /mnt/secrets-store
+  readOnly: true
+{{- end }}
+{{- end -}}
+
 {{/* A writable /tmp on a read-only root filesystem. */}}
 {{- define "taskflow.tmpVolume" -}}
 - name: tmp
@@ -262,6 +284,7 @@ automountServiceAccountToken: false
     {{- include "taskflow.containerSecurityContext" (list $ctx dict) | nindent 4 }}
   volumeMounts:
     {{- include "taskflow.tmpVolumeMount" $ctx | nindent 4 }}
+    {{- include "taskflow.keyVaultVolumeMount" $ctx | nindent 4 }}
 {{- end -}}
 
 {{/* metadata of a Prometheus Operator object (ServiceMonitor, PodMonitor, PrometheusRule): the component's metadata
