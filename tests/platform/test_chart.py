@@ -130,6 +130,26 @@ def values_args(env: str) -> list[str]:
             ["--values", str(CHART / "ci" / "own-secret-values.yaml"), "--set", "global.secrets.autoscalerToken="],
             "global.secrets.autoscalerToken",
         ),
+        # Key Vault sync switched on but not filled in from Terraform's outputs: each gap named, with its source.
+        *(
+            (
+                ["--values", str(CHART / "ci" / "keyvault-values.yaml"), "--set", f"global.secrets.keyVault.{key}="],
+                f"global.secrets.keyVault.{key}: {what}",
+            )
+            for key, what in (
+                ("name", "the Key Vault's name (terraform output -raw key_vault_name)"),
+                ("tenantId", "the vault's Entra ID tenant (terraform output -raw tenant_id)"),
+                ("clientId", "client ID of the Key Vault Secrets Provider add-on's identity"),
+            )
+        ),
+        (
+            ["--values", str(CHART / "ci" / "keyvault-values.yaml"), "--set", "global.secrets.existingSecret="],
+            "global.secrets.keyVault needs global.secrets.existingSecret",
+        ),
+        (["--set", "global.secrets.keyVault.enabled=true"], "global.secrets.keyVault.clientId"),
+        (["--set", "global.secrets.keyVault.tenantId=my-tenant"], "tenantId"),
+        (["--set", "global.secrets.keyVault.vaultName=kv-taskflow"], "vaultName"),
+        (["--set", "global.secrets.keyVault.objects.api-key=api-key"], "api-key"),
         (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=Bad_Host"], "host"),
         (["--set-json", 'api.ingress.paths=["/api","/metrics"]'], "paths"),
         (["--set-json", 'api.ingress.paths=["/"]'], "paths"),

@@ -284,7 +284,7 @@ automountServiceAccountToken: false
     {{- include "taskflow.containerSecurityContext" (list $ctx dict) | nindent 4 }}
   volumeMounts:
     {{- include "taskflow.tmpVolumeMount" $ctx | nindent 4 }}
-    {{- include "taskflow.keyVaultVolumeMount" $ctx | nindent 4 }}
+    {{- with include "taskflow.keyVaultVolumeMount" $ctx }}{{ trim . | nindent 4 }}{{ end }}
 {{- end -}}
 
 {{/* metadata of a Prometheus Operator object (ServiceMonitor, PodMonitor, PrometheusRule): the component's metadata
