@@ -24,6 +24,8 @@ from tests.platform._support import (
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one (AKS, minikube).
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
+# The chart's Azure scenario: Key Vault sync and workload identities on, every ID filled.
+AZURE = ["--values", str(CHART / "ci" / "azure-values.yaml")]
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)
@@ -133,7 +135,7 @@ def values_args(env: str) -> list[str]:
         # Key Vault sync switched on but not filled in from Terraform's outputs: each gap named, with its source.
         *(
             (
-                ["--values", str(CHART / "ci" / "keyvault-values.yaml"), "--set", f"global.secrets.keyVault.{key}="],
+                [*AZURE, "--set", f"global.secrets.keyVault.{key}="],
                 f"global.secrets.keyVault.{key}: {what}",
             )
             for key, what in (
@@ -143,10 +145,19 @@ def values_args(env: str) -> list[str]:
             )
         ),
         (
-            ["--values", str(CHART / "ci" / "keyvault-values.yaml"), "--set", "global.secrets.existingSecret="],
+            [*AZURE, "--set", "global.secrets.existingSecret="],
             "global.secrets.keyVault needs global.secrets.existingSecret",
         ),
         (["--set", "global.secrets.keyVault.enabled=true"], "global.secrets.keyVault.clientId"),
+        *(
+            (
+                [*AZURE, "--set", f"global.azureWorkloadIdentity.{c}ClientId="],
+                f"global.azureWorkloadIdentity.{c}ClientId: client ID of the {c}'s workload identity"
+                f" (terraform output -raw {c}_identity_client_id)",
+            )
+            for c in ("api", "worker")
+        ),
+        (["--set", "global.azureWorkloadIdentity.apiClientId=api"], "apiClientId"),
         (["--set", "global.secrets.keyVault.tenantId=my-tenant"], "tenantId"),
         (["--set", "global.secrets.keyVault.vaultName=kv-taskflow"], "vaultName"),
         (["--set", "global.secrets.keyVault.objects.api-key=api-key"], "api-key"),

@@ -1,19 +1,23 @@
-"""The Secret synced from Azure Key Vault (global.secrets.keyVault): the SecretProviderClass the chart renders, the
-CSI volume of every pod that reads the Secret, and the hook order that lets the migration Job read it on install."""
+"""The chart's Azure wiring, off by default. The Secret synced from Azure Key Vault (global.secrets.keyVault): the
+SecretProviderClass, the CSI volume of every pod that reads the Secret, and the hook order that lets the migration Job
+read it on install. The workload identities (global.azureWorkloadIdentity) on the accounts Terraform federates."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.platform._support import CHART, Rendered, pod_specs
+from tests.platform._support import CHART, ROOT, Rendered, pod_specs
 
 pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
 
-SCENARIO = "prod-keyvault"
-CI_VALUES = yaml.safe_load((CHART / "ci" / "keyvault-values.yaml").read_text())["global"]["secrets"]["keyVault"]
+SCENARIO = "prod-azure"
+CI_GLOBAL = yaml.safe_load((CHART / "ci" / "azure-values.yaml").read_text())["global"]
+CI_VALUES = CI_GLOBAL["secrets"]["keyVault"]
+STACK = ROOT / "platform" / "terraform" / "stack"
 DRIVER = "secrets-store.csi.k8s.io"
 
 
@@ -37,9 +41,9 @@ def _keys_read(rendered: Rendered, secret: str) -> dict[str, set[str]]:
                 ref = entry.get("valueFrom", {}).get("secretKeyRef")
                 if ref and ref["name"] == secret:
                     readers.setdefault(f"{where} container {container['name']}", set()).add(ref["key"])
-            assert not [
-                e for e in container.get("envFrom", []) if e.get("secretRef", {}).get("name") == secret
-            ], f"{where}: envFrom the whole Secret (the keys it needs are not named)"
+            assert not [e for e in container.get("envFrom", []) if e.get("secretRef", {}).get("name") == secret], (
+                f"{where}: envFrom the whole Secret (the keys it needs are not named)"
+            )
     for auth in rendered.of_kind("TriggerAuthentication"):
         for ref in auth["spec"]["secretTargetRef"]:
             if ref["name"] == secret:
@@ -47,11 +51,15 @@ def _keys_read(rendered: Rendered, secret: str) -> dict[str, set[str]]:
     return readers
 
 
-def test_the_sync_is_off_unless_asked(environments: list[Rendered]) -> None:
+def test_the_azure_wiring_is_off_unless_asked(environments: list[Rendered]) -> None:
     for rendered in environments:
         assert not rendered.of_kind("SecretProviderClass"), rendered.name
         for where, spec in pod_specs(rendered):
             assert not [v for v in spec.get("volumes", []) if "csi" in v], where
+        for account in rendered.of_kind("ServiceAccount"):
+            assert "annotations" not in account["metadata"], account["metadata"]
+        for deployment in rendered.of_kind("Deployment"):
+            assert "azure.workload.identity/use" not in deployment["spec"]["template"]["metadata"]["labels"]
 
 
 def test_the_provider_class_reads_the_vault_with_the_add_ons_identity(scenarios: dict[str, Rendered]) -> None:
@@ -138,3 +146,26 @@ def test_the_provider_class_exists_before_the_migration_hook(scenarios: dict[str
     assert int(spc["helm.sh/hook-weight"]) < int(hook["helm.sh/hook-weight"])
     # Recreated by the next install or upgrade, never deleted once the hook succeeded: the pods keep mounting it.
     assert spc["helm.sh/hook-delete-policy"] == "before-hook-creation"
+
+
+def test_workload_identities_sit_on_the_service_accounts_terraform_federates(scenarios: dict[str, Rendered]) -> None:
+    """Terraform federates each identity with system:serviceaccount:taskflow-<env>:<service account> (stack
+    variable kubernetes: api_service_account, worker_service_account): the chart's accounts must be exactly those,
+    annotated with the identity's client ID, and their pods labelled for the webhook."""
+    rendered = scenarios[SCENARIO]
+    variables = (STACK / "variables.tf").read_text()
+    assert 'coalesce(var.kubernetes.namespace, "taskflow-${var.environment}")' in (STACK / "locals.tf").read_text()
+    for component in ("api", "worker"):
+        federated = re.search(rf'{component}_service_account\s*=\s*optional\(string,\s*"([^"]+)"\)', variables)
+        assert federated, f"stack/variables.tf: no default for kubernetes.{component}_service_account"
+        account = rendered.one("ServiceAccount", component)
+        assert account["metadata"]["name"] == federated.group(1)
+        assert account["metadata"]["namespace"] == "taskflow-prod"
+        client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+        assert client_id == CI_GLOBAL["azureWorkloadIdentity"][f"{component}ClientId"]
+        pod = rendered.one("Deployment", component)["spec"]["template"]
+        assert pod["spec"]["serviceAccountName"] == federated.group(1)
+        assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    # The migration Job runs under the namespace's default account: no identity, no label.
+    (job,) = rendered.of_kind("Job")
+    assert "azure.workload.identity/use" not in job["spec"]["template"]["metadata"]["labels"]
