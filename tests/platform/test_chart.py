@@ -149,6 +149,10 @@ def values_args(env: str) -> list[str]:
             "global.secrets.keyVault needs global.secrets.existingSecret",
         ),
         (["--set", "global.secrets.keyVault.enabled=true"], "global.secrets.keyVault.clientId"),
+        (
+            [*AZURE, "--set", "global.postgresql.enabled=true", "--set", "global.postgresql.password=dev"],
+            "global.secrets.keyVault: not with the in-cluster PostgreSQL",
+        ),
         *(
             (
                 [*AZURE, "--set", f"global.azureWorkloadIdentity.{c}ClientId="],
