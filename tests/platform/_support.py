@@ -48,6 +48,7 @@ CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+    ("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"): "secretproviderclass.json",
 }
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 SKIPS_FILE = ROOT / "platform" / "checkov-skips.yaml"

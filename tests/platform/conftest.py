@@ -17,6 +17,7 @@ SCENARIOS = {
     "prod-hpa": ("prod", "hpa-values.yaml"),
     "own-secret": ("staging", "own-secret-values.yaml"),
     "dev-monitoring": ("dev", "monitoring-values.yaml"),
+    "prod-azure": ("prod", "azure-values.yaml"),
 }
 
 

@@ -24,6 +24,8 @@ from tests.platform._support import (
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one (AKS, minikube).
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
+# The chart's Azure scenario: Key Vault sync and workload identities on, every ID filled.
+AZURE = ["--values", str(CHART / "ci" / "azure-values.yaml")]
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)
@@ -130,6 +132,39 @@ def values_args(env: str) -> list[str]:
             ["--values", str(CHART / "ci" / "own-secret-values.yaml"), "--set", "global.secrets.autoscalerToken="],
             "global.secrets.autoscalerToken",
         ),
+        # Key Vault sync switched on but not filled in from Terraform's outputs: each gap named, with its source.
+        *(
+            (
+                [*AZURE, "--set", f"global.secrets.keyVault.{key}="],
+                f"global.secrets.keyVault.{key}: {what}",
+            )
+            for key, what in (
+                ("name", "the Key Vault's name (terraform output -raw key_vault_name)"),
+                ("tenantId", "the vault's Entra ID tenant (terraform output -raw tenant_id)"),
+                ("clientId", "client ID of the Key Vault Secrets Provider add-on's identity"),
+            )
+        ),
+        (
+            [*AZURE, "--set", "global.secrets.existingSecret="],
+            "global.secrets.keyVault needs global.secrets.existingSecret",
+        ),
+        (["--set", "global.secrets.keyVault.enabled=true"], "global.secrets.keyVault.clientId"),
+        (
+            [*AZURE, "--set", "global.postgresql.enabled=true", "--set", "global.postgresql.password=dev"],
+            "global.secrets.keyVault: not with the in-cluster PostgreSQL",
+        ),
+        *(
+            (
+                [*AZURE, "--set", f"global.azureWorkloadIdentity.{c}ClientId="],
+                f"global.azureWorkloadIdentity.{c}ClientId: client ID of the {c}'s workload identity"
+                f" (terraform output -raw {c}_identity_client_id)",
+            )
+            for c in ("api", "worker")
+        ),
+        (["--set", "global.azureWorkloadIdentity.apiClientId=api"], "apiClientId"),
+        (["--set", "global.secrets.keyVault.tenantId=my-tenant"], "tenantId"),
+        (["--set", "global.secrets.keyVault.vaultName=kv-taskflow"], "vaultName"),
+        (["--set", "global.secrets.keyVault.objects.api-key=api-key"], "api-key"),
         (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=Bad_Host"], "host"),
         (["--set-json", 'api.ingress.paths=["/api","/metrics"]'], "paths"),
         (["--set-json", 'api.ingress.paths=["/"]'], "paths"),

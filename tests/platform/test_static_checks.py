@@ -33,11 +33,12 @@ DOCKERFILES = (ROOT / "apps" / "api" / "Dockerfile", ROOT / "apps" / "worker" / 
 
 
 def test_checkov_finds_nothing_but_the_listed_skips(
-    tools: dict[str, Path], environments: list[Rendered], tmp_path: Path
+    tools: dict[str, Path], scenarios: dict[str, Rendered], tmp_path: Path
 ) -> None:
-    """One checkov run over every environment's rendered objects and both Dockerfiles, no skips passed to it:
-    each finding must match an entry of platform/checkov-skips.yaml, and each entry must still match a finding."""
-    for rendered in environments:
+    """One checkov run over every scenario's rendered objects (the environments and the chart's ci/ values) and both
+    Dockerfiles, no skips passed to it: each finding must match an entry of platform/checkov-skips.yaml, and each
+    entry must still match a finding."""
+    for rendered in scenarios.values():
         (tmp_path / rendered.name).mkdir()
         (tmp_path / rendered.name / "manifests.yaml").write_text(rendered.text)
     for dockerfile in DOCKERFILES:

@@ -55,6 +55,8 @@ STACK_OUTPUTS = {
     "aks_cluster_name",
     "key_vault_name",
     "key_vault_uri",
+    "key_vault_secrets_provider_client_id",
+    "tenant_id",
     "api_identity_client_id",
     "worker_identity_client_id",
     "postgres_fqdn",

@@ -25,6 +25,11 @@ output "key_vault_name" {
   value       = module.keyvault.name
 }
 
+output "key_vault_secrets_provider_client_id" {
+  description = "Client ID of the AKS Key Vault Secrets Provider add-on's identity (a Key Vault Secrets User): the chart's global.secrets.keyVault.clientId."
+  value       = module.aks.key_vault_secrets_provider_client_id
+}
+
 output "key_vault_uri" {
   description = "Key Vault URI."
   value       = module.keyvault.vault_uri
@@ -58,6 +63,11 @@ output "resource_group_name" {
 output "storage_account_name" {
   description = "Storage account of the results and archive containers."
   value       = module.storage.name
+}
+
+output "tenant_id" {
+  description = "Entra ID tenant of the subscription and the Key Vault: the chart's global.secrets.keyVault.tenantId."
+  value       = data.azurerm_client_config.current.tenant_id
 }
 
 output "worker_identity_client_id" {

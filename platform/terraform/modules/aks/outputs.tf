@@ -3,6 +3,11 @@ output "id" {
   value       = azurerm_kubernetes_cluster.this.id
 }
 
+output "key_vault_secrets_provider_client_id" {
+  description = "Client ID of the Secrets Store CSI driver add-on's identity: the userAssignedIdentityID of a SecretProviderClass (the chart's global.secrets.keyVault.clientId)."
+  value       = azurerm_kubernetes_cluster.this.key_vault_secrets_provider[0].secret_identity[0].client_id
+}
+
 output "key_vault_secrets_provider_identity_object_id" {
   description = "Object ID of the Secrets Store CSI driver add-on's identity (grant it Key Vault Secrets User to mount secrets without workload identity)."
   value       = azurerm_kubernetes_cluster.this.key_vault_secrets_provider[0].secret_identity[0].object_id

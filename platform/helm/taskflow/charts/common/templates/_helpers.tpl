@@ -164,6 +164,28 @@ affinity:
 {{- end }}
 {{- end -}}
 
+{{/* The Secrets Store CSI volume that keeps the Secret synced from Azure Key Vault (global.secrets.keyVault):
+     the driver syncs only while a pod mounts the volume, so every pod that reads the Secret mounts it. Empty when
+     the Key Vault sync is off. */}}
+{{- define "taskflow.keyVaultVolume" -}}
+{{- if .Values.global.secrets.keyVault.enabled }}
+- name: secrets-store
+  csi:
+    driver: secrets-store.csi.k8s.io
+    readOnly: true
+    volumeAttributes:
+      secretProviderClass: {{ include "taskflow.componentName" (list . "keyvault") }}
+{{- end }}
+{{- end -}}
+
+{{- define "taskflow.keyVaultVolumeMount" -}}
+{{- if .Values.global.secrets.keyVault.enabled }}
+- name: secrets-store
+  mountPath: /mnt/secrets-store
+  readOnly: true
+{{- end }}
+{{- end -}}
+
 {{/* A writable /tmp on a read-only root filesystem. */}}
 {{- define "taskflow.tmpVolume" -}}
 - name: tmp
@@ -195,13 +217,28 @@ spec:
       {{- include "taskflow.selectorLabels" (list $ctx (index . 1)) | nindent 6 }}
 {{- end -}}
 
-{{/* A ServiceAccount that mounts no token (no TaskFlow process talks to the Kubernetes API): (list $ "api") */}}
+{{/* A ServiceAccount that mounts no token (no TaskFlow process talks to the Kubernetes API), annotated with the
+     component's Azure workload identity when global.azureWorkloadIdentity is on: (list $ "api") */}}
 {{- define "taskflow.serviceAccount" -}}
+{{- $ctx := index . 0 -}}
+{{- $wi := $ctx.Values.global.azureWorkloadIdentity -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
   {{- include "taskflow.metadata" . | nindent 2 }}
+  {{- if $wi.enabled }}
+  {{- $key := printf "%sClientId" (index . 1) }}
+  annotations:
+    azure.workload.identity/client-id: {{ required (printf "global.azureWorkloadIdentity.%s: client ID of the %s's workload identity (terraform output -raw %s_identity_client_id)" $key (index . 1) (index . 1)) (index $wi $key) | quote }}
+  {{- end }}
 automountServiceAccountToken: false
+{{- end -}}
+
+{{/* The pod label that has the AKS workload identity webhook inject the identity's token (global.azureWorkloadIdentity). */}}
+{{- define "taskflow.workloadIdentityLabel" -}}
+{{- if .Values.global.azureWorkloadIdentity.enabled }}
+azure.workload.identity/use: "true"
+{{- end }}
 {{- end -}}
 
 {{/* Egress a TaskFlow process needs and nothing more: DNS, PostgreSQL, Redis (and what the component adds).
@@ -262,6 +299,7 @@ automountServiceAccountToken: false
     {{- include "taskflow.containerSecurityContext" (list $ctx dict) | nindent 4 }}
   volumeMounts:
     {{- include "taskflow.tmpVolumeMount" $ctx | nindent 4 }}
+    {{- with include "taskflow.keyVaultVolumeMount" $ctx }}{{ trim . | nindent 4 }}{{ end }}
 {{- end -}}
 
 {{/* metadata of a Prometheus Operator object (ServiceMonitor, PodMonitor, PrometheusRule): the component's metadata
