@@ -27,10 +27,7 @@ pytestmark = pytest.mark.timeout(300)
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.yml"))
 ZIZMOR_CONFIG = ROOT / ".github" / "zizmor.yml"
-# Paths a workflow may name before the part of the repository holding them is merged: tolerated only while that
-# whole directory is absent (platform/terraform is written in parallel, issue 5). Once it exists, every path the
-# workflows name under it must exist too; the entry can then go.
-PENDING_MERGE = ("platform/terraform",)
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 PIN_RE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+?)(?:\s+#\s*(?P<comment>.*))?\s*$")
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 VERSION_COMMENT_RE = re.compile(r"v\d+\.\d+\.\d+")
@@ -190,6 +187,15 @@ def test_zizmor_finds_nothing_but_the_justified_ignores(tools: dict[str, Path]) 
 def test_workflows_match_the_github_schema(tools: dict[str, Path]) -> None:
     proc = run([tools["check-jsonschema"], "--builtin-schema", "vendor.github-workflows", *WORKFLOWS])
     assert proc.returncode == 0, explain(proc)
+
+
+def test_dependabot_keeps_the_pins_and_the_lock_current(tools: dict[str, Path]) -> None:
+    """The SHA pins and uv.lock age; Dependabot proposes the updates as pull requests (which ci.yml then tests)."""
+    proc = run([tools["check-jsonschema"], "--builtin-schema", "vendor.dependabot", DEPENDABOT])
+    assert proc.returncode == 0, explain(proc)
+    config = yaml.safe_load(DEPENDABOT.read_text())
+    watched = {(u["package-ecosystem"], u["directory"]) for u in config["updates"]}
+    assert {("github-actions", "/"), ("uv", "/"), ("docker", "/apps/api"), ("docker", "/apps/worker")} <= watched
 
 
 # ---- the project's rules ---------------------------------------------------------------------------------------
@@ -379,9 +385,6 @@ def path_problems(workflows: dict[str, dict[str, Any]]) -> tuple[list[str], set[
         resolved = (ROOT / path).resolve()
         seen.add(str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved))
         if resolved.exists():
-            continue
-        pending = next((p for p in PENDING_MERGE if resolved.is_relative_to(ROOT / p)), None)
-        if pending and not (ROOT / pending).exists():
             continue
         missing.append(f"{where}: {path}")
     return missing, seen
