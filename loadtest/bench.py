@@ -82,7 +82,7 @@ async def watch_drain(
         for mark in ("t10", "t90"):
             if mark not in cpu and done >= jobs * (0.1 if mark == "t10" else 0.9):
                 if mark == "t10" and database:
-                    backends = await postgres_backends(database)
+                    backends = await latency.backend_pids(database)
                 cpu[mark] = (latency.cpu_seconds([worker]), latency.cpu_seconds(backends))
         if remaining == 0:
             break
@@ -100,17 +100,6 @@ async def watch_drain(
         (cpu["t90"][0] - cpu["t10"][0]) * 1000 / middle,
         (cpu["t90"][1] - cpu["t10"][1]) * 1000 / middle,
     )
-
-
-async def postgres_backends(database_url: str) -> list[int]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return [r["pid"] for r in rows]
 
 
 async def raw_arq_round(resources: Resources, jobs: int, concurrency: int, poll: float) -> Drain:
@@ -171,7 +160,7 @@ async def batch_alone(system: System, jobs: int, *, clients: int) -> dict[str, A
     """Batch submits with nothing else of the run going on: tasks/s accepted, and the CPU that
     the API process and the PostgreSQL backends spent per 1,000 tasks (steadier on a busy machine)."""
     assert system.api is not None
-    backends = await postgres_backends(system.resources.database_url)
+    backends = await latency.backend_pids(system.resources.database_url)
     before = (latency.cpu_seconds([system.api.pid]), latency.cpu_seconds(backends))
     rate, _ = await batch_submit(system.url, jobs, clients=clients)
     after = (latency.cpu_seconds([system.api.pid]), latency.cpu_seconds(backends))
