@@ -37,7 +37,7 @@ import httpx
 import orjson
 import yaml
 
-from loadtest._procs import System, provisioned, stop
+from loadtest.procs import System, provisioned, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
