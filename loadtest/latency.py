@@ -264,7 +264,7 @@ def parse_rates(text: str) -> list[float]:
 
 
 async def standalone(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from loadtest._procs import REDIS_URL, System, provisioned
+    from loadtest.procs import REDIS_URL, System, provisioned
 
     logs = Path(__file__).resolve().parent / "results" / "logs"
     async with provisioned("taskflow_latency", logs, auth_enabled="false", log_level=args.log_level) as resources:

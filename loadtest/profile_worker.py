@@ -5,7 +5,7 @@
 Prints the process CPU time per job (steadier than wall-clock rates on a shared machine) and,
 with a profiler, the top functions. ``--raw`` drains the same jobs with a plain arq worker
 (loadtest/raw_arq.py's no-op job) for comparison. A database, queue and Redis keys of its own,
-removed afterwards (loadtest/_procs.py).
+removed afterwards (loadtest/procs.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import asyncpg
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from loadtest._procs import REDIS_URL, provisioned, purge
+from loadtest.procs import REDIS_URL, provisioned, purge
 from loadtest.raw_arq import noop
 from taskcore.domain import NewTask
 from taskcore.logging import configure_logging

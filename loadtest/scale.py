@@ -37,7 +37,7 @@ import httpx
 import orjson
 import yaml
 
-from loadtest._procs import System, provisioned, stop
+from loadtest.procs import System, provisioned, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,7 +55,7 @@ class Policy:
     @classmethod
     def from_chart(cls, env: str) -> Policy:
         """The worker scaling policy `helm template` renders for environments/<env>."""
-        helm = shutil.which("helm") or str(ROOT / ".taskflow" / "bin" / "helm")  # `make tools` (issue 4)
+        helm = shutil.which("helm") or str(ROOT / ".taskflow" / "bin" / "helm")  # installed by `make tools`
         values = [ROOT / "environments" / "base" / "values.yaml", ROOT / "environments" / env / "values.yaml"]
         argv = [helm, "template", "taskflow", str(CHART)] + [a for v in values if v.exists() for a in ("-f", str(v))]
         rendered = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout

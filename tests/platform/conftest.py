@@ -12,6 +12,17 @@ import pytest
 
 from tests.platform._support import CHART, ENV_NAMES, Rendered, ToolError, ensure_tools, helm_template
 
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every platform check is e2e: most run the pinned tools (helm, checkov, terraform, ...) or the scripts in
+    subprocesses, and one rule for the directory keeps `-m "not e2e"` from reaching for them one by one."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
+
+
 # Scenario → (the environment it builds on, its values file under the chart's ci/).
 SCENARIOS = {
     "prod-hpa": ("prod", "hpa-values.yaml"),

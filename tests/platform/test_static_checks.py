@@ -146,7 +146,7 @@ def test_argo_applications_use_the_environment_values_in_order() -> None:
 
 
 def test_version_files_hold_the_image_tag_alone() -> None:
-    """CI promotes a release by rewriting this one line (the release workflow, issue 5)."""
+    """CI promotes a release by rewriting this one line (.github/workflows/release.yml)."""
     for env in ENV_NAMES:
         path = ENVIRONMENTS / env / "version.yaml"
         data = yaml.safe_load(path.read_text())

@@ -147,7 +147,7 @@ def resources(doc: dict[str, Any], kind: str = "resource") -> Iterator[tuple[str
 
 
 def variable_order_problems(variables: list[Variable]) -> list[str]:
-    """Required variables first, then optional ones, each group in alphabetical order (STYLE.md)."""
+    """Required variables first, then optional ones, each group in alphabetical order."""
     names = [v.name for v in variables]
     expected = sorted(v.name for v in variables if v.required) + sorted(v.name for v in variables if not v.required)
     return [] if names == expected else [f"variables in {names}, expected {expected}"]

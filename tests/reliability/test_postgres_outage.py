@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from loadtest._procs import stop
+from loadtest.procs import stop
 from tests.e2e._helpers import TASKS, assert_problem, submit, wait_for_status, wait_until
 from tests.e2e.conftest import Stack
 from tests.reliability._helpers import executions, wait_running_on

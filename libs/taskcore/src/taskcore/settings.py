@@ -31,56 +31,63 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a bad URL with a password in it must not be echoed in the start-up error.
     model_config = SettingsConfigDict(env_prefix="TASKFLOW_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
+    # Process
     env: Profile = Profile.DEVELOPMENT
-    database_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/taskflow", repr=False)
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
-    queue_name: str = Field(default="taskflow:queue", min_length=1)
     task_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     builtin_tasks: bool = True
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "console"
-
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=1, le=65535)
-    api_workers: int = Field(default=1, ge=1, le=64)
-
+    # PostgreSQL and Redis
+    database_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/taskflow", repr=False)
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    queue_name: str = Field(default="taskflow:queue", min_length=1)
     db_pool_max_size: int = Field(default=10, ge=1, le=200)
     db_command_timeout_seconds: float = Field(default=30.0, gt=0)
     dependency_timeout_seconds: float = Field(default=2.0, gt=0)
 
-    payload_limit_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
-    default_timeout_seconds: int = Field(default=300, ge=1)
-    max_timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
-    default_max_retries: int = Field(default=3, ge=0)
-    max_retries_limit: int = Field(default=25, ge=0, le=1000)
-    max_delay_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    # API server
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
 
-    retry_backoff_base_seconds: float = Field(default=2.0, gt=0)
-    retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
-
-    worker_concurrency: int = Field(default=50, ge=1, le=10_000)
-    worker_poll_delay_seconds: float = Field(default=0.05, gt=0, le=10)
-    worker_shutdown_grace_seconds: int = Field(default=25, ge=0)
-    worker_id: str | None = None
-    lease_seconds: float = Field(default=30.0, ge=1)
-    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
-    reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
-    enqueue_grace_seconds: float = Field(default=10.0, ge=0)
-    retention_days: float = Field(default=7.0, gt=0)
-    outage_tolerance_seconds: float = Field(default=60.0, ge=0)
-
-    # issue 3: API keys, submit rate limit, CORS
+    # API keys, submit rate limit, CORS
     auth_enabled: bool | None = None  # None: on unless env is development
     api_keys: tuple[ApiKeyEntry, ...] = Field(default=(), repr=False)
     submit_rate_per_second: float = Field(default=200.0, ge=0)  # per key; 0 turns the limit off
     submit_burst: int = Field(default=400, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # issue 6: observability and speed
+    # Submit limits and defaults
+    payload_limit_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    batch_body_limit_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    default_timeout_seconds: int = Field(default=300, ge=1)
+    max_timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    default_max_retries: int = Field(default=3, ge=0)
+    max_retries_limit: int = Field(default=25, ge=0, le=1000)
+    max_delay_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+
+    # Retries
+    retry_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
+
+    # Worker
+    worker_concurrency: int = Field(default=50, ge=1, le=10_000)
+    worker_poll_delay_seconds: float = Field(default=0.05, gt=0, le=10)
+    worker_shutdown_grace_seconds: int = Field(default=25, ge=0)
+    worker_id: str | None = None
     worker_batch_max_size: int = Field(default=200, ge=1, le=5000)
     worker_batch_linger_seconds: float = Field(default=0.01, ge=0, le=1)
-    batch_body_limit_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    outage_tolerance_seconds: float = Field(default=60.0, ge=0)
+
+    # Leases, reconciler, retention
+    lease_seconds: float = Field(default=30.0, ge=1)
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+    reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    enqueue_grace_seconds: float = Field(default=10.0, ge=0)
+    retention_days: float = Field(default=7.0, gt=0)
+
+    # Logs, metrics, traces
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "console"
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)  # 0: no metrics endpoint
     worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod from outside
     metrics_refresh_seconds: float = Field(default=5.0, gt=0)

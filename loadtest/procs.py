@@ -1,5 +1,8 @@
 """Processes and resources of a harness run: a database and queue of its own, the real
-`taskflow-api` and `taskflow-worker` processes bound to 127.0.0.1, all removed afterwards."""
+`taskflow-api` and `taskflow-worker` processes bound to 127.0.0.1, all removed afterwards.
+
+Public: the harnesses in loadtest/ and the process-starting tests (tests/e2e, tests/reliability) share
+`free_port` and `stop`, so a process is started and reaped one way everywhere."""
 
 from __future__ import annotations
 
