@@ -16,7 +16,15 @@ from arq.worker import Retry
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from taskcore.domain import WAITING_STATES, BackoffPolicy, Task
-from taskcore.errors import DependencyUnavailable, TaskNotFound, TaskValidationError
+from taskcore.errors import (
+    DependencyUnavailable,
+    PermanentError,
+    ResultNotSerializable,
+    TaskError,
+    TaskNotFound,
+    TaskTimeout,
+    TaskValidationError,
+)
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
@@ -37,21 +45,10 @@ CLAIM_UNREACHABLE_DEFER_SECONDS = 1.0
 STORE_PROBE_INTERVAL_SECONDS = 1.0
 
 
-class TaskTimeout(Exception):
-    """The handler ran past the task's ``timeout_seconds``."""
-
-
-class ResultNotSerializable(TypeError):
-    """The handler returned something that is not JSON."""
-
-
-class PermanentError(Exception):
-    """The task cannot succeed however often it runs (its type or payload is no longer valid)."""
-
-
 def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
     excerpt = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
-    return {"type": type(exc).__name__, "message": str(exc), "attempt": attempt, "traceback": excerpt}
+    kind = exc.error_type() if isinstance(exc, TaskError) else type(exc).__name__
+    return {"type": kind, "message": str(exc), "attempt": attempt, "traceback": excerpt}
 
 
 @dataclass(slots=True)
@@ -244,7 +241,7 @@ class TaskRunner:
 
     async def _failed(self, task: Task, exc: Exception) -> None:
         error = describe_error(exc, task.attempt)
-        if task.retries_left and not isinstance(exc, PermanentError):
+        if task.retries_left and not (isinstance(exc, TaskError) and not exc.retried):
             delay = self.backoff.delay(task.attempt)
             if await self._persist(self.repo.mark_retry, task.id, task.attempt, error, delay):
                 self.metrics.retries.labels(task.task_type).inc()
