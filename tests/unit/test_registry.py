@@ -6,8 +6,7 @@ from uuid import uuid4
 import pytest
 from pydantic import BaseModel
 
-from taskcore.errors import TaskValidationError
-from taskcore.errors import HandlerExit
+from taskcore.errors import HandlerExit, TaskValidationError
 from taskcore.registry import TaskContext, TaskRegistry, load_registry
 
 

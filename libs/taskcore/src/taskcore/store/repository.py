@@ -29,7 +29,6 @@ _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, ti
     idempotency_key, request_id, traceparent"""
 
 
-
 def _task(row: asyncpg.Record) -> Task:
     values = dict(row.items())
     values["status"] = TaskStatus(values["status"])
