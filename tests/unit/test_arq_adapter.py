@@ -112,7 +112,7 @@ def _worker(max_timeout_seconds: float = 300) -> TaskflowWorker:
         health_check_interval_seconds=5,
         redis=redis_settings("redis://127.0.0.1:1/0", timeout_seconds=1, outage_tolerance_seconds=1),
     )
-    # Built, never started: construction opens no connection.
+    # Built, never started: construction opens no connection (and, inside a running loop, no loop).
     return build_worker(_noop, spec, ready_to_pick=_ready, on_startup=_nothing, on_shutdown=_nothing, burst=True)
 
 
@@ -149,7 +149,7 @@ def test_arq_functions_the_adapter_calls_keep_their_parameters(
     assert _params(fn) == params, f"{name} now takes {_params(fn)}, the adapter passes {params}"
 
 
-def test_worker_attributes_the_adapter_reads_exist() -> None:
+async def test_worker_attributes_the_adapter_reads_exist() -> None:
     worker = _worker()
     missing = [a for a in WORKER_ATTRIBUTES if not hasattr(worker, a)]
     assert not missing, f"arq's Worker no longer sets {missing}, which TaskflowWorker reads or writes"
@@ -159,7 +159,7 @@ def test_worker_attributes_the_adapter_reads_exist() -> None:
     assert used <= fields, f"arq's Function lost {sorted(used - fields)}, which TaskflowWorker reads"
 
 
-def test_in_progress_mark_lifetime_is_arqs() -> None:
+async def test_in_progress_mark_lifetime_is_arqs() -> None:
     worker = _worker(max_timeout_seconds=300)
     expected = adapter.in_progress_mark_lifetime(300).total_seconds()
     assert worker.in_progress_timeout_s == expected, (
