@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 
 from taskcore.errors import DependencyUnavailable
 from taskcore.queue import TaskQueue
@@ -17,23 +18,14 @@ from taskflow_worker.metrics import WorkerMetrics
 from taskflow_worker.runner import TaskRunner
 
 
+@dataclass(slots=True)
 class Heartbeat:
-    def __init__(
-        self,
-        *,
-        runner: TaskRunner,
-        repo: TaskRepository,
-        queue: TaskQueue,
-        metrics: WorkerMetrics,
-        worker_id: str,
-        concurrency: int,
-    ) -> None:
-        self.runner = runner
-        self.repo = repo
-        self.queue = queue
-        self.metrics = metrics
-        self.worker_id = worker_id
-        self.concurrency = concurrency
+    runner: TaskRunner
+    repo: TaskRepository
+    queue: TaskQueue
+    metrics: WorkerMetrics
+    worker_id: str
+    concurrency: int
 
     async def beat(self) -> None:
         """One beat; raises DependencyUnavailable (after setting its gauge) when a dependency is down."""

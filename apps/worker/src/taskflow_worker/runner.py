@@ -24,6 +24,7 @@ from taskcore.errors import (
     TaskNotFound,
     TaskTimeout,
     TaskValidationError,
+    retried,
 )
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.queue import defer
@@ -241,7 +242,7 @@ class TaskRunner:
 
     async def _failed(self, task: Task, exc: Exception) -> None:
         error = describe_error(exc, task.attempt)
-        if task.retries_left and not (isinstance(exc, TaskError) and not exc.retried):
+        if task.retries_left and retried(exc):
             delay = self.backoff.delay(task.attempt)
             if await self._persist(self.repo.mark_retry, task.id, task.attempt, error, delay):
                 self.metrics.retries.labels(task.task_type).inc()

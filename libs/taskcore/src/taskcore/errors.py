@@ -85,6 +85,11 @@ class TaskError(TaskflowError):
         return cls.__name__
 
 
+def retried(exc: BaseException) -> bool:
+    """Whether an attempt that ended with ``exc`` is retried while attempts are left."""
+    return not isinstance(exc, TaskError) or exc.retried
+
+
 class TaskTimeout(TaskError):
     """The handler ran past the task's ``timeout_seconds``."""
 
