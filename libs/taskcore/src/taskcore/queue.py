@@ -261,11 +261,11 @@ class TaskQueue:
         ids = [job_id(t) for t in task_ids]
         async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(name, name + health_check_key_suffix)
-            for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix, retry_key_prefix):
-                for key in ids:
-                    pipe.delete(prefix + key)
-            if ids:
-                pipe.zrem(abort_jobs_ss, *ids)
+            for start in range(0, len(ids), ENQUEUE_CHUNK):
+                chunk = ids[start : start + ENQUEUE_CHUNK]
+                for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix, retry_key_prefix):
+                    pipe.delete(*(prefix + key for key in chunk))
+                pipe.zrem(abort_jobs_ss, *chunk)
             await pipe.execute()
 
     async def close(self) -> None:
