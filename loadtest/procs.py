@@ -22,9 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
-from taskcore.queue import connect
+from taskcore.queue import TaskQueue, connect
 from taskcore.store import migrate
 
 BIN = Path(sys.executable).parent
@@ -119,14 +118,7 @@ def _database_url(name: str) -> str:
 
 async def purge(redis: ArqRedis, queue_name: str, job_ids: list[str]) -> None:
     """Delete the queue and the arq keys of these jobs (and nothing else)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(queue_name, f"{queue_name}:health-check")
-        for start in range(0, len(job_ids), 1000):
-            chunk = job_ids[start : start + 1000]
-            for prefix in (job_key_prefix, in_progress_key_prefix, retry_key_prefix):
-                pipe.delete(*(prefix + j for j in chunk))
-            pipe.zrem(abort_jobs_ss, *chunk)
-        await pipe.execute()
+    await TaskQueue(redis).purge([uuid.UUID(j) for j in job_ids], queue=queue_name)
 
 
 @asynccontextmanager

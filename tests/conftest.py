@@ -18,13 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from arq.connections import ArqRedis
-from arq.constants import (
-    abort_jobs_ss,
-    in_progress_key_prefix,
-    job_key_prefix,
-    result_key_prefix,
-    retry_key_prefix,
-)
 
 from taskcore.queue import TaskQueue, connect
 from taskcore.registry import TaskRegistry, load_registry
@@ -66,15 +59,7 @@ async def drop_database(name: str) -> None:
 
 async def purge_queue(redis: ArqRedis, queue_name: str, task_ids: Iterable[uuid.UUID]) -> None:
     """Delete this queue and the arq keys of the given tasks (and nothing else)."""
-    ids = [str(t) for t in task_ids]
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(queue_name, f"{queue_name}:health-check")
-        for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix, retry_key_prefix):
-            for task_id in ids:
-                pipe.delete(prefix + task_id)
-        if ids:
-            pipe.zrem(abort_jobs_ss, *ids)
-        await pipe.execute()
+    await TaskQueue(redis).purge(list(task_ids), queue=queue_name)
 
 
 async def all_task_ids(pool: asyncpg.Pool) -> list[uuid.UUID]:

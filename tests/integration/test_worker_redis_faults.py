@@ -16,13 +16,12 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.utils import timestamp_ms
 from arq.worker import func
 
-from taskcore.queue import TaskQueue, connect
+from taskcore.queue import PICK_SCRIPT, TaskflowWorker, TaskQueue, connect, in_progress_mark_lifetime
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
-from taskflow_worker._arq_worker import CLAIM_SCRIPT, TaskflowWorker
 from taskflow_worker.app import create_worker
-from taskflow_worker.reconciler import IN_PROGRESS_MARK_EXTRA, Reconciler
+from taskflow_worker.reconciler import Reconciler
 from tests.task_types import RUNS
 
 TIMEOUT_S = 60
@@ -157,7 +156,7 @@ async def test_a_retried_pick_answers_the_same_jobs(redis: ArqRedis, queue_name:
     for i in range(3):
         await redis.enqueue_job("job", i, _queue_name=queue_name)
     ids = [i.decode() for i in await due_ids(redis, queue_name)]
-    script = redis.register_script(CLAIM_SCRIPT)
+    script = redis.register_script(PICK_SCRIPT)
     args = [timestamp_ms(), 70_000, 2, "worker-x:7", *ids]
     first = await script(keys=[queue_name, abort_jobs_ss], args=args)
     again = await script(keys=[queue_name, abort_jobs_ss], args=args)
@@ -201,7 +200,7 @@ async def test_a_job_picked_by_a_worker_that_died_is_freed_and_runs_once(
     with pytest.raises(asyncio.CancelledError):
         await picked
     mark = in_progress_key_prefix + str(task.id)
-    lifetime_ms = int((settings.max_timeout_seconds + IN_PROGRESS_MARK_EXTRA.total_seconds()) * 1000)
+    lifetime_ms = int(in_progress_mark_lifetime(settings.max_timeout_seconds).total_seconds() * 1000)
     assert lifetime_ms - 5000 < await redis.pttl(mark) <= lifetime_ms  # the lifetime the reconciler expects
     await redis.pexpire(mark, lifetime_ms - int(settings.lease_seconds * 1000) - 1000)  # as if marked a while ago
     report = await Reconciler(repo=service.repo, queue=queue, settings=settings).tick()

@@ -4,33 +4,15 @@ import random
 
 import pytest
 
-from taskcore.domain import TERMINAL_STATES, TRANSITIONS, BackoffPolicy, TaskStatus, can_transition
+from taskcore.domain import WAITING_STATES, BackoffPolicy, TaskStatus
+from taskcore.store.states import sql_states
 
 
-def test_terminal_states_only_leave_by_manual_retry() -> None:
-    assert {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED} == TERMINAL_STATES
-    assert TRANSITIONS[TaskStatus.SUCCEEDED] == frozenset()
-    for status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        assert TRANSITIONS[status] == {TaskStatus.QUEUED}
-
-
-@pytest.mark.parametrize("waiting", [TaskStatus.QUEUED, TaskStatus.SCHEDULED])
-def test_waiting_tasks_are_claimed_or_cancelled(waiting: TaskStatus) -> None:
-    assert can_transition(waiting, TaskStatus.RUNNING)
-    assert can_transition(waiting, TaskStatus.CANCELLED)
-    assert not can_transition(waiting, TaskStatus.SUCCEEDED)
-    assert not can_transition(waiting, TaskStatus.FAILED)
-
-
-def test_only_running_tasks_finish() -> None:
-    finishing = {TaskStatus.SUCCEEDED, TaskStatus.FAILED}
-    for status in TaskStatus:
-        assert bool(TRANSITIONS[status] & finishing) == (status is TaskStatus.RUNNING)
-
-
-def test_every_state_has_a_transition_entry() -> None:
-    assert set(TRANSITIONS) == set(TaskStatus)
-    assert all(status.terminal == (status in TERMINAL_STATES) for status in TaskStatus)
+def test_every_store_guard_agrees_with_the_transition_table() -> None:
+    # The store composes its guards at import and refuses one the table does not allow.
+    with pytest.raises(ValueError, match="does not allow"):
+        sql_states({TaskStatus.SUCCEEDED}, entering=TaskStatus.RUNNING)
+    assert sql_states(WAITING_STATES, entering=TaskStatus.RUNNING) == "('queued', 'scheduled')"
 
 
 def test_backoff_grows_exponentially_within_equal_jitter_bounds() -> None:

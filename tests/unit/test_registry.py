@@ -6,8 +6,8 @@ from uuid import uuid4
 import pytest
 from pydantic import BaseModel
 
-from taskcore.errors import TaskValidationError
-from taskcore.registry import HandlerExit, TaskContext, TaskRegistry, load_registry
+from taskcore.errors import HandlerExit, TaskValidationError
+from taskcore.registry import TaskContext, TaskRegistry, load_registry
 
 
 class Point(BaseModel):

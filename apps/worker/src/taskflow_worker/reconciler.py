@@ -9,6 +9,7 @@ from uuid import UUID
 import structlog
 
 from taskcore.domain import TaskStatus
+from taskcore.errors import LeaseExpired
 from taskcore.queue import TaskQueue
 from taskcore.settings import Settings
 from taskcore.store.repository import TaskRepository
@@ -16,12 +17,6 @@ from taskcore.store.repository import TaskRepository
 log = structlog.get_logger("taskflow.reconciler")
 
 LEADER_LOCK_KEY = 0x7A5CF11
-# arq marks a job in progress for its function's timeout + 10 s; app.py gives run_task max_timeout + 60 s.
-IN_PROGRESS_MARK_EXTRA = timedelta(seconds=70)
-LOST_LEASE_ERROR = {
-    "type": "LeaseExpired",
-    "message": "the worker running this task stopped renewing its lease (it died or lost PostgreSQL)",
-}
 
 
 @dataclass(slots=True)
@@ -63,7 +58,9 @@ class Reconciler:
         return report
 
     async def _recover_expired_leases(self) -> int:
-        recovered = await self.repo.recover_expired(limit=self.settings.reconcile_batch_size, error=LOST_LEASE_ERROR)
+        recovered = await self.repo.recover_expired(
+            limit=self.settings.reconcile_batch_size, error=LeaseExpired.as_error()
+        )
         for task in recovered:
             if task.status is TaskStatus.SCHEDULED:
                 await self.queue.requeue_stale(task.id, run_at=task.run_at, priority=task.priority)
@@ -88,7 +85,7 @@ class Reconciler:
         stuck = await self.queue.stale_in_progress(
             [t for t in by_id if t not in lost],
             marked_before=timedelta(seconds=self.settings.lease_seconds),
-            mark_lifetime=timedelta(seconds=self.settings.max_timeout_seconds) + IN_PROGRESS_MARK_EXTRA,
+            max_timeout_seconds=self.settings.max_timeout_seconds,
         )
         await self.queue.clear_in_progress(stuck)
         return len(missing), len(stuck)

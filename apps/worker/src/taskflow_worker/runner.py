@@ -12,17 +12,26 @@ from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 import structlog
-from arq.worker import Retry
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
+from taskcore.batching import Coalescer
 from taskcore.domain import WAITING_STATES, BackoffPolicy, Task
-from taskcore.errors import DependencyUnavailable, TaskNotFound, TaskValidationError
+from taskcore.errors import (
+    DependencyUnavailable,
+    PermanentError,
+    ResultNotSerializable,
+    TaskError,
+    TaskNotFound,
+    TaskTimeout,
+    TaskValidationError,
+    retried,
+)
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
+from taskcore.queue import defer
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store.repository import Success, TaskRepository
 from taskcore.telemetry import Tracing
-from taskflow_worker.batching import Coalescer
 from taskflow_worker.metrics import WorkerMetrics
 
 log = structlog.get_logger("taskflow.worker")
@@ -37,21 +46,10 @@ CLAIM_UNREACHABLE_DEFER_SECONDS = 1.0
 STORE_PROBE_INTERVAL_SECONDS = 1.0
 
 
-class TaskTimeout(Exception):
-    """The handler ran past the task's ``timeout_seconds``."""
-
-
-class ResultNotSerializable(TypeError):
-    """The handler returned something that is not JSON."""
-
-
-class PermanentError(Exception):
-    """The task cannot succeed however often it runs (its type or payload is no longer valid)."""
-
-
 def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
     excerpt = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
-    return {"type": type(exc).__name__, "message": str(exc), "attempt": attempt, "traceback": excerpt}
+    kind = exc.error_type() if isinstance(exc, TaskError) else type(exc).__name__
+    return {"type": kind, "message": str(exc), "attempt": attempt, "traceback": excerpt}
 
 
 @dataclass(slots=True)
@@ -136,7 +134,7 @@ class TaskRunner:
             log.info("postgresql reachable again: picking jobs")
         self._store_down = False
 
-    async def ready_to_claim(self) -> bool:
+    async def ready_to_pick(self) -> bool:
         """Whether the worker should pick jobs now: yes unless PostgreSQL was found unreachable and a
         probe (at most one per STORE_PROBE_INTERVAL_SECONDS) does not show it back. A worker cut off
         from PostgreSQL but not from Redis thus leaves the queue's jobs to workers that can claim them."""
@@ -155,13 +153,13 @@ class TaskRunner:
     async def run(self, task_id: UUID) -> None:
         """The body of one arq delivery for ``task_id``."""
         try:
-            task = await self._claims.submit(task_id)
+            task = await self._claims.add(task_id)
         except DependencyUnavailable:
             # Nothing has run yet: hand the job back (arq re-queues it, due shortly) rather than hold
             # it while PostgreSQL is away; a worker that reaches PostgreSQL takes it meanwhile.
             self.store_unreachable()
             log.info("claim could not reach postgresql; job handed back", task_id=str(task_id))
-            raise Retry(defer=CLAIM_UNREACHABLE_DEFER_SECONDS) from None
+            raise defer(CLAIM_UNREACHABLE_DEFER_SECONDS) from None
         if task is None:
             self.metrics.skipped.inc()
             await self._not_claimed(task_id)
@@ -198,7 +196,7 @@ class TaskRunner:
         elapsed = time.perf_counter() - started
         series = self.metrics.for_type(task.task_type)
         series.run_duration.observe(elapsed)
-        if await self._persist(self._successes.submit, Success(task.id, task.attempt, result_json)):
+        if await self._persist(self._successes.add, Success(task.id, task.attempt, result_json)):
             series.succeeded.inc()
             log.info("task succeeded", duration_ms=round(elapsed * 1000, 3))
         else:
@@ -212,7 +210,7 @@ class TaskRunner:
             return
         wait = (task.run_at - datetime.now(UTC)).total_seconds()
         if task.status in WAITING_STATES and wait > 0:
-            raise Retry(defer=wait)
+            raise defer(wait)
         log.debug("delivery skipped", task_id=str(task_id), status=task.status)
 
     async def _execute(self, task: Task, running: _Running) -> str:
@@ -244,12 +242,12 @@ class TaskRunner:
 
     async def _failed(self, task: Task, exc: Exception) -> None:
         error = describe_error(exc, task.attempt)
-        if task.retries_left and not isinstance(exc, PermanentError):
+        if task.retries_left and retried(exc):
             delay = self.backoff.delay(task.attempt)
             if await self._persist(self.repo.mark_retry, task.id, task.attempt, error, delay):
                 self.metrics.retries.labels(task.task_type).inc()
                 log.warning("task failed, will retry", error=error["message"], retry_in=round(delay, 3))
-                raise Retry(defer=delay)  # arq re-queues this same job (id = task id)
+                raise defer(delay)  # arq re-queues this same job (id = task id)
         elif await self._persist(self.repo.mark_failed, task.id, task.attempt, error):
             self.metrics.finished.labels(task.task_type, "failed").inc()
             log.error("task failed", error=error["message"])

@@ -27,7 +27,9 @@ TERMINAL_STATES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus
 WAITING_STATES = frozenset({TaskStatus.SCHEDULED, TaskStatus.QUEUED})
 RETRYABLE_STATES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
-# Every transition the system performs; the store guards each one with the expected status.
+# Every transition the system performs. The store builds each statement's guard from this table
+# (taskcore.store.states), and tests/reliability/test_state_machine.py checks PostgreSQL against it.
+# A new status is one entry here (plus the sets above it belongs to).
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.SCHEDULED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
@@ -44,10 +46,6 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),  # manual retry
     TaskStatus.CANCELLED: frozenset({TaskStatus.QUEUED}),  # manual retry
 }
-
-
-def can_transition(current: TaskStatus, target: TaskStatus) -> bool:
-    return target in TRANSITIONS[current]
 
 
 @dataclass(frozen=True, slots=True)

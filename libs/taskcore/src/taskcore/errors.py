@@ -6,14 +6,23 @@ TaskflowError
 ├── IdempotencyConflict     — same Idempotency-Key, different request
 ├── TaskValidationError     — unknown task type or payload not matching its schema
 │   └── PayloadTooLarge     — serialised payload over the configured limit
-└── DependencyUnavailable   — PostgreSQL or Redis does not answer
+├── DependencyUnavailable   — PostgreSQL or Redis does not answer
+└── TaskError               — why an attempt of a task ended badly: its name is the task's ``error.type``
+    ├── TaskTimeout         — the handler ran past ``timeout_seconds`` (retried)
+    ├── PermanentError      — the task's type or payload is no longer valid (not retried)
+    ├── ResultNotSerializable — the handler returned something that is not JSON (retried)
+    ├── HandlerExit         — the handler raised SystemExit or KeyboardInterrupt (retried)
+    └── LeaseExpired        — the worker running it stopped renewing its lease (retried)
+
+Any other exception a handler raises is recorded under its own class name and retried.
+docs/api.md lists these for users.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 
@@ -64,6 +73,50 @@ class DependencyUnavailable(TaskflowError):
     def __init__(self, dependency: str, reason: str = "") -> None:
         super().__init__(f"{dependency} is unavailable" + (f": {reason}" if reason else ""))
         self.dependency = dependency
+
+
+class TaskError(TaskflowError):
+    """An attempt's outcome that TaskFlow names itself; ``retried`` says whether attempts left are used."""
+
+    retried: ClassVar[bool] = True
+
+    @classmethod
+    def error_type(cls) -> str:
+        return cls.__name__
+
+
+def retried(exc: BaseException) -> bool:
+    """Whether an attempt that ended with ``exc`` is retried while attempts are left."""
+    return not isinstance(exc, TaskError) or exc.retried
+
+
+class TaskTimeout(TaskError):
+    """The handler ran past the task's ``timeout_seconds``."""
+
+
+class PermanentError(TaskError):
+    """The task cannot succeed however often it runs (its type or payload is no longer valid)."""
+
+    retried = False
+
+
+class ResultNotSerializable(TaskError, TypeError):
+    """The handler returned something that is not JSON."""
+
+
+class HandlerExit(TaskError):
+    """The handler raised SystemExit or KeyboardInterrupt: that ends its task, never the worker."""
+
+
+class LeaseExpired(TaskError):
+    """The worker running the task stopped renewing its lease (it died or lost PostgreSQL); the
+    reconciler records it, so no traceback exists."""
+
+    MESSAGE = "the worker running this task stopped renewing its lease (it died or lost PostgreSQL)"
+
+    @classmethod
+    def as_error(cls) -> dict[str, Any]:
+        return {"type": cls.error_type(), "message": cls.MESSAGE}
 
 
 @asynccontextmanager

@@ -1,30 +1,93 @@
-"""The arq side: one job per task, job id = task id, carrying only the id.
+"""The arq adapter: the one module that knows arq's keys, its job layout, its Lua-visible data and
+its Worker's internals. Everything else calls it (``TaskQueue`` for the queue side,
+``build_worker`` for the worker side); tests/unit/test_arq_adapter.py fails, naming what
+changed, when an arq internal relied on here changes (arq is pinned to its minor release).
+
+Queues: one job per task, job id = task id, carrying only the id. Every call that touches a
+queue takes its name (``queue=``; the client's default queue when omitted), and the worker
+picks from the queue it was built for: arq keeps one sorted set per queue.
 
 Priority: arq runs due jobs in score order (the due time in ms). A task due now is
 enqueued with its score moved back ``priority`` hours, so among tasks that are due,
 higher priorities run first; a delayed task or a retry enters at its due time.
+
+The worker side, ``TaskflowWorker``: arq's Worker with bulk picking and grouped finishing,
+arq's keys and semantics unchanged.
+
+arq picks each job on its own: WATCH the job's in-progress key, EXISTS, ZSCORE, MULTI/PSETEX/EXEC,
+then one more transaction to read the job and count the try — five round trips per job, and the
+same again on every poll for each job this worker is already running (they stay in the queue until
+they finish). At a few thousand jobs a second that sequence, not the jobs, sets the pace.
+
+``TaskflowWorker`` keeps arq's poll loop, abort handling, signals and shutdown, and replaces two
+steps:
+
+* **start_jobs** picks every job it has room for in one script call (``PICK_SCRIPT``): for each
+  due job id (as arq's poll read them) that no worker has marked, it sets arq's in-progress key
+  with arq's own lifetime, reads the job and counts the try (arq's retry key), atomically. Jobs
+  this worker is running are not even asked about.
+* **finishing**: a job that ended (success or error, its result not kept: TaskFlow's
+  ``keep_result=0``) is removed from Redis together with the other jobs that ended meanwhile —
+  one MULTI/EXEC deleting their in-progress, retry and job keys and their queue and abort entries,
+  exactly what arq's ``finish_job`` does per job.
+
+Each picked job runs in one task (the function awaited inside it, under the function's timeout),
+registered as arq's ``job_tasks`` entry, so arq's abort cancels it. Anything off this common path —
+a job whose data expired, an abort requested before it started, an unknown function or an
+undecodable job, a cron job, a job past ``max_tries``, a ``Retry``, a cancellation by shutdown, a
+result to keep, ``on_job_*`` hooks — goes through arq's own ``run_job``/``finish_job``.
+
+The in-progress mark carries a token naming this call, so that a script call redis-py retries after
+a lost reply returns the jobs the first execution marked instead of leaving them marked by nobody.
+A lost connection that outlasts those retries leaves the jobs where they were for the next poll;
+a mark left by a worker that died is cleared by the reconciler (stale in-progress marks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import dataclasses
+import itertools
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 from uuid import UUID
 
-from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
+import structlog
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import (
+    abort_jobs_ss,
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.jobs import deserialize_job_raw, serialize_job
+from arq.typing import WorkerCoroutine
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Function, Retry, Worker, func
 from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from taskcore.batching import Coalescer
 from taskcore.errors import unavailable_on
 
 RUN_TASK = "run_task"  # the single arq function every task runs through
+# PostgreSQL governs retries; arq must never give up on a job by its own count.
+ARQ_MAX_TRIES = 1_000_000
+# run_task's arq timeout over the longest task timeout: the runner enforces the task's own.
+RUN_TASK_TIMEOUT_EXTRA = timedelta(seconds=60)
+# arq marks a job in progress for its longest function timeout + this (Worker.in_progress_timeout_s).
+ARQ_IN_PROGRESS_EXTRA = timedelta(seconds=10)
 PRIORITY_STEP = timedelta(hours=1)
 # arq's job key must outlive the time a job may wait in the queue.
 JOB_EXPIRY_EXTRA = timedelta(days=2)
@@ -75,6 +138,11 @@ class Enqueue:
     priority: int = 0
 
 
+def in_progress_mark_lifetime(max_timeout_seconds: float) -> timedelta:
+    """How long arq's in-progress mark of a picked job lives (its age is read from its TTL)."""
+    return timedelta(seconds=max_timeout_seconds) + RUN_TASK_TIMEOUT_EXTRA + ARQ_IN_PROGRESS_EXTRA
+
+
 def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedis:
     """An ArqRedis client; it connects lazily, so a Redis outage does not stop a process starting."""
     pool = ConnectionPool.from_url(
@@ -90,11 +158,11 @@ def _translate_errors() -> AbstractAsyncContextManager[None]:
 
 
 class TaskQueue:
-    """The task side of one arq queue: the client's ``default_queue_name``."""
+    """The task side of arq's queues; ``queue`` defaults to the client's ``default_queue_name``."""
 
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
-        self.queue_name = redis.default_queue_name
+        self.queue_name: str = redis.default_queue_name
         self._enqueue_script = redis.register_script(_ENQUEUE_SCRIPT)
         self._exists_script = redis.register_script(_EXISTS_SCRIPT)
 
@@ -102,12 +170,13 @@ class TaskQueue:
         async with _translate_errors():
             await self.redis.ping()
 
-    async def enqueue(self, task_id: UUID, *, run_at: datetime, priority: int = 0) -> bool:
+    async def enqueue(self, task_id: UUID, *, run_at: datetime, priority: int = 0, queue: str | None = None) -> bool:
         """Add the task's job; False when a job for it already exists (it will run anyway)."""
-        return (await self.enqueue_many([Enqueue(task_id, run_at, priority)]))[0]
+        return (await self.enqueue_many([Enqueue(task_id, run_at, priority)], queue=queue))[0]
 
-    async def enqueue_many(self, jobs: Sequence[Enqueue]) -> list[bool]:
-        """Add many jobs, a chunk per round trip; each answer as for ``enqueue``."""
+    async def enqueue_many(self, jobs: Sequence[Enqueue], *, queue: str | None = None) -> list[bool]:
+        """Add many jobs to one queue, a chunk per round trip; each answer as for ``enqueue``."""
+        queue_key = queue or self.queue_name
         added: list[bool] = []
         now_ms = timestamp_ms()
         serializer = self.redis.job_serializer
@@ -125,14 +194,14 @@ class TaskQueue:
                 body = serialize_job(RUN_TASK, (key,), {}, None, now_ms, serializer=serializer)
                 args += [key, expires_ms, due_ms, body]
             async with _translate_errors():
-                flags = await self._enqueue_script(keys=[self.queue_name], args=args)
+                flags = await self._enqueue_script(keys=[queue_key], args=args)
             added += [bool(n) for n in flags]
         return added
 
-    async def remove(self, task_id: UUID) -> None:
+    async def remove(self, task_id: UUID, *, queue: str | None = None) -> None:
         """Drop a waiting task's job (the claim guard protects the race with a worker)."""
         async with _translate_errors(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.queue_name, job_id(task_id))
+            pipe.zrem(queue or self.queue_name, job_id(task_id))
             pipe.delete(job_key_prefix + job_id(task_id))
             await pipe.execute()
 
@@ -141,12 +210,14 @@ class TaskQueue:
         async with _translate_errors():
             await self.redis.zadd(abort_jobs_ss, {job_id(task_id): timestamp_ms()})
 
-    async def requeue_stale(self, task_id: UUID, *, run_at: datetime, priority: int = 0) -> None:
+    async def requeue_stale(
+        self, task_id: UUID, *, run_at: datetime, priority: int = 0, queue: str | None = None
+    ) -> None:
         """Re-offer a task whose worker died: its job may still sit in the queue marked in progress
         (arq would wait for the job timeout before retrying it), so clear that mark first."""
         async with _translate_errors():
             await self.redis.delete(in_progress_key_prefix + job_id(task_id))
-        await self.enqueue(task_id, run_at=run_at, priority=priority)
+        await self.enqueue(task_id, run_at=run_at, priority=priority, queue=queue)
 
     async def forget_abort(self, task_id: UUID) -> None:
         """Drop a leftover abort request, which would otherwise abort the task's next job before it starts."""
@@ -163,17 +234,17 @@ class TaskQueue:
         return [task_id for task_id, exists in zip(task_ids, found, strict=True) if not exists]
 
     async def stale_in_progress(
-        self, task_ids: Sequence[UUID], *, marked_before: timedelta, mark_lifetime: timedelta
+        self, task_ids: Sequence[UUID], *, marked_before: timedelta, max_timeout_seconds: float
     ) -> list[UUID]:
-        """The tasks whose job a worker marked in progress more than ``marked_before`` ago (arq sets the
-        mark to live ``mark_lifetime``; its remaining TTL tells its age)."""
+        """The tasks whose job a worker marked in progress more than ``marked_before`` ago (the mark
+        lives ``in_progress_mark_lifetime(max_timeout_seconds)``; its remaining TTL tells its age)."""
         if not task_ids:
             return []
         async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.pttl(in_progress_key_prefix + job_id(task_id))
             remaining = await pipe.execute()
-        lifetime_ms = mark_lifetime.total_seconds() * 1000
+        lifetime_ms = in_progress_mark_lifetime(max_timeout_seconds).total_seconds() * 1000
         limit_ms = marked_before.total_seconds() * 1000
         return [t for t, ms in zip(task_ids, remaining, strict=True) if ms > 0 and lifetime_ms - ms > limit_ms]
 
@@ -183,5 +254,293 @@ class TaskQueue:
             async with _translate_errors():
                 await self.redis.delete(*(in_progress_key_prefix + job_id(t) for t in task_ids))
 
+    async def purge(self, task_ids: Sequence[UUID], *, queue: str | None = None) -> None:
+        """Delete a queue and every arq key of these tasks (and nothing else): for a test or a bench
+        that shares a Redis database with others."""
+        name = queue or self.queue_name
+        ids = [job_id(t) for t in task_ids]
+        async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(name, name + health_check_key_suffix)
+            for start in range(0, len(ids), ENQUEUE_CHUNK):
+                chunk = ids[start : start + ENQUEUE_CHUNK]
+                for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix, retry_key_prefix):
+                    pipe.delete(*(prefix + key for key in chunk))
+                pipe.zrem(abort_jobs_ss, *chunk)
+            await pipe.execute()
+
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
+
+
+# -- the worker side ------------------------------------------------------------
+
+log = structlog.get_logger("taskflow.worker")
+
+LOST_CONNECTION = (WatchError, RedisConnectionError, RedisTimeoutError, OSError)
+RETRY_KEY_SECONDS = 88_400  # arq's lifetime of a job's try counter
+FINISH_BATCH = 500
+# Job ids asked about per pick, per free slot: the jobs at the head of the queue may be running on
+# other workers; asking about all the ids a poll read (up to 500) costs the client more than a
+# second round trip in the rare case where that is not enough.
+PICK_FACTOR = 2
+
+# KEYS: the queue, arq's abort set. ARGV: now (ms), in-progress lifetime (ms), most jobs to pick, this
+# call's token, then the candidate job ids in queue order. For each job picked, returns
+# {id, score, job data or false, try}: false (data expired, or an abort waits) sends the job down
+# arq's own run_job, which reads it again and deals with it.
+PICK_SCRIPT = f"""
+local picked = {{}}
+local limit = tonumber(ARGV[3])
+local now = tonumber(ARGV[1])
+for i = 5, #ARGV do
+  if #picked >= limit then break end
+  local id = ARGV[i]
+  local mark_key = '{in_progress_key_prefix}' .. id
+  local mark = redis.call('get', mark_key)
+  if mark == ARGV[4] then
+    -- marked by this very call: redis-py retried it after losing the reply; answer the same
+    local try = tonumber(redis.call('get', '{retry_key_prefix}' .. id) or '0')
+    local data = redis.call('get', '{job_key_prefix}' .. id)
+    if try == 0 or redis.call('zscore', KEYS[2], id) then data = false end
+    picked[#picked + 1] = {{id, redis.call('zscore', KEYS[1], id) or '0', data, try}}
+  elseif not mark then
+    local score = redis.call('zscore', KEYS[1], id)
+    if score and tonumber(score) <= now then
+      redis.call('psetex', mark_key, ARGV[2], ARGV[4])
+      local data = redis.call('get', '{job_key_prefix}' .. id)
+      local try = 0
+      if data and not redis.call('zscore', KEYS[2], id) then
+        try = redis.call('incr', '{retry_key_prefix}' .. id)
+        redis.call('expire', '{retry_key_prefix}' .. id, {RETRY_KEY_SECONDS})
+      else
+        data = false
+      end
+      picked[#picked + 1] = {{id, score, data, try}}
+    end
+  end
+end
+return picked
+"""
+
+
+def defer(seconds: float) -> Exception:
+    """What a job raises to run again in ``seconds`` (the same job: id = task id)."""
+    return Retry(defer=seconds)
+
+
+def redis_settings(redis_url: str, *, timeout_seconds: float, outage_tolerance_seconds: float) -> RedisSettings:
+    """arq's Redis connection, retrying each command with backoff so that the worker waits out
+    a Redis restart (for about ``outage_tolerance_seconds``) instead of exiting."""
+    tolerance = outage_tolerance_seconds
+    return dataclasses.replace(
+        RedisSettings.from_dsn(redis_url),
+        conn_timeout=max(1, math.ceil(timeout_seconds)),
+        conn_retries=max(1, math.ceil(tolerance)),
+        retry_on_timeout=True,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        # Delays double from 0.1 s up to 2 s: about four retries for the first 3 s, then one per 2 s.
+        retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=4 + math.ceil(max(0.0, tolerance - 3) / 2)),
+    )
+
+
+ReadyToPick = Callable[[], Awaitable[bool]]
+RunTask = Callable[[dict[str, Any], str], Awaitable[None]]  # (arq's ctx, unused; the task id)
+
+
+async def _always_ready() -> bool:
+    return True
+
+
+class TaskflowWorker(Worker):
+    """arq's Worker picking from ``queue_name``; ``ready_to_pick`` is asked before each pick (no:
+    the due jobs stay for other workers)."""
+
+    def __init__(self, *args: Any, ready_to_pick: ReadyToPick = _always_ready, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ready_to_pick = ready_to_pick
+        self._pick_script: Any = None
+        self._token_prefix = uuid.uuid4().hex[:12]
+        self._calls = itertools.count()
+        self._finished: Coalescer[str, None] = Coalescer(
+            self._remove_finished, max_batch=FINISH_BATCH, linger=0, name="finish"
+        )
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Pick as many of these due jobs as there is room for, a round trip per PICK_FACTOR * room
+        job ids asked about (one, unless other workers hold many of them), and start them."""
+        if not await self._ready_to_pick():
+            return
+        remaining = iter(job_ids)
+        while (room := self.max_jobs - self.job_counter) > 0:
+            candidates = []
+            for raw in remaining:
+                job_id = raw.decode()
+                task = self.tasks.get(job_id)
+                if task is None or task.done():  # a job this worker runs is never asked about again
+                    candidates.append(job_id)
+                    if len(candidates) >= room * PICK_FACTOR:
+                        break
+            if not candidates:
+                return
+            picked = await self._pick(self.queue_name, room, candidates)
+            if picked is None:
+                return
+            for raw_id, raw_score, data, job_try in picked:
+                await self.sem.acquire()  # never waits: there is room for every job picked
+                self.job_counter += 1
+                job_id, score = raw_id.decode(), int(float(raw_score))
+                # data None: expired, or an abort waits for it; arq's run_job reads it again and deals with it
+                task = self.loop.create_task(
+                    self.run_job(job_id, score) if data is None else self._run_picked(job_id, score, data, job_try)
+                )
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
+
+    async def _pick(self, queue: str, room: int, candidates: list[str]) -> list[Any] | None:
+        """One PICK_SCRIPT call on ``queue``; None when Redis could not be reached (the next poll tries again)."""
+        if self._pick_script is None:
+            self._pick_script = self.pool.register_script(PICK_SCRIPT)
+        token = f"{self._token_prefix}:{next(self._calls)}"
+        try:
+            picked: list[Any] = await self._pick_script(
+                keys=[queue, abort_jobs_ss],
+                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), room, token, *candidates],
+            )
+        except LOST_CONNECTION as exc:
+            log.warning("redis connection lost while picking jobs; next poll retries", error=str(exc))
+            return None
+        return picked
+
+    def _common_path(self, function: Any, job_try: int, enqueue_job_try: int | None) -> bool:
+        """Whether this picked job can run here rather than through arq's run_job."""
+        if not isinstance(function, Function) or not self.retry_jobs:
+            return False
+        if self.on_job_start or self.on_job_end or self.after_job_end:
+            return False
+        if enqueue_job_try and enqueue_job_try > job_try:
+            return False
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        keep_seconds = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
+        keep_forever = function.keep_result_forever
+        if keep_forever is None:
+            keep_forever = self.keep_result_forever
+        return job_try <= max_tries and not keep_forever and not keep_seconds
+
+    async def _run_picked(self, job_id: str, score: int, data: bytes, job_try: int) -> None:
+        """Run a picked job in this task; arq's run_job for anything off the common path."""
+        try:
+            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
+                data, deserializer=self.job_deserializer
+            )
+            function = self.functions[function_name]
+        except Exception:  # noqa: BLE001 - arq's run_job reads the job again and reports what is wrong
+            return await self.run_job(job_id, score)
+        if not self._common_path(function, job_try, enqueue_job_try):
+            return await self.run_job(job_id, score)
+        assert isinstance(function, Function)
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_time_ms),
+            "score": score,
+        }
+        timeout = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        current = asyncio.current_task()
+        assert current is not None
+        self.job_tasks[job_id] = current  # arq's abort cancels this task
+        try:
+            async with asyncio.timeout(timeout):
+                await function.coroutine(ctx, *args, **kwargs)
+        except Retry as exc:
+            self.jobs_retried += 1
+            defer = exc.defer_score + (timestamp_ms() - score) if exc.defer_score else None
+            await asyncio.shield(self.finish_job(job_id, False, None, None, False, defer, None))
+            return
+        except asyncio.CancelledError:
+            if job_id not in self.aborting_tasks:  # shutdown: the job stays queued for the next worker
+                self.jobs_retried += 1
+                await asyncio.shield(self.finish_job(job_id, False, None, None, False, None, None))
+                return
+            self.aborting_tasks.remove(job_id)
+            self.jobs_failed += 1
+            log.debug("job aborted", job_id=job_id)  # the runner logs the cancel with the task's ids
+        except Exception as exc:
+            self.jobs_failed += 1
+            log.exception("job failed", job_id=job_id, function=function_name, error=repr(exc))
+        else:
+            self.jobs_complete += 1
+        finally:
+            self.job_tasks.pop(job_id, None)
+        # Shielded as arq's finish_job: a cancel while waiting still removes the job.
+        await asyncio.shield(self._finished.add(job_id))
+
+    async def _remove_finished(self, job_ids: Sequence[str]) -> list[None]:
+        """arq's finish_job (result not kept) for many jobs: one MULTI/EXEC."""
+        keys = [prefix + job_id for job_id in job_ids for prefix in (in_progress_key_prefix, retry_key_prefix)]
+        keys += [job_key_prefix + job_id for job_id in job_ids]
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(*keys)
+            tr.zrem(abort_jobs_ss, *job_ids)
+            tr.zrem(self.queue_name, *job_ids)
+            await tr.execute()
+        return [None] * len(job_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What ``build_worker`` needs to know, in TaskFlow's terms."""
+
+    queue: str
+    concurrency: int
+    poll_delay_seconds: float
+    max_timeout_seconds: float
+    shutdown_grace_seconds: float
+    health_check_interval_seconds: int
+    redis: RedisSettings
+
+
+def build_worker(
+    run_task: RunTask,
+    spec: WorkerSpec,
+    *,
+    ready_to_pick: ReadyToPick,
+    on_startup: Callable[[TaskQueue], Awaitable[None]],
+    on_shutdown: Callable[[], Awaitable[None]],
+    burst: bool = False,
+) -> TaskflowWorker:
+    """The arq Worker running ``run_task(ctx, task_id)`` for each job of ``spec.queue``: results never
+    kept, arq's own retry count out of the way, aborts allowed. ``on_startup`` gets a TaskQueue over
+    the worker's own Redis connection (with its outage retries)."""
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        await on_startup(TaskQueue(ctx["redis"]))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await on_shutdown()
+
+    return TaskflowWorker(
+        functions=[
+            func(
+                cast(WorkerCoroutine, run_task),
+                name=RUN_TASK,
+                timeout=spec.max_timeout_seconds + RUN_TASK_TIMEOUT_EXTRA.total_seconds(),
+                max_tries=ARQ_MAX_TRIES,
+                keep_result=0,
+            )
+        ],
+        ready_to_pick=ready_to_pick,
+        redis_settings=spec.redis,
+        queue_name=spec.queue,
+        max_jobs=spec.concurrency,
+        poll_delay=spec.poll_delay_seconds,
+        keep_result=0,
+        allow_abort_jobs=True,
+        job_completion_wait=spec.shutdown_grace_seconds,
+        handle_signals=not burst,
+        burst=burst,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        health_check_interval=spec.health_check_interval_seconds,
+        log_results=False,
+    )

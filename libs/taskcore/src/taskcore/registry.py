@@ -17,13 +17,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from taskcore.errors import TaskValidationError
+from taskcore.errors import HandlerExit, TaskValidationError
 
 Handler = Callable[..., Any]
-
-
-class HandlerExit(Exception):
-    """The handler raised SystemExit or KeyboardInterrupt: that ends its task, never the worker."""
 
 
 @dataclass(frozen=True, slots=True)

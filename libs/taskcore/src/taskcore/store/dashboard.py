@@ -12,6 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from taskcore.domain import TaskStatus
+from taskcore.store import states as st
 from taskcore.store._pool import translate_errors
 
 
@@ -63,12 +64,12 @@ class DashboardQueries:
             now = await conn.fetchval("SELECT clock_timestamp()")
             count_rows = await conn.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
             minute_rows = await conn.fetch(
-                """SELECT date_trunc('minute', finished_at) AS minute,
-                          count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-                          count(*) FILTER (WHERE status = 'failed') AS failed,
-                          count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+                f"""SELECT date_trunc('minute', finished_at) AS minute,
+                          count(*) FILTER (WHERE status = {st.SUCCEEDED}) AS succeeded,
+                          count(*) FILTER (WHERE status = {st.FAILED}) AS failed,
+                          count(*) FILTER (WHERE status = {st.CANCELLED}) AS cancelled
                      FROM tasks
-                    WHERE status IN ('succeeded', 'failed', 'cancelled')
+                    WHERE status IN {st.TERMINAL}
                       AND finished_at > $1::timestamptz - interval '1 hour'
                     GROUP BY 1 ORDER BY 1""",
                 now,

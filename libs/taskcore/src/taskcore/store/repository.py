@@ -21,14 +21,12 @@ import orjson
 
 from taskcore.domain import RETRYABLE_STATES, NewTask, QueueStats, Task, TaskStatus
 from taskcore.errors import IdempotencyConflict, InvalidTransition, TaskNotFound, TaskValidationError
+from taskcore.store import states as st
 from taskcore.store._pool import translate_errors
 
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
     idempotency_key, request_id, traceparent"""
-
-_WAITING = "('queued', 'scheduled')"
-_TERMINAL = "('succeeded', 'failed', 'cancelled')"
 
 
 def _task(row: asyncpg.Record) -> Task:
@@ -135,7 +133,7 @@ class TaskRepository:
                         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
                         created_at, updated_at)
                     SELECT $1, $2, $3::text::jsonb,
-                        CASE WHEN $9::timestamptz > now.ts THEN 'scheduled' ELSE 'queued' END,
+                        CASE WHEN $9::timestamptz > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts
                     FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
@@ -190,12 +188,12 @@ class TaskRepository:
             run_ats.append(n.run_at)
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                """WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
+                f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
                     stored AS (
                         INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                             timeout_seconds, run_at, request_id, traceparent, created_at, updated_at)
                         SELECT n.id, n.task_type, n.payload::jsonb,
-                            CASE WHEN n.run_at > now.ts THEN 'scheduled' ELSE 'queued' END,
+                            CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                             n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
                             $8, $9, now.ts, now.ts
                         FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
@@ -261,19 +259,18 @@ class TaskRepository:
     async def queue_stats(self, *, worker_seen_within: timedelta) -> QueueStats:
         async with self._conn() as conn:
             depth_rows = await conn.fetch(
-                "SELECT status, count(*) AS n FROM tasks "
-                "WHERE status IN ('scheduled', 'queued', 'running') GROUP BY status"
+                f"SELECT status, count(*) AS n FROM tasks WHERE status IN {st.UNFINISHED} GROUP BY status"
             )
             due = await conn.fetchrow(
                 f"""SELECT count(*) AS n,
                           EXTRACT(EPOCH FROM clock_timestamp() - min(run_at))::float8 AS oldest
-                     FROM tasks WHERE status IN {_WAITING} AND run_at <= clock_timestamp()"""
+                     FROM tasks WHERE status IN {st.WAITING} AND run_at <= clock_timestamp()"""
             )
             workers = await conn.fetchval(
                 "SELECT count(*) FROM workers WHERE last_seen_at > clock_timestamp() - $1::interval",
                 worker_seen_within,
             )
-        depth = {s: 0 for s in (TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING)}
+        depth = {s: 0 for s in TaskStatus if not s.terminal}
         depth.update({TaskStatus(r["status"]): r["n"] for r in depth_rows})
         return QueueStats(depth=depth, due=due["n"], oldest_due_age_seconds=due["oldest"], workers=workers)
 
@@ -289,8 +286,8 @@ class TaskRepository:
                 raise InvalidTransition(task_id, status, "cancel")
             row = await conn.fetchrow(
                 f"""UPDATE tasks SET cancel_requested = true, updated_at = clock_timestamp(),
-                        status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END,
-                        finished_at = CASE WHEN status = 'running' THEN NULL ELSE clock_timestamp() END
+                        status = CASE WHEN status = {st.RUNNING} THEN status ELSE {st.CANCELLED} END,
+                        finished_at = CASE WHEN status = {st.RUNNING} THEN NULL ELSE clock_timestamp() END
                     WHERE id = $1 RETURNING {_COLUMNS}""",
                 task_id,
             )
@@ -305,7 +302,7 @@ class TaskRepository:
             if TaskStatus(status) not in RETRYABLE_STATES:
                 raise InvalidTransition(task_id, status, "retry")
             row = await conn.fetchrow(
-                f"""UPDATE tasks SET status = 'queued', attempt = 0, run_at = clock_timestamp(),
+                f"""UPDATE tasks SET status = {st.QUEUED}, attempt = 0, run_at = clock_timestamp(),
                         updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
                         result = NULL, error = NULL, cancel_requested = false,
                         lease_expires_at = NULL, worker_id = NULL
@@ -331,10 +328,10 @@ class TaskRepository:
         the whole waiting-tasks index for every batch instead of looking the ids up by key."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"""UPDATE tasks SET status = 'running', attempt = attempt + 1,
+                f"""UPDATE tasks SET status = {st.RUNNING}, attempt = attempt + 1,
                         started_at = clock_timestamp(), updated_at = clock_timestamp(),
                         lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2
-                    WHERE id = ANY($1::uuid[]) AND (status || '') IN {_WAITING}
+                    WHERE id = ANY($1::uuid[]) AND (status || '') IN {st.CLAIMABLE}
                       AND run_at <= clock_timestamp() + interval '1 second'
                     RETURNING {_COLUMNS}""",
                 list(task_ids),
@@ -349,7 +346,7 @@ class TaskRepository:
         async with self._conn() as conn:
             row: asyncpg.Record | None = await conn.fetchrow(
                 f"""UPDATE tasks SET updated_at = clock_timestamp(), lease_expires_at = NULL, {sql}
-                    WHERE id = $1 AND status = 'running' AND attempt = $2 AND {only_if}
+                    WHERE id = $1 AND status = {st.RUNNING} AND attempt = $2 AND {only_if}
                     RETURNING id, priority, run_at""",
                 task_id,
                 attempt,
@@ -367,10 +364,10 @@ class TaskRepository:
         outcome is left out and changes nothing)."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                """UPDATE tasks AS t SET status = 'succeeded', result = s.result::jsonb, error = NULL,
+                f"""UPDATE tasks AS t SET status = {st.SUCCEEDED}, result = s.result::jsonb, error = NULL,
                         finished_at = clock_timestamp(), updated_at = clock_timestamp(), lease_expires_at = NULL
                     FROM unnest($1::uuid[], $2::int[], $3::text[]) AS s(id, attempt, result)
-                    WHERE t.id = s.id AND t.status = 'running' AND t.attempt = s.attempt
+                    WHERE t.id = s.id AND t.status = {st.RUNNING} AND t.attempt = s.attempt
                     RETURNING t.id""",
                 [s.task_id for s in successes],
                 [s.attempt for s in successes],
@@ -380,14 +377,14 @@ class TaskRepository:
 
     async def mark_failed(self, task_id: UUID, attempt: int, error: dict[str, Any]) -> bool:
         row = await self._finish(
-            "status = 'failed', error = $3, finished_at = clock_timestamp()", task_id, attempt, error
+            f"status = {st.FAILED}, error = $3, finished_at = clock_timestamp()", task_id, attempt, error
         )
         return row is not None
 
     async def mark_retry(self, task_id: UUID, attempt: int, error: dict[str, Any], delay: float) -> DueTask | None:
         """Running → scheduled after ``delay`` seconds, keeping the error of this attempt."""
         row = await self._finish(
-            "status = 'scheduled', error = $3, worker_id = NULL, "
+            f"status = {st.SCHEDULED}, error = $3, worker_id = NULL, "
             "run_at = clock_timestamp() + make_interval(secs => $4)",
             task_id,
             attempt,
@@ -399,7 +396,7 @@ class TaskRepository:
     async def mark_cancelled(self, task_id: UUID, attempt: int) -> bool:
         """Running with a cancel request → cancelled; False when no cancel was requested."""
         row = await self._finish(
-            "status = 'cancelled', finished_at = clock_timestamp(), worker_id = NULL",
+            f"status = {st.CANCELLED}, finished_at = clock_timestamp(), worker_id = NULL",
             task_id,
             attempt,
             only_if="cancel_requested",
@@ -409,7 +406,7 @@ class TaskRepository:
     async def release(self, task_id: UUID, attempt: int) -> bool:
         """Running → queued, the attempt not counted: the worker is shutting down before it ran out."""
         row = await self._finish(
-            "status = 'queued', attempt = attempt - 1, started_at = NULL, worker_id = NULL",
+            f"status = {st.QUEUED}, attempt = attempt - 1, started_at = NULL, worker_id = NULL",
             task_id,
             attempt,
         )
@@ -419,8 +416,8 @@ class TaskRepository:
         """Extend the leases of a worker's running tasks; return those whose cancel was requested."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                """UPDATE tasks SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
-                   WHERE id = ANY($1::uuid[]) AND status = 'running' AND worker_id = $2
+                f"""UPDATE tasks SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+                   WHERE id = ANY($1::uuid[]) AND status = {st.RUNNING} AND worker_id = $2
                    RETURNING id, cancel_requested""",
                 list(task_ids),
                 worker_id,
@@ -435,7 +432,7 @@ class TaskRepository:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"""SELECT id, priority, run_at FROM tasks
-                    WHERE status IN {_WAITING} AND id > $1 AND updated_at < clock_timestamp() - $2::interval
+                    WHERE status IN {st.WAITING} AND id > $1 AND updated_at < clock_timestamp() - $2::interval
                     ORDER BY id LIMIT $3""",
                 after or UUID(int=0),
                 settled_for,
@@ -447,14 +444,14 @@ class TaskRepository:
         """Running tasks whose lease expired (their worker died) → scheduled now, failed, or cancelled."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                """UPDATE tasks SET
-                        status = CASE WHEN cancel_requested THEN 'cancelled'
-                                      WHEN attempt <= max_retries THEN 'scheduled' ELSE 'failed' END,
+                f"""UPDATE tasks SET
+                        status = CASE WHEN cancel_requested THEN {st.CANCELLED}
+                                      WHEN attempt <= max_retries THEN {st.SCHEDULED} ELSE {st.FAILED} END,
                         finished_at = CASE WHEN cancel_requested OR attempt > max_retries
                                            THEN clock_timestamp() END,
                         run_at = clock_timestamp(), updated_at = clock_timestamp(),
                         lease_expires_at = NULL, worker_id = NULL, error = $2
-                    WHERE id IN (SELECT id FROM tasks WHERE status = 'running'
+                    WHERE id IN (SELECT id FROM tasks WHERE status = {st.RUNNING}
                                    AND lease_expires_at < clock_timestamp()
                                  ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                     RETURNING id, status, priority, run_at""",
@@ -467,7 +464,7 @@ class TaskRepository:
         async with self._conn() as conn:
             result: str = await conn.execute(
                 f"""DELETE FROM tasks WHERE id IN (
-                        SELECT id FROM tasks WHERE status IN {_TERMINAL}
+                        SELECT id FROM tasks WHERE status IN {st.TERMINAL}
                           AND finished_at < clock_timestamp() - $1::interval LIMIT $2)""",
                 older_than,
                 limit,

@@ -1,5 +1,7 @@
 """Group commit for the worker's hot path: many concurrent single-task writes become one statement.
 
+(In taskcore, not the worker, because the arq adapter groups its finished jobs with it too.)
+
 Every claim and every success is one guarded UPDATE; at thousands of tasks a second, one
 commit per write is the ceiling (see docs/performance.md). A ``Coalescer`` collects the
 calls that arrive while the previous statement is in flight (plus, while the worker is
@@ -31,9 +33,9 @@ Flush = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT]]]
 
 
 class Coalescer(Generic[ItemT, ResultT]):
-    """``await submit(item)`` answers with the result ``flush`` gave for that item.
+    """``await add(item)`` answers with the result ``flush`` gave for that item.
 
-    At most one ``flush`` runs at a time; items submitted meanwhile form the next batch (up to
+    At most one ``flush`` runs at a time; items added meanwhile form the next batch (up to
     ``max_batch``). A flush that fails because a dependency is down fails every caller of the
     batch with that error (each retries on its own); any other failure is retried item by item,
     so one bad item cannot take the others with it.
@@ -48,10 +50,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._runner: asyncio.Task[None] | None = None
         self._last_flush = float("-inf")
 
-    async def submit(self, item: ItemT) -> ResultT:
-        return await self.enqueue(item)
-
-    def enqueue(self, item: ItemT) -> asyncio.Future[ResultT]:
+    def add(self, item: ItemT) -> asyncio.Future[ResultT]:
         """Add ``item`` to the next batch; the future answers for it (cancelling it drops the item
         unless its batch is already being written)."""
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
