@@ -181,46 +181,46 @@ async def overview_data(principal: Viewer, state: StateDep) -> Response:
 # -- tasks --------------------------------------------------------------------------------------
 
 
-async def _task_page(
-    repo: TaskRepository,
-    statuses: list[TaskStatus],
-    task_type: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    limit: int,
-    cursor: str | None,
-) -> dict[str, Any]:
-    filters = ListFilter(
-        statuses=statuses, task_type=task_type or None, created_after=created_after, created_before=created_before
-    )
+async def _task_page(repo: TaskRepository, filters: ListFilter, limit: int, cursor: str | None) -> dict[str, Any]:
     error = None
     try:
         page = await repo.list_page(filters, limit=limit, cursor=cursor)
         items, next_cursor = page.items, page.next_cursor
     except TaskValidationError as exc:
         items, next_cursor, error = [], None, str(exc)
-    query: list[tuple[str, str]] = [("status", s.value) for s in statuses]
-    if task_type:
-        query.append(("task_type", task_type))
-    if created_after:
-        query.append(("created_after", created_after.isoformat()))
-    if created_before:
-        query.append(("created_before", created_before.isoformat()))
-    query.append(("limit", str(limit)))
     return {
         "tasks": items,
         "next_cursor": next_cursor,
         "cursor": cursor,
-        "filters": {
-            "statuses": {s.value for s in statuses},
-            "task_type": task_type or "",
-            "limit": limit,
-            "created_after": created_after.strftime("%Y-%m-%dT%H:%M:%S") if created_after else "",
-            "created_before": created_before.strftime("%Y-%m-%dT%H:%M:%S") if created_before else "",
-        },
-        "query": query,
+        "filters": _form_values(filters, limit),
+        "query": _query_of(filters, limit),
         "error": error,
     }
+
+
+def _form_values(filters: ListFilter, limit: int) -> dict[str, Any]:
+    """The filter form's inputs, as the browser shows them."""
+    after, before = filters.created_after, filters.created_before
+    return {
+        "statuses": {s.value for s in filters.statuses},
+        "task_type": filters.task_type or "",
+        "limit": limit,
+        "created_after": after.strftime("%Y-%m-%dT%H:%M:%S") if after else "",
+        "created_before": before.strftime("%Y-%m-%dT%H:%M:%S") if before else "",
+    }
+
+
+def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
+    """The list's query string without the cursor (the next page's link adds it)."""
+    query: list[tuple[str, str]] = [("status", s.value) for s in filters.statuses]
+    if filters.task_type:
+        query.append(("task_type", filters.task_type))
+    if filters.created_after:
+        query.append(("created_after", filters.created_after.isoformat()))
+    if filters.created_before:
+        query.append(("created_before", filters.created_before.isoformat()))
+    query.append(("limit", str(limit)))
+    return query
 
 
 def _moment(text: str) -> datetime | None:
@@ -255,7 +255,8 @@ async def tasks_page(
         bad_time = True
     else:
         bad_time = False
-    context = await _task_page(state.repo, status_, task_type, after, before, limit, cursor)
+    filters = ListFilter(statuses=status_, task_type=task_type or None, created_after=after, created_before=before)
+    context = await _task_page(state.repo, filters, limit, cursor)
     if bad_time:
         context["error"] = "Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC)."
     context.update({"types": [t.name for t in state.registry], "statuses": STATUSES, "page": "tasks"})
