@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
+from taskcore.store import TaskRepository
 from taskflow_api.app import create_app
 from tests.conftest import TEST_API_KEY, TEST_API_KEYS, make_settings
 from tests.integration.test_service import CLOSED_PORT_PG
@@ -116,6 +117,28 @@ async def test_the_submit_form_reports_bad_fields(ui: httpx.AsyncClient) -> None
     unknown = await ui.post("/ui/submit", data={"csrf": token, "task_type": "nope"})
     assert unknown.status_code == 422
     assert "No tasks match." in (await ui.get("/ui/tasks")).text
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_form_submit_keeps_its_timeout_and_its_request_id(ui: httpx.AsyncClient, repo: TaskRepository) -> None:
+    """The form takes the same path as the API: every option reaches the task, and so does the request's origin."""
+    await login(ui, TEST_API_KEY)
+    page = await ui.get("/ui/submit?task_type=test")
+    assert 'name="timeout_seconds"' in page.text
+    form = {
+        "csrf": csrf_of(page),
+        "task_type": "test",
+        "payload.message": "t",
+        "timeout_seconds": "42",
+        "priority": "2",
+    }
+    created = await ui.post("/ui/submit", data=form, headers={"X-Request-ID": "form-submit-1"})
+    assert created.status_code == 303
+    task = await repo.get(uuid.UUID(created.headers["location"].rsplit("/", 1)[1]))
+    assert (task.timeout_seconds, task.priority, task.request_id) == (42, 2, "form-submit-1")
+    refused = await ui.post("/ui/submit", data={**form, "timeout_seconds": "0"})
+    assert refused.status_code == 422
+    assert "timeout_seconds" in refused.text
 
 
 @pytest.mark.usefixtures("clean")

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind
 from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
 from taskcore.telemetry import Tracing
+from taskflow_api.deps import AppState
 from taskflow_api.metrics import ApiMetrics
 from taskflow_worker.app import create_worker
 from taskflow_worker.metrics import WorkerMetrics
@@ -96,8 +97,8 @@ async def test_api_metrics_count_submits_and_requests_by_route_template(
     missing = "00000000-0000-4000-8000-000000000000"
     assert (await client.get(f"{TASKS}/{missing}")).status_code == 404
     assert (await client.get("/no/such/path")).status_code == 404
-    metrics: ApiMetrics = app.state.metrics
-    await metrics.refresh(app.state.service, worker_seen_within=timedelta(seconds=10), limit=5)
+    state: AppState = app.state.taskflow
+    await state.metrics.refresh(state.service, worker_seen_within=timedelta(seconds=10), limit=5)
 
     text = (await client.get("/metrics")).text
     assert 'taskflow_tasks_submitted_total{task_type="test"} 3.0' in text
@@ -122,7 +123,7 @@ async def test_a_request_id_is_returned_and_stored_with_the_task(client: httpx.A
         TASKS, json={"task_type": "test", "payload": {}}, headers={"X-Request-ID": "order-42.retry-1"}
     )
     assert response.headers["X-Request-ID"] == "order-42.retry-1"
-    task = await app.state.service.repo.get(response.json()["id"])
+    task = await app.state.taskflow.repo.get(response.json()["id"])
     assert task.request_id == "order-42.retry-1"
     generated = await client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["X-Request-ID"] != "bad id with spaces"

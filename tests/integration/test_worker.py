@@ -18,7 +18,7 @@ from arq.worker import Retry
 from taskcore.domain import Task, TaskStatus
 from taskcore.queue import TaskQueue
 from taskcore.registry import TaskRegistry
-from taskcore.service import TaskService
+from taskcore.service import Origin, TaskRequest, TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository
 from taskflow_worker.app import create_worker
@@ -39,7 +39,7 @@ def reconciler(repo: TaskRepository, queue: TaskQueue, settings: Settings) -> Re
 
 
 async def submit(service: TaskService, task_type: str, payload: dict[str, Any], **kw: Any) -> Task:
-    task, _ = await service.submit(task_type=task_type, payload=payload, **kw)
+    task, _ = await service.submit(TaskRequest(task_type=task_type, payload=payload, **kw), origin=Origin())
     return task
 
 

@@ -18,7 +18,7 @@ from arq.worker import func
 
 from taskcore.queue import PICK_SCRIPT, TaskflowWorker, TaskQueue, connect, in_progress_mark_lifetime
 from taskcore.registry import TaskRegistry
-from taskcore.service import TaskService
+from taskcore.service import Origin, TaskRequest, TaskService
 from taskcore.settings import Settings
 from taskflow_worker.app import create_worker
 from taskflow_worker.reconciler import Reconciler
@@ -191,7 +191,7 @@ async def test_a_job_picked_by_a_worker_that_died_is_freed_and_runs_once(
     registry: TaskRegistry,
 ) -> None:
     key = uuid4().hex
-    task, _ = await service.submit(task_type="tests.count", payload={"key": key})
+    task, _ = await service.submit(TaskRequest(task_type="tests.count", payload={"key": key}), origin=Origin())
     dying = create_worker(settings, registry=registry, burst=True)
     dying._pool = redis
     await dying.start_jobs(await due_ids(redis, settings.queue_name))

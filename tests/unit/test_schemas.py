@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -8,12 +9,25 @@ import pytest
 from pydantic import ValidationError
 
 from taskcore.domain import Task, TaskStatus
+from taskcore.service import TaskRequest
 from taskflow_api.schemas import TaskCreate, TaskOut
 
 
 def test_minimal_submit() -> None:
     body = TaskCreate.model_validate({"task_type": "test", "payload": {"message": "Hello"}})
     assert (body.priority, body.max_retries, body.run_at, body.delay_seconds) == (0, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "schedule", [{"run_at": "2030-01-01T12:00:00+02:00"}, {"delay_seconds": 2.5}], ids=["run_at", "delay"]
+)
+def test_the_body_becomes_the_request_field_for_field(schedule: dict[str, Any]) -> None:
+    """One shape: every body field reaches the service (single, batch and the dashboard form all use to_request)."""
+    assert set(TaskCreate.model_fields) == {f.name for f in fields(TaskRequest)}
+    body = TaskCreate.model_validate(
+        {"task_type": "t", "payload": {"k": [1]}, "priority": 4, "max_retries": 1, "timeout_seconds": 9, **schedule}
+    )
+    assert asdict(body.to_request()) == body.model_dump()
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.telemetry import Tracing
-from taskflow_api import auth, batch, live, problems, ratelimit, ui
+from taskflow_api import auth, batch, deps, live, openapi, problems, ratelimit, ui
 from taskflow_api._edge import EdgeMiddleware
+from taskflow_api.auth import Authenticator
 from taskflow_api.metrics import ApiMetrics
 from taskflow_api.routes import probes, router
 
@@ -51,13 +52,23 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
         queue = TaskQueue(
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )
-        app.state.service = service = TaskService(
-            repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings
+        service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
+        listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
+        await listener.start()
+        deps.attach(
+            app,
+            deps.AppState(
+                settings=settings,
+                registry=registry,
+                metrics=metrics,
+                tracing=tracing,
+                auth=Authenticator(settings),
+                service=service,
+                listener=listener,
+                dashboard=DashboardQueries(pool),
+                limiter=ratelimit.limiter_for(settings, queue.redis),
+            ),
         )
-        # issue 7: one LISTEN connection per process wakes ?wait=N and /events requests
-        app.state.listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
-        await app.state.listener.start()
-        app.state.dashboard = DashboardQueries(pool)
         stop_refreshing = asyncio.Event()
         refresher = asyncio.create_task(
             metrics.refresh_forever(
@@ -69,7 +80,6 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
         )
         log.info("api started", env=settings.env, task_types=[t.name for t in registry])
         auth.announce(settings)
-        ratelimit.attach(app, settings, queue.redis)
         try:
             yield
         finally:
@@ -77,7 +87,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
             stop_refreshing.set()
             if not await _within("metrics refresher", asyncio.shield(refresher)):
                 refresher.cancel()
-            await _within("task change listener", app.state.listener.stop())
+            await _within("task change listener", listener.stop())
             await _within("redis", queue.close())
             if not await _within("postgresql pool", pool.close()):
                 pool.terminate()
@@ -89,13 +99,9 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
         summary="Durable task queue: submit, track, list, cancel and retry tasks.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.registry = registry
-    app.state.metrics = metrics
-    app.state.tracing = tracing
     problems.install(app)
-    auth.install(app, settings)
-    ratelimit.install(app, settings)
+    auth.install(app)
+    ratelimit.install(app)
     cors = None
     if settings.cors_origins:  # CORS stays off unless origins are configured
         cors = {
@@ -119,4 +125,5 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
     app.include_router(live.router)
     ui.install(app)
     app.include_router(probes)
+    openapi.customise(app)
     return app

@@ -1,6 +1,7 @@
-"""Who may call the API: API keys, scopes and the per-route dependency that checks them.
+"""Who may call the API: API keys, scopes and the ``Authenticator`` that checks them.
 
-Every ``/api/v1`` route declares the scope it needs with ``dependencies=[require_scope(Scope.X)]``.
+Every ``/api/v1`` route declares the scope it needs with ``dependencies=[require_scope(Scope.X)]``
+(``deps.py``).
 A caller sends ``Authorization: Bearer <key>``. Keys are configured hashed (``TASKFLOW_API_KEYS``:
 name, SHA-256 hex digest, scopes); a presented key is hashed and compared in constant time with
 every configured digest. Keys are long random strings (see ``taskflow-api keygen``), so a fast
@@ -14,11 +15,10 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request
+from fastapi.security import HTTPBearer
 from starlette.responses import Response
 
 from taskcore.settings import ApiKeyEntry, Settings
@@ -90,61 +90,42 @@ class AuthError(Exception):
         self.invalid_token = invalid_token
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+class Authenticator:
+    """Who a presented key stands for, given whether auth is on and the configured keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.required = settings.auth_required
+        self._keys = KeyRing(settings.api_keys)
+
+    def principal_for_key(self, raw_key: str) -> Principal | None:
+        """The principal a raw API key stands for, or None if it is unknown (the dashboard's cookie)."""
+        if not self.required:
+            return ANONYMOUS
+        return self._keys.find(raw_key)
+
+    def authenticate(self, authorization: str | None, scope: Scope, *, path: str) -> Principal:
+        """The caller presenting the ``Authorization`` header if it may use ``scope``; AuthError (401/403) otherwise."""
+        if not self.required:
+            return ANONYMOUS
+        raw_key = _bearer(authorization)
+        if raw_key is None:
+            raise AuthError(401, "an API key is required: send 'Authorization: Bearer <key>'")
+        principal = self._keys.find(raw_key)
+        if principal is None:
+            raise AuthError(401, "the API key is not valid", invalid_token=True)
+        if not principal.allows(scope):
+            log.info("scope refused", key_name=principal.name, scope=scope.value, path=path)
+            raise AuthError(403, f"the key '{principal.name}' lacks the scope '{scope.value}'")
+        return principal
 
 
-def auth_enabled(request: Request) -> bool:
-    """Whether callers must present a key (the dashboard asks for one only then)."""
-    return _settings(request).auth_required
-
-
-async def principal_for_key(request: Request, raw_key: str) -> Principal | None:
-    """The principal a raw API key stands for, or None if it is unknown (the dashboard's cookie)."""
-    if not auth_enabled(request):
-        return ANONYMOUS
-    keys: KeyRing = request.app.state.api_keys
-    return keys.find(raw_key)
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+def _bearer(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise AuthError(401, "the Authorization header must be 'Bearer <key>'", invalid_token=True)
     return credentials.strip()
-
-
-async def authenticate(request: Request, scope: Scope) -> Principal:
-    """The caller of ``request`` if it may use ``scope``; raises a problem (401/403) otherwise."""
-    if not auth_enabled(request):
-        return ANONYMOUS
-    raw_key = _bearer(request)
-    if raw_key is None:
-        raise AuthError(401, "an API key is required: send 'Authorization: Bearer <key>'")
-    principal = await principal_for_key(request, raw_key)
-    if principal is None:
-        raise AuthError(401, "the API key is not valid", invalid_token=True)
-    if not principal.allows(scope):
-        log.info("scope refused", key_name=principal.name, scope=scope.value, path=request.url.path)
-        raise AuthError(403, f"the key '{principal.name}' lacks the scope '{scope.value}'")
-    return principal
-
-
-def require_scope(scope: Scope) -> Any:
-    """A route dependency: ``dependencies=[require_scope(Scope.TASKS_WRITE)]``."""
-
-    async def dependency(
-        request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
-    ) -> Principal:
-        principal = await authenticate(request, scope)
-        request.state.principal = principal
-        return principal
-
-    return Depends(dependency)
 
 
 async def _auth_problem(request: Request, exc: Exception) -> Response:
@@ -162,36 +143,23 @@ async def _auth_problem(request: Request, exc: Exception) -> Response:
     return problem(403, "forbidden", "Missing scope", exc.detail, instance=request.url.path)
 
 
-def _document_problems(app: FastAPI) -> None:
-    """Every operation that takes a key may answer 401 and 403: say so in OpenAPI."""
-    build = app.openapi
-    content = {"application/problem+json": {"schema": Problem.model_json_schema()}}
-    answers = {
-        "401": {
-            "description": "No API key, or not a valid one",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
-            "content": content,
-        },
-        "403": {"description": "The key lacks the scope this operation needs", "content": content},
-    }
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
-                if isinstance(operation, dict) and operation.get("security"):
-                    for code, answer in answers.items():
-                        operation.setdefault("responses", {}).setdefault(code, answer)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+UNAUTHORIZED_ANSWERS = {
+    "401": {
+        "description": "No API key, or not a valid one",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+        "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+    },
+    "403": {
+        "description": "The key lacks the scope this operation needs",
+        "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+    },
+}
+"""What every operation that takes a key may answer besides its own responses (see ``openapi.py``)."""
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Load the keys, map AuthError to problem+json and document 401/403 in OpenAPI."""
-    app.state.api_keys = KeyRing(settings.api_keys)
+def install(app: FastAPI) -> None:
+    """Map AuthError to problem+json."""
     app.add_exception_handler(AuthError, _auth_problem)
-    _document_problems(app)
 
 
 def announce(settings: Settings) -> None:

@@ -13,14 +13,11 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskcore.domain import TaskStatus
-from taskcore.service import TaskRequest
 from taskflow_api._strict_json import StrictJSONRoute
-from taskflow_api.auth import Scope, require_scope
-from taskflow_api.metrics import ApiMetrics
+from taskflow_api.auth import Scope
+from taskflow_api.deps import StateDep, charge_submits, require_scope
 from taskflow_api.observability import origin_of
 from taskflow_api.problems import problem_responses
-from taskflow_api.ratelimit import charge_submits
-from taskflow_api.routes import Service
 from taskflow_api.schemas import TaskCreate
 
 MAX_BATCH = 1000
@@ -60,18 +57,13 @@ router = APIRouter(prefix="/api/v1", route_class=StrictJSONRoute)
     summary="Submit up to 1,000 tasks at once (all or nothing)",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def submit_batch(body: BatchCreate, service: Service, request: Request) -> Response:
+async def submit_batch(body: BatchCreate, state: StateDep, request: Request) -> Response:
     await charge_submits(request, len(body.tasks))  # a batch costs its size in the submit rate limit
-    stored = await service.submit_many(
-        [
-            TaskRequest(t.task_type, t.payload, t.priority, t.max_retries, t.timeout_seconds, t.run_at, t.delay_seconds)
-            for t in body.tasks
-        ],
-        origin=origin_of(request),
+    stored = await state.service.submit_many(
+        [t.to_request() for t in body.tasks], origin=origin_of(request, state.tracing)
     )
-    metrics: ApiMetrics = request.app.state.metrics
     for task_type, n in Counter(t.task_type for t in body.tasks).items():
-        metrics.submitted_of(task_type).inc(n)
+        state.metrics.submitted_of(task_type).inc(n)
     items: list[dict[str, Any]] = [
         {
             "id": t.id,

@@ -12,23 +12,19 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from taskcore.domain import Task
 from taskcore.store.notify import StatusListener
 from taskcore.store.repository import TaskRepository
-from taskflow_api.auth import Scope, require_scope
+from taskflow_api.auth import Scope
+from taskflow_api.deps import StateDep, require_scope
 from taskflow_api.problems import problem_responses
 from taskflow_api.schemas import TaskOut
 
 MAX_WAIT_SECONDS = 60
 HEARTBEAT_SECONDS = 15
-
-
-def get_listener(request: Request) -> StatusListener:
-    listener: StatusListener = request.app.state.listener
-    return listener
 
 
 async def wait_for_terminal(listener: StatusListener, repo: TaskRepository, task_id: UUID, seconds: float) -> Task:
@@ -77,10 +73,8 @@ router = APIRouter(prefix="/api/v1")
     },
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def events(task_id: UUID, request: Request) -> EventSourceResponse:
-    listener = get_listener(request)
-    repo: TaskRepository = request.app.state.service.repo
-    stream = task_events(listener, repo, task_id)
+async def events(task_id: UUID, state: StateDep) -> EventSourceResponse:
+    stream = task_events(state.listener, state.repo, task_id)
     first = await anext(stream)  # errors (404, 503) surface as problem+json before the stream starts
     return EventSourceResponse(_prepend(first, stream), ping=HEARTBEAT_SECONDS, headers={"Cache-Control": "no-store"})
 

@@ -1,4 +1,4 @@
-"""The API's Prometheus metrics, in a registry of the app's own (``app.state.metrics``).
+"""The API's Prometheus metrics, in a registry of the app's own (``AppState.metrics``).
 
 Queue depth, the oldest due task's age, workers seen and dependency health come from
 PostgreSQL and Redis; a background loop refreshes them every ``metrics_refresh_seconds``

@@ -33,7 +33,6 @@ def request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def origin_of(request: Request) -> Origin:
-    """What a submit stores about where it came from."""
-    tracing: Tracing = request.app.state.tracing
+def origin_of(request: Request, tracing: Tracing) -> Origin:
+    """What a submit stores about where it came from (read inside the request's span)."""
     return Origin(request_id=getattr(request.state, "request_id", None), traceparent=tracing.current_traceparent())

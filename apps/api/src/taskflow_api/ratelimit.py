@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
@@ -106,31 +105,13 @@ class SubmitLimiter:
             return Verdict(True, 0)
         return Verdict(bool(allowed), max(1, math.ceil(int(wait_ms) / 1000)))
 
-
-def _principal(request: Request) -> Principal:
-    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
-    return principal
-
-
-async def charge_submits(request: Request, tasks: int) -> None:
-    """Take one token per submitted task from the caller's bucket; RateLimited (429) when empty."""
-    limiter: SubmitLimiter | None = request.app.state.submit_limiter
-    principal = _principal(request)
-    if limiter is None or principal is ANONYMOUS:
-        return
-    verdict = await limiter.take(principal.name, tasks)
-    if not verdict.allowed:
-        raise RateLimited(principal.name, verdict.retry_after_seconds)
-
-
-async def limit_submits(request: Request) -> None:
-    """Route dependency (after ``require_scope``) for a single submit."""
-    await charge_submits(request, 1)
-
-
-def submit_rate_limit() -> Any:
-    """``dependencies=[require_scope(Scope.TASKS_WRITE), submit_rate_limit()]``."""
-    return Depends(limit_submits)
+    async def charge(self, principal: Principal, tasks: int) -> None:
+        """Take one token per submitted task from the caller's bucket; RateLimited (429) when empty."""
+        if principal is ANONYMOUS:
+            return
+        verdict = await self.take(principal.name, tasks)
+        if not verdict.allowed:
+            raise RateLimited(principal.name, verdict.retry_after_seconds)
 
 
 async def _rate_limited(request: Request, exc: Exception) -> Response:
@@ -145,41 +126,26 @@ async def _rate_limited(request: Request, exc: Exception) -> Response:
     )
 
 
-def _document_429(app: FastAPI) -> None:
-    build = app.openapi
-    answer = {
-        "description": "The key's submit rate limit is exceeded; `Retry-After` says when to try again",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-        "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
-    }
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        for route in app.routes:
-            dependant = getattr(route, "dependant", None)
-            if dependant is None or not any(d.call is limit_submits for d in dependant.dependencies):
-                continue
-            for method in getattr(route, "methods", ()):
-                operation = schema["paths"][getattr(route, "path", "")].get(method.lower())
-                if operation is not None:
-                    operation.setdefault("responses", {}).setdefault("429", answer)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+RATE_LIMITED_ANSWER = {
+    "description": "The key's submit rate limit is exceeded; `Retry-After` says when to try again",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+}
+"""What a rate-limited operation may answer (see ``openapi.py``)."""
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Map RateLimited to 429; the limiter itself is attached in the lifespan (it needs Redis)."""
-    app.state.submit_limiter = None
+def install(app: FastAPI) -> None:
+    """Map RateLimited to 429."""
     app.add_exception_handler(RateLimited, _rate_limited)
-    _document_429(app)
 
 
-def attach(app: FastAPI, settings: Settings, redis: Redis) -> None:
+def limiter_for(settings: Settings, redis: Redis) -> SubmitLimiter | None:
+    """The limiter the settings ask for; None when there is no limit (none set, or auth off: no keys)."""
     if settings.submit_rate_per_second > 0 and settings.auth_required:
-        app.state.submit_limiter = SubmitLimiter(
+        return SubmitLimiter(
             redis,
             prefix=f"{settings.queue_name}:ratelimit:",
             rate=settings.submit_rate_per_second,
             burst=settings.submit_burst,
         )
+    return None

@@ -8,49 +8,40 @@ from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable
-from taskcore.registry import TaskRegistry
-from taskcore.service import TaskService
-from taskcore.settings import Settings
-from taskcore.store.repository import ListFilter, TaskRepository
+from taskcore.store.repository import ListFilter
 from taskflow_api._strict_json import StrictJSONRoute
-from taskflow_api.auth import Scope, require_scope
-from taskflow_api.live import MAX_WAIT_SECONDS, get_listener, wait_for_terminal
-from taskflow_api.metrics import ApiMetrics
+from taskflow_api.auth import Scope
+from taskflow_api.deps import (
+    MetricsDep,
+    RegistryDep,
+    RepoDep,
+    ServiceDep,
+    StateDep,
+    require_scope,
+    submit_rate_limit,
+)
+from taskflow_api.live import MAX_WAIT_SECONDS, wait_for_terminal
 from taskflow_api.observability import origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem, problem_responses
-from taskflow_api.ratelimit import submit_rate_limit
 from taskflow_api.schemas import (
     Health,
     QueueOut,
     TaskCreate,
     TaskOut,
     TaskPage,
+    TaskTypeFilter,
     TaskTypeList,
     TaskTypeOut,
     UtcDatetime,
 )
 
 TEXT = {"type": "string"}
-
-
-async def get_service(request: Request) -> TaskService:
-    service: TaskService = request.app.state.service
-    return service
-
-
-async def get_repo(request: Request) -> TaskRepository:
-    repo: TaskRepository = request.app.state.service.repo
-    return repo
-
-
-Service = Annotated[TaskService, Depends(get_service)]
-Repo = Annotated[TaskRepository, Depends(get_repo)]
 
 router = APIRouter(prefix="/api/v1", route_class=StrictJSONRoute)
 probes = APIRouter()
@@ -66,7 +57,7 @@ probes = APIRouter()
 )
 async def submit_task(
     body: TaskCreate,
-    service: Service,
+    state: StateDep,
     request: Request,
     idempotency_key: Annotated[
         str | None,
@@ -78,21 +69,12 @@ async def submit_task(
         ),
     ] = None,
 ) -> Response:
-    task, created = await service.submit(
-        task_type=body.task_type,
-        payload=body.payload,
-        priority=body.priority,
-        max_retries=body.max_retries,
-        timeout_seconds=body.timeout_seconds,
-        run_at=body.run_at,
-        delay_seconds=body.delay_seconds,
-        idempotency_key=idempotency_key,
-        origin=origin_of(request),
+    task, created = await state.service.submit(
+        body.to_request(), origin=origin_of(request, state.tracing), idempotency_key=idempotency_key
     )
     headers = {"Location": f"/api/v1/tasks/{task.id}"}
     if created:
-        metrics: ApiMetrics = request.app.state.metrics
-        metrics.submitted_of(task.task_type).inc()
+        state.metrics.submitted_of(task.task_type).inc()
     else:
         headers["Idempotent-Replayed"] = "true"
     return TaskOut.of(task).json_response(status.HTTP_202_ACCEPTED, headers)
@@ -107,16 +89,15 @@ async def submit_task(
 )
 async def get_task(
     task_id: UUID,
-    repo: Repo,
-    request: Request,
+    state: StateDep,
     wait: Annotated[
         float | None,
         Query(gt=0, le=MAX_WAIT_SECONDS, description="Answer once the task is terminal, or after this many seconds"),
     ] = None,
 ) -> Response:
     if wait is None:
-        return TaskOut.of(await repo.get(task_id)).json_response()
-    return TaskOut.of(await wait_for_terminal(get_listener(request), repo, task_id, wait)).json_response()
+        return TaskOut.of(await state.repo.get(task_id)).json_response()
+    return TaskOut.of(await wait_for_terminal(state.listener, state.repo, task_id, wait)).json_response()
 
 
 @router.get(
@@ -127,9 +108,9 @@ async def get_task(
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
 async def list_tasks(
-    repo: Repo,
+    repo: RepoDep,
     status_: Annotated[list[TaskStatus], Query(alias="status", description="Repeatable")] = [],  # noqa: B006
-    task_type: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    task_type: TaskTypeFilter = None,
     created_after: UtcDatetime | None = None,
     created_before: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
@@ -153,7 +134,7 @@ async def list_tasks(
     summary="Cancel a task",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def cancel_task(task_id: UUID, service: Service, response: Response) -> TaskOut:
+async def cancel_task(task_id: UUID, service: ServiceDep, response: Response) -> TaskOut:
     task = await service.cancel(task_id)
     if task.status is TaskStatus.RUNNING:
         response.status_code = status.HTTP_202_ACCEPTED
@@ -168,7 +149,7 @@ async def cancel_task(task_id: UUID, service: Service, response: Response) -> Ta
     summary="Run a failed or cancelled task again",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def retry_task(task_id: UUID, service: Service) -> TaskOut:
+async def retry_task(task_id: UUID, service: ServiceDep) -> TaskOut:
     return TaskOut.of(await service.retry(task_id))
 
 
@@ -178,8 +159,7 @@ async def retry_task(task_id: UUID, service: Service) -> TaskOut:
     summary="Registered task types and their payload schemas",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def task_types(request: Request) -> TaskTypeList:
-    registry: TaskRegistry = request.app.state.registry
+async def task_types(registry: RegistryDep) -> TaskTypeList:
     return TaskTypeList(
         items=[TaskTypeOut(name=t.name, description=t.description, payload_schema=t.json_schema()) for t in registry]
     )
@@ -192,9 +172,9 @@ async def task_types(request: Request) -> TaskTypeList:
     summary="Queue depth and workers",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def queue_stats(repo: Repo, request: Request) -> QueueOut:
-    settings: Settings = request.app.state.settings
-    stats = await repo.queue_stats(worker_seen_within=timedelta(seconds=settings.lease_seconds * 2))
+async def queue_stats(state: StateDep) -> QueueOut:
+    settings = state.settings
+    stats = await state.repo.queue_stats(worker_seen_within=timedelta(seconds=settings.lease_seconds * 2))
     return QueueOut.of(stats)
 
 
@@ -206,8 +186,7 @@ async def health() -> Health:
 @probes.get(
     "/ready", response_model=Health, responses=problem_responses(503), summary="Readiness: PostgreSQL and Redis answer"
 )
-async def ready(request: Request) -> Response:
-    service: TaskService = request.app.state.service
+async def ready(service: ServiceDep) -> Response:
     timeout = service.settings.dependency_timeout_seconds
     checks = dict(
         zip(
@@ -244,6 +223,5 @@ async def _check(probe: Awaitable[None], limit: float) -> str:
     response_class=Response,
     responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": TEXT}}}},
 )
-async def metrics(request: Request) -> Response:
-    registry: ApiMetrics = request.app.state.metrics
-    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(api_metrics: MetricsDep) -> Response:
+    return Response(api_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

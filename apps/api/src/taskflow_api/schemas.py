@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+from fastapi import Query
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -19,6 +20,7 @@ from pydantic import (
 from starlette.responses import Response
 
 from taskcore.domain import QueueStats, Task, TaskStatus
+from taskcore.service import TaskRequest
 
 MAX_PRIORITY = 9
 MAX_DELAY_SECONDS = 366 * 24 * 3600
@@ -50,6 +52,9 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_to_utc)]
 """An RFC 3339 timestamp with an offset, normalised to UTC."""
 
+TaskTypeFilter = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+"""The ``task_type`` query parameter of the task lists (API and dashboard)."""
+
 
 class TaskCreate(BaseModel):
     model_config = ConfigDict(
@@ -71,6 +76,18 @@ class TaskCreate(BaseModel):
         if value is not None and info.data.get("run_at") is not None:
             raise ValueError("give either run_at or delay_seconds, not both")
         return value
+
+    def to_request(self) -> TaskRequest:
+        """The task this body asks for: what the single, batch and dashboard submits hand the service."""
+        return TaskRequest(
+            task_type=self.task_type,
+            payload=self.payload,
+            priority=self.priority,
+            max_retries=self.max_retries,
+            timeout_seconds=self.timeout_seconds,
+            run_at=self.run_at,
+            delay_seconds=self.delay_seconds,
+        )
 
 
 class TaskLinks(BaseModel):

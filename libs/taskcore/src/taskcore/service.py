@@ -51,9 +51,14 @@ def new_ids(count: int) -> list[UUID]:
     return [UUID(bytes=random[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskRequest:
-    """One task as a client asks for it (before defaults and limits apply)."""
+    """One task as a client asks for it, before defaults and limits apply: what every submit path
+    (REST, batch, dashboard form) builds and ``TaskService.submit``/``submit_many`` take.
+
+    It holds what the task *is*; how it was submitted stays out: the ``Origin`` (the same for a
+    whole batch) and the Idempotency-Key (a property of one HTTP request, not of a task, and one
+    that a batch cannot carry), which are keyword arguments of ``submit``."""
 
     task_type: str
     payload: dict[str, Any]
@@ -62,6 +67,21 @@ class TaskRequest:
     timeout_seconds: int | None = None
     run_at: datetime | None = None
     delay_seconds: float | None = None
+
+    def fingerprint(self) -> str:
+        """What a repeat with the same Idempotency-Key must match: what the client sent (a delay,
+        not the run_at it became), payload key order ignored. Every field belongs here (a unit
+        test checks it); keep the list's existing order so that stored fingerprints stay valid."""
+        sent = [
+            self.task_type,
+            self.payload,
+            self.priority,
+            self.max_retries,
+            self.timeout_seconds,
+            None if self.delay_seconds is not None else self.run_at,
+            self.delay_seconds,
+        ]
+        return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,36 +101,23 @@ class TaskService:
         self.settings = settings
 
     async def submit(
-        self,
-        *,
-        task_type: str,
-        payload: dict[str, Any],
-        priority: int = 0,
-        max_retries: int | None = None,
-        timeout_seconds: int | None = None,
-        run_at: datetime | None = None,
-        delay_seconds: float | None = None,
-        idempotency_key: str | None = None,
-        origin: Origin | None = None,
+        self, request: TaskRequest, *, origin: Origin, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
         """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
-        request = TaskRequest(task_type, payload, priority, max_retries, timeout_seconds, run_at, delay_seconds)
-        new = self._prepare(request, idempotency_key=idempotency_key, origin=origin or Origin())
-        task, created = await self.repo.insert(new)
+        task, created = await self.repo.insert(self._prepare(request, origin=origin, idempotency_key=idempotency_key))
         if created:
             await self._enqueue(task)
         return task, created
 
-    async def submit_many(self, requests: Sequence[TaskRequest], *, origin: Origin | None = None) -> list[Inserted]:
+    async def submit_many(self, requests: Sequence[TaskRequest], *, origin: Origin) -> list[Inserted]:
         """Validate every request, then store them all in one statement and enqueue them in one
         pipelined round trip. Any invalid request rejects the whole batch (BatchValidationError,
         naming each request by its index) and nothing is stored."""
         news: list[NewTask] = []
         errors: list[dict[str, Any]] = []
-        origin = origin or Origin()
         for index, (request, task_id) in enumerate(zip(requests, new_ids(len(requests)), strict=True)):
             try:
-                news.append(self._prepare(request, idempotency_key=None, origin=origin, task_id=task_id))
+                news.append(self._prepare(request, origin=origin, task_id=task_id))
             except TaskValidationError as exc:
                 errors.extend({**e, "field": f"tasks.{index}.{e['field']}", "index": index} for e in exc.errors)
         if errors:
@@ -125,7 +132,12 @@ class TaskService:
         return stored
 
     def _prepare(
-        self, request: TaskRequest, *, idempotency_key: str | None, origin: Origin, task_id: UUID | None = None
+        self,
+        request: TaskRequest,
+        *,
+        origin: Origin,
+        idempotency_key: str | None = None,
+        task_id: UUID | None = None,
     ) -> NewTask:
         """Check one request against its type and the limits; the row to store."""
         spec = self.registry.get(request.task_type)
@@ -148,19 +160,6 @@ class TaskService:
         if run_at is not None and run_at - datetime.now(UTC) > timedelta(seconds=self.settings.max_delay_seconds):
             field = "delay_seconds" if request.delay_seconds is not None else "run_at"
             raise _limit_error(field, f"must be at most {self.settings.max_delay_seconds} seconds ahead")
-        request_hash = None
-        if idempotency_key is not None:
-            # What the client sent (a delay, not the run_at it became), key order ignored.
-            sent = [
-                request.task_type,
-                request.payload,
-                request.priority,
-                request.max_retries,
-                request.timeout_seconds,
-                None if request.delay_seconds is not None else run_at,
-                request.delay_seconds,
-            ]
-            request_hash = hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return NewTask(
             id=task_id or uuid4(),
             task_type=request.task_type,
@@ -170,7 +169,7 @@ class TaskService:
             timeout_seconds=timeout,
             run_at=run_at,
             idempotency_key=idempotency_key,
-            request_hash=request_hash,
+            request_hash=None if idempotency_key is None else request.fingerprint(),
             request_id=origin.request_id,
             traceparent=origin.traceparent,
             payload_json=encoded.decode(),

@@ -1,7 +1,7 @@
 """The dashboard's session: the API key in an HttpOnly cookie, and a CSRF token for its forms.
 
-When auth is on, the login form's key is checked with ``principal_for_key`` and kept in the
-``taskflow_key`` cookie (HttpOnly, SameSite=Strict, Secure over https, Path=/ui), so page
+When auth is on, the login form's key is checked with ``Authenticator.principal_for_key`` and kept
+in the ``taskflow_key`` cookie (HttpOnly, SameSite=Strict, Secure over https, Path=/ui), so page
 scripts never see it and other sites cannot send it. Every form also carries a per-session
 token that must match the ``taskflow_csrf`` cookie (double submit); it is rotated at login.
 """
@@ -14,7 +14,8 @@ from typing import Annotated
 from fastapi import Depends, Form, Request
 from starlette.responses import Response
 
-from taskflow_api.auth import ANONYMOUS, Principal, Scope, auth_enabled, principal_for_key
+from taskflow_api.auth import ANONYMOUS, Principal, Scope
+from taskflow_api.deps import AuthDep
 
 KEY_COOKIE = "taskflow_key"
 CSRF_COOKIE = "taskflow_csrf"
@@ -73,12 +74,12 @@ def issue_csrf(request: Request, response: Response) -> None:
         set_cookie(request, response, CSRF_COOKIE, new)
 
 
-async def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request, auth: AuthDep) -> Principal:
     """Who is using the dashboard; LoginRequired when auth is on and the cookie holds no valid key."""
-    if not auth_enabled(request):
+    if not auth.required:
         return ANONYMOUS
     key = request.cookies.get(KEY_COOKIE)
-    principal = await principal_for_key(request, key) if key else None
+    principal = auth.principal_for_key(key) if key else None
     if principal is None:
         raise LoginRequired
     if not principal.allows(Scope.TASKS_READ):

@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from taskcore.registry import TaskType
+from taskflow_api.schemas import TaskCreate
+
 PREFIX = "payload."
+OPTIONS = ("priority", "max_retries", "timeout_seconds", "delay_seconds")  # the form's inputs besides the payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,24 @@ def fields_for(schema: dict[str, Any]) -> list[FieldSpec]:
             )
         )
     return specs
+
+
+def task_from_form(task_type: TaskType, form: FormData) -> tuple[TaskCreate | None, list[dict[str, Any]]]:
+    """The body the form describes, as the API would read it (None, and every field error, if it is not valid)."""
+    payload, errors = payload_from_form(fields_for(task_type.json_schema()), form)
+    options = {}
+    for name in OPTIONS:
+        value = form.get(name)
+        if isinstance(value, str) and value.strip():
+            options[name] = value
+    try:
+        body = TaskCreate.model_validate({"task_type": task_type.name, "payload": payload, **options})
+    except ValidationError as exc:
+        return None, [
+            *errors,
+            *({"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()),
+        ]
+    return (None, list(errors)) if errors else (body, [])
 
 
 def payload_from_form(specs: list[FieldSpec], form: FormData) -> tuple[dict[str, Any], list[dict[str, str]]]:

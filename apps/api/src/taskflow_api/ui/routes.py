@@ -12,7 +12,6 @@ import orjson
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
@@ -21,17 +20,18 @@ from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFound, TaskValidationError
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
-from taskcore.settings import Settings
-from taskcore.store.dashboard import DashboardQueries, Overview
-from taskcore.store.repository import ListFilter
-from taskflow_api.auth import Scope, auth_enabled, principal_for_key
-from taskflow_api.live import HEARTBEAT_SECONDS, get_listener, task_events
+from taskcore.store.dashboard import Overview
+from taskcore.store.repository import ListFilter, TaskRepository
+from taskflow_api.auth import Scope
+from taskflow_api.deps import AppState, AuthDep, RegistryDep, RepoDep, ServiceDep, StateDep, charge_submits, state_of
+from taskflow_api.live import HEARTBEAT_SECONDS, task_events
+from taskflow_api.observability import origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS
-from taskflow_api.ratelimit import RateLimited, charge_submits
-from taskflow_api.schemas import TaskCreate
+from taskflow_api.ratelimit import RateLimited
+from taskflow_api.schemas import TaskTypeFilter
 from taskflow_api.ui import _session as session
 from taskflow_api.ui._session import Csrf, Viewer, Writer
-from taskflow_api.ui.forms import fields_for, payload_from_form
+from taskflow_api.ui.forms import fields_for, task_from_form
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -61,21 +61,11 @@ router = APIRouter(prefix="/ui", include_in_schema=False, route_class=_Dashboard
 STATUSES = list(TaskStatus)
 
 
-def _service(request: Request) -> TaskService:
-    service: TaskService = request.app.state.service
-    return service
-
-
-def _registry(request: Request) -> TaskRegistry:
-    registry: TaskRegistry = request.app.state.registry
-    return registry
-
-
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
     principal = getattr(request.state, "ui_principal", None)
     base = {
         "csrf": session.csrf_token(request),
-        "auth_on": auth_enabled(request),
+        "auth_on": state_of(request).auth.required,
         "principal": principal,
         "can_write": principal is not None and principal.allows(Scope.TASKS_WRITE),
     }
@@ -99,9 +89,13 @@ async def login_page(request: Request, next: str = "/ui/") -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(
-    request: Request, _csrf: Csrf, api_key: Annotated[str, Form(max_length=512)] = "", next: str = Form("/ui/")
+    request: Request,
+    auth: AuthDep,
+    _csrf: Csrf,
+    api_key: Annotated[str, Form(max_length=512)] = "",
+    next: str = Form("/ui/"),
 ) -> Response:
-    principal = await principal_for_key(request, api_key.strip()) if api_key.strip() else None
+    principal = auth.principal_for_key(api_key.strip()) if api_key.strip() else None
     if principal is None:
         return render(request, "login.html", {"next": _local(next), "error": "That key is not valid."}, status_code=401)
     response = RedirectResponse(_local(next), status_code=303)
@@ -111,8 +105,8 @@ async def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, _csrf: Csrf) -> Response:
-    response = RedirectResponse("/ui/login" if auth_enabled(request) else "/ui/", status_code=303)
+async def logout(request: Request, auth: AuthDep, _csrf: Csrf) -> Response:
+    response = RedirectResponse("/ui/login" if auth.required else "/ui/", status_code=303)
     session.clear_cookie(request, response, session.KEY_COOKIE)
     session.clear_cookie(request, response, session.CSRF_COOKIE)
     return response
@@ -126,13 +120,11 @@ def _local(target: str) -> str:
 # -- overview --------------------------------------------------------------------------------
 
 
-async def _overview(request: Request) -> tuple[Overview, Any]:
-    settings: Settings = request.app.state.settings
-    service = _service(request)
-    queries: DashboardQueries = request.app.state.dashboard
-    overview = await queries.overview()
-    stats = await service.repo.queue_stats(worker_seen_within=timedelta(seconds=settings.lease_seconds * 2))
-    return overview, stats
+async def _overview(state: AppState) -> dict[str, Any]:
+    lease_seconds = state.settings.lease_seconds
+    overview = await state.dashboard.overview()
+    stats = await state.repo.queue_stats(worker_seen_within=timedelta(seconds=lease_seconds * 2))
+    return overview_json(overview, stats, lease_seconds)
 
 
 def overview_json(overview: Overview, stats: Any, lease_seconds: float) -> dict[str, Any]:
@@ -175,64 +167,60 @@ def overview_json(overview: Overview, stats: Any, lease_seconds: float) -> dict[
 
 
 @router.get("/", response_class=HTMLResponse)
-async def overview_page(request: Request, principal: Viewer) -> Response:
+async def overview_page(request: Request, principal: Viewer, state: StateDep) -> Response:
     _remember(request, principal)
-    overview, stats = await _overview(request)
-    settings: Settings = request.app.state.settings
-    data = overview_json(overview, stats, settings.lease_seconds)
+    data = await _overview(state)
     return render(request, "overview.html", {"data": data, "statuses": STATUSES, "page": "overview"})
 
 
 @router.get("/overview.json")
-async def overview_data(request: Request, principal: Viewer) -> Response:
-    overview, stats = await _overview(request)
-    settings: Settings = request.app.state.settings
-    return JSONResponse(overview_json(overview, stats, settings.lease_seconds), headers={"Cache-Control": "no-store"})
+async def overview_data(principal: Viewer, state: StateDep) -> Response:
+    return JSONResponse(await _overview(state), headers={"Cache-Control": "no-store"})
 
 
 # -- tasks --------------------------------------------------------------------------------------
 
 
-async def _task_page(
-    request: Request,
-    statuses: list[TaskStatus],
-    task_type: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    limit: int,
-    cursor: str | None,
-) -> dict[str, Any]:
-    filters = ListFilter(
-        statuses=statuses, task_type=task_type or None, created_after=created_after, created_before=created_before
-    )
+async def _task_page(repo: TaskRepository, filters: ListFilter, limit: int, cursor: str | None) -> dict[str, Any]:
     error = None
     try:
-        page = await _service(request).repo.list_page(filters, limit=limit, cursor=cursor)
+        page = await repo.list_page(filters, limit=limit, cursor=cursor)
         items, next_cursor = page.items, page.next_cursor
     except TaskValidationError as exc:
         items, next_cursor, error = [], None, str(exc)
-    query: list[tuple[str, str]] = [("status", s.value) for s in statuses]
-    if task_type:
-        query.append(("task_type", task_type))
-    if created_after:
-        query.append(("created_after", created_after.isoformat()))
-    if created_before:
-        query.append(("created_before", created_before.isoformat()))
-    query.append(("limit", str(limit)))
     return {
         "tasks": items,
         "next_cursor": next_cursor,
         "cursor": cursor,
-        "filters": {
-            "statuses": {s.value for s in statuses},
-            "task_type": task_type or "",
-            "limit": limit,
-            "created_after": created_after.strftime("%Y-%m-%dT%H:%M:%S") if created_after else "",
-            "created_before": created_before.strftime("%Y-%m-%dT%H:%M:%S") if created_before else "",
-        },
-        "query": query,
+        "filters": _form_values(filters, limit),
+        "query": _query_of(filters, limit),
         "error": error,
     }
+
+
+def _form_values(filters: ListFilter, limit: int) -> dict[str, Any]:
+    """The filter form's inputs, as the browser shows them."""
+    after, before = filters.created_after, filters.created_before
+    return {
+        "statuses": {s.value for s in filters.statuses},
+        "task_type": filters.task_type or "",
+        "limit": limit,
+        "created_after": after.strftime("%Y-%m-%dT%H:%M:%S") if after else "",
+        "created_before": before.strftime("%Y-%m-%dT%H:%M:%S") if before else "",
+    }
+
+
+def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
+    """The list's query string without the cursor (the next page's link adds it)."""
+    query: list[tuple[str, str]] = [("status", s.value) for s in filters.statuses]
+    if filters.task_type:
+        query.append(("task_type", filters.task_type))
+    if filters.created_after:
+        query.append(("created_after", filters.created_after.isoformat()))
+    if filters.created_before:
+        query.append(("created_before", filters.created_before.isoformat()))
+    query.append(("limit", str(limit)))
+    return query
 
 
 def _moment(text: str) -> datetime | None:
@@ -243,7 +231,6 @@ def _moment(text: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-TaskType = Annotated[str | None, Query(alias="task_type", max_length=200, pattern=r"^[^\x00]*$")]
 Statuses = Annotated[list[TaskStatus], Query(alias="status")]
 
 
@@ -251,8 +238,9 @@ Statuses = Annotated[list[TaskStatus], Query(alias="status")]
 async def tasks_page(
     request: Request,
     principal: Viewer,
+    state: StateDep,
     status_: Statuses = [],  # noqa: B006
-    task_type: TaskType = None,
+    task_type: TaskTypeFilter = None,
     created_after: Annotated[str, Query(max_length=64)] = "",
     created_before: Annotated[str, Query(max_length=64)] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
@@ -267,18 +255,21 @@ async def tasks_page(
         bad_time = True
     else:
         bad_time = False
-    context = await _task_page(request, status_, task_type, after, before, limit, cursor)
+    filters = ListFilter(statuses=status_, task_type=task_type or None, created_after=after, created_before=before)
+    context = await _task_page(state.repo, filters, limit, cursor)
     if bad_time:
         context["error"] = "Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC)."
-    context.update({"types": [t.name for t in _registry(request)], "statuses": STATUSES, "page": "tasks"})
+    context.update({"types": [t.name for t in state.registry], "statuses": STATUSES, "page": "tasks"})
     return render(request, "_rows.html" if fragment else "tasks.html", context)
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
-async def task_page(request: Request, task_id: UUID, principal: Viewer, fragment: bool = False) -> Response:
+async def task_page(
+    request: Request, task_id: UUID, principal: Viewer, repo: RepoDep, fragment: bool = False
+) -> Response:
     _remember(request, principal)
     try:
-        task = await _service(request).repo.get(task_id)
+        task = await repo.get(task_id)
     except TaskNotFound:
         return _not_found(request, task_id)
     context = {"task": task, "page": "tasks", "terminal": task.status.terminal}
@@ -286,9 +277,9 @@ async def task_page(request: Request, task_id: UUID, principal: Viewer, fragment
 
 
 @router.get("/tasks/{task_id}/events")
-async def task_page_events(request: Request, task_id: UUID, principal: Viewer) -> Response:
+async def task_page_events(task_id: UUID, principal: Viewer, state: StateDep) -> Response:
     """The task's state changes for its page (same stream as the API's /events, with the cookie)."""
-    stream = task_events(get_listener(request), _service(request).repo, task_id)
+    stream = task_events(state.listener, state.repo, task_id)
     try:
         first = await anext(stream)
     except TaskNotFound:
@@ -306,17 +297,16 @@ async def task_page_events(request: Request, task_id: UUID, principal: Viewer) -
 
 
 @router.post("/tasks/{task_id}/cancel")
-async def cancel(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf) -> Response:
-    return await _act(request, task_id, "cancel")
+async def cancel(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf, service: ServiceDep) -> Response:
+    return await _act(request, service, task_id, "cancel")
 
 
 @router.post("/tasks/{task_id}/retry")
-async def retry(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf) -> Response:
-    return await _act(request, task_id, "retry")
+async def retry(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf, service: ServiceDep) -> Response:
+    return await _act(request, service, task_id, "retry")
 
 
-async def _act(request: Request, task_id: UUID, action: str) -> Response:
-    service = _service(request)
+async def _act(request: Request, service: TaskService, task_id: UUID, action: str) -> Response:
     try:
         await (service.cancel(task_id) if action == "cancel" else service.retry(task_id))
     except TaskNotFound:
@@ -330,9 +320,11 @@ async def _act(request: Request, task_id: UUID, action: str) -> Response:
 
 
 @router.get("/submit", response_class=HTMLResponse)
-async def submit_page(request: Request, principal: Viewer, task_type: str | None = None) -> Response:
+async def submit_page(
+    request: Request, principal: Viewer, registry: RegistryDep, task_type: str | None = None
+) -> Response:
     _remember(request, principal)
-    return _submit_form(request, task_type, {}, [])
+    return _submit_form(request, registry, task_type, {}, [])
 
 
 def _not_found(request: Request, task_id: UUID) -> Response:
@@ -341,12 +333,12 @@ def _not_found(request: Request, task_id: UUID) -> Response:
 
 def _submit_form(
     request: Request,
+    registry: TaskRegistry,
     task_type: str | None,
     values: dict[str, str],
     errors: list[dict[str, Any]],
     status_code: int = 200,
 ) -> Response:
-    registry = _registry(request)
     names = [t.name for t in registry]
     chosen = task_type if task_type in names else (names[0] if names else None)
     spec = registry.get(chosen) if chosen else None
@@ -368,38 +360,28 @@ def _submit_form(
 
 
 @router.post("/submit", response_class=HTMLResponse)
-async def submit(request: Request, principal: Writer, _csrf: Csrf) -> Response:
+async def submit(request: Request, principal: Writer, _csrf: Csrf, state: StateDep) -> Response:
     _remember(request, principal)
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     task_type = values.get("task_type", "")
-    registry = _registry(request)
-    if task_type not in [t.name for t in registry]:
-        return _submit_form(request, None, values, [{"field": "task_type", "message": "unknown task type"}], 422)
-    payload, errors = payload_from_form(fields_for(registry.get(task_type).json_schema()), form)
-    options = {k: values[k] for k in ("priority", "max_retries", "delay_seconds") if values.get(k, "").strip()}
-    try:
-        body = TaskCreate.model_validate({"task_type": task_type, "payload": payload, **options})
-    except ValidationError as exc:
-        errors += [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-    if errors:
-        return _submit_form(request, task_type, values, errors, 422)
+    if task_type not in state.registry:
+        unknown = [{"field": "task_type", "message": "unknown task type"}]
+        return _submit_form(request, state.registry, None, values, unknown, 422)
+    body, errors = task_from_form(state.registry.get(task_type), form)
+    if body is None:
+        return _submit_form(request, state.registry, task_type, values, errors, 422)
     request.state.principal = principal  # the key behind the cookie pays for the submit, as over the API
     try:
         await charge_submits(request, 1)
+        task, _ = await state.service.submit(body.to_request(), origin=origin_of(request, state.tracing))
     except RateLimited as exc:
         message = f"this key's submit rate limit is used up: try again in {exc.retry_after_seconds} s"
-        limited = _submit_form(request, task_type, values, [{"field": "task_type", "message": message}], 429)
+        limited = _submit_form(
+            request, state.registry, task_type, values, [{"field": "task_type", "message": message}], 429
+        )
         limited.headers["Retry-After"] = str(exc.retry_after_seconds)
         return limited
-    try:
-        task, _ = await _service(request).submit(
-            task_type=body.task_type,
-            payload=body.payload,
-            priority=body.priority,
-            max_retries=body.max_retries,
-            delay_seconds=body.delay_seconds,
-        )
     except TaskValidationError as exc:
-        return _submit_form(request, task_type, values, exc.errors, 422)
+        return _submit_form(request, state.registry, task_type, values, exc.errors, 422)
     return RedirectResponse(f"/ui/tasks/{task.id}", status_code=303)
