@@ -152,7 +152,7 @@ async def test_insert_many_stores_queue_and_keys(repo: TaskRepository, flow: Flo
 async def test_a_retry_under_a_key_goes_back_through_admission(repo: TaskRepository, flow: FlowRepository) -> None:
     await flow.set_limit(Limit("k", max_running=1))
     task = await stored(repo, limit_keys=("k",))
-    [admitted] = await admit_all(flow)
+    assert len(await admit_all(flow)) == 1
     claimed = await repo.claim(task.id, worker_id="w", lease_seconds=LEASE)
     assert claimed is not None
     due = await repo.mark_retry(task.id, claimed.attempt, {"type": "X", "message": "x"}, 0)

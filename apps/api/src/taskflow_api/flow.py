@@ -12,8 +12,8 @@ from taskcore.flow import LIMIT_NAME_PATTERN, QUEUE_PATTERN
 from taskcore.flowservice import Load
 from taskcore.store.flow import LimitUsage, QueueInfo
 from taskflow_api._strict_json import StrictJSONRoute
-from taskflow_api.auth import Scope, require_scope
-from taskflow_api.deps import FlowServiceDep, RegistryDep
+from taskflow_api.auth import Scope
+from taskflow_api.deps import FlowServiceDep, RegistryDep, require_scope
 from taskflow_api.problems import problem, problem_responses
 
 router = APIRouter(prefix="/api/v1", route_class=StrictJSONRoute, tags=["flow control"])
@@ -22,7 +22,7 @@ QueueName = Annotated[str, Path(pattern=QUEUE_PATTERN, description="A queue name
 LimitKey = Annotated[str, Path(pattern=LIMIT_NAME_PATTERN, description="A key, or a prefix template ending in *")]
 
 
-class QueueOut(BaseModel):
+class QueueInfoOut(BaseModel):
     name: str
     paused: bool
     depth: dict[str, int] = Field(description="Tasks waiting or running, by state")
@@ -32,7 +32,7 @@ class QueueOut(BaseModel):
     workers: int = Field(description="Live workers consuming this queue; 0 with due tasks means they are stranded")
 
     @classmethod
-    def of(cls, info: QueueInfo) -> QueueOut:
+    def of(cls, info: QueueInfo) -> QueueInfoOut:
         return cls(
             name=info.name,
             paused=info.paused,
@@ -56,7 +56,9 @@ class LimitIn(BaseModel):
 
     max_running: int | None = Field(default=None, gt=0, description="Tasks under the key running at once")
     per_second: float | None = Field(default=None, gt=0, description="Tasks under the key started per second")
-    burst: int | None = Field(default=None, gt=0, description="Starts allowed at once above the rate (needs per_second)")
+    burst: int | None = Field(
+        default=None, gt=0, description="Starts allowed at once above the rate (needs per_second)"
+    )
 
 
 class KeyUsage(BaseModel):
@@ -108,51 +110,51 @@ def _queue_not_found(name: str) -> Response:
 
 @router.get(
     "/queues",
-    response_model=list[QueueOut],
+    response_model=list[QueueInfoOut],
     responses=problem_responses(503),
     summary="Every queue: depth, due, running, pause, live workers",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def list_queues(flow: FlowServiceDep) -> list[QueueOut]:
-    return [QueueOut.of(q) for q in await flow.queues()]
+async def list_queues(flow: FlowServiceDep) -> list[QueueInfoOut]:
+    return [QueueInfoOut.of(q) for q in await flow.queues()]
 
 
 @router.get(
     "/queues/{name}",
-    response_model=QueueOut,
+    response_model=QueueInfoOut,
     responses=problem_responses(404, 422, 503),
     summary="One queue",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def get_queue(name: QueueName, flow: FlowServiceDep) -> QueueOut | Response:
+async def get_queue(name: QueueName, flow: FlowServiceDep) -> QueueInfoOut | Response:
     info = await flow.queue_info(name)
-    return _queue_not_found(name) if info is None else QueueOut.of(info)
+    return _queue_not_found(name) if info is None else QueueInfoOut.of(info)
 
 
 @router.post(
     "/queues/{name}/pause",
-    response_model=QueueOut,
+    response_model=QueueInfoOut,
     responses=problem_responses(422, 503),
     summary="Pause a queue: it accepts submits, no worker starts its tasks until resumed",
     dependencies=[require_scope(Scope.ADMIN)],
 )
-async def pause_queue(name: QueueName, flow: FlowServiceDep) -> QueueOut | Response:
+async def pause_queue(name: QueueName, flow: FlowServiceDep) -> QueueInfoOut | Response:
     await flow.pause("queue", name)
     info = await flow.queue_info(name)
-    return _queue_not_found(name) if info is None else QueueOut.of(info)
+    return _queue_not_found(name) if info is None else QueueInfoOut.of(info)
 
 
 @router.post(
     "/queues/{name}/resume",
-    response_model=QueueOut,
+    response_model=QueueInfoOut,
     responses=problem_responses(404, 422, 503),
     summary="Resume a paused queue",
     dependencies=[require_scope(Scope.ADMIN)],
 )
-async def resume_queue(name: QueueName, flow: FlowServiceDep) -> QueueOut | Response:
+async def resume_queue(name: QueueName, flow: FlowServiceDep) -> QueueInfoOut | Response:
     await flow.resume("queue", name)
     info = await flow.queue_info(name)
-    return _queue_not_found(name) if info is None else QueueOut.of(info)
+    return _queue_not_found(name) if info is None else QueueInfoOut.of(info)
 
 
 def _type_not_found(name: str) -> Response:
