@@ -118,7 +118,7 @@ def _database_url(name: str) -> str:
 
 async def purge(redis: ArqRedis, queue_name: str, job_ids: list[str]) -> None:
     """Delete the queue and the arq keys of these jobs (and nothing else)."""
-    await TaskQueue(redis).purge([uuid.UUID(j) for j in job_ids], queue=queue_name)
+    await TaskQueue(redis).purge([uuid.UUID(j) for j in job_ids], base=queue_name)
 
 
 @asynccontextmanager

@@ -59,7 +59,7 @@ async def drop_database(name: str) -> None:
 
 async def purge_queue(redis: ArqRedis, queue_name: str, task_ids: Iterable[uuid.UUID]) -> None:
     """Delete this queue and the arq keys of the given tasks (and nothing else)."""
-    await TaskQueue(redis).purge(list(task_ids), queue=queue_name)
+    await TaskQueue(redis).purge(list(task_ids), base=queue_name)
 
 
 async def all_task_ids(pool: asyncpg.Pool) -> list[uuid.UUID]:

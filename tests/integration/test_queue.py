@@ -92,14 +92,14 @@ async def test_a_named_queue_is_its_own_sorted_set(queue: TaskQueue, redis: ArqR
     other = f"{queue.queue_name}:other"
     task_id, kept = uuid4(), uuid4()
     try:
-        assert await queue.enqueue(task_id, run_at=datetime.now(UTC), queue=other)
-        assert await queue.enqueue(kept, run_at=datetime.now(UTC), queue=other)
+        assert await queue.enqueue(task_id, run_at=datetime.now(UTC), queue="other")
+        assert await queue.enqueue(kept, run_at=datetime.now(UTC), queue="other")
         assert await redis.zscore(other, str(task_id)) is not None
         assert await redis.zscore(queue.queue_name, str(task_id)) is None
-        await queue.remove(task_id, queue=other)
+        await queue.remove(task_id, queue="other")
         assert await redis.zrange(other, 0, -1) == [str(kept).encode()]
         assert not await redis.exists(job_key_prefix + str(task_id))
-        await queue.purge([kept], queue=other)  # the queue and its tasks' keys, nothing else
+        await queue.purge([kept])  # the queue and its tasks' keys, nothing else
         assert not await redis.exists(other, job_key_prefix + str(kept))
     finally:
-        await queue.purge([task_id, kept], queue=other)
+        await queue.purge([task_id, kept])

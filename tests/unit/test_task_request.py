@@ -20,6 +20,8 @@ CHANGED: dict[str, Any] = {
     "timeout_seconds": 7,
     "run_at": datetime(2030, 1, 1, tzinfo=UTC),
     "delay_seconds": 3.0,
+    "queue": "reports",
+    "limit_keys": ("tenant:1",),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
+from taskcore.flowservice import FlowService
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.settings import Settings
@@ -44,6 +45,10 @@ class AppState:
     @property
     def repo(self) -> TaskRepository:
         return self.service.repo
+
+    @property
+    def flow(self) -> FlowService:
+        return self.service.flow
 
 
 def attach(app: FastAPI, state: AppState) -> None:
@@ -76,6 +81,10 @@ async def get_repo(request: Request) -> TaskRepository:
     return state_of(request).service.repo
 
 
+async def get_flow(request: Request) -> FlowService:
+    return state_of(request).service.flow
+
+
 async def get_registry(request: Request) -> TaskRegistry:
     return state_of(request).registry
 
@@ -96,6 +105,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[TaskService, Depends(get_service)]
 RepoDep = Annotated[TaskRepository, Depends(get_repo)]
+FlowServiceDep = Annotated[FlowService, Depends(get_flow)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 ListenerDep = Annotated[StatusListener, Depends(get_listener)]

@@ -14,12 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable
+from taskcore.flow import DEFAULT_QUEUE, QUEUE_PATTERN
 from taskcore.store.repository import ListFilter
 from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.auth import Scope
 from taskflow_api.deps import (
     MetricsDep,
-    RegistryDep,
     RepoDep,
     ServiceDep,
     StateDep,
@@ -113,11 +113,18 @@ async def list_tasks(
     task_type: TaskTypeFilter = None,
     created_after: UtcDatetime | None = None,
     created_before: UtcDatetime | None = None,
+    queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskPage:
     page = await repo.list_page(
-        ListFilter(statuses=status_, task_type=task_type, created_after=created_after, created_before=created_before),
+        ListFilter(
+            statuses=status_,
+            task_type=task_type,
+            created_after=created_after,
+            created_before=created_before,
+            queue=queue,
+        ),
         limit=limit,
         cursor=cursor,
     )
@@ -159,9 +166,19 @@ async def retry_task(task_id: UUID, service: ServiceDep) -> TaskOut:
     summary="Registered task types and their payload schemas",
     dependencies=[require_scope(Scope.TASKS_READ)],
 )
-async def task_types(registry: RegistryDep) -> TaskTypeList:
+async def task_types(state: StateDep) -> TaskTypeList:
+    paused = {name for kind, name in await state.flow.flow.paused() if kind == "task_type"}
     return TaskTypeList(
-        items=[TaskTypeOut(name=t.name, description=t.description, payload_schema=t.json_schema()) for t in registry]
+        items=[
+            TaskTypeOut(
+                name=t.name,
+                description=t.description,
+                payload_schema=t.json_schema(),
+                queue=t.queue or DEFAULT_QUEUE,
+                paused=t.name in paused,
+            )
+            for t in state.registry
+        ]
     )
 
 

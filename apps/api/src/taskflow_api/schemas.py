@@ -20,6 +20,7 @@ from pydantic import (
 from starlette.responses import Response
 
 from taskcore.domain import QueueStats, Task, TaskStatus
+from taskcore.flow import LIMIT_KEY_PATTERN, MAX_LIMIT_KEYS, QUEUE_PATTERN
 from taskcore.service import TaskRequest
 
 MAX_PRIORITY = 9
@@ -69,6 +70,23 @@ class TaskCreate(BaseModel):
     timeout_seconds: int | None = Field(default=None, ge=1, description="Per-attempt time limit")
     run_at: UtcDatetime | None = Field(default=None, description="Run at this time (RFC 3339 with offset)")
     delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS, description="Run after this delay")
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_PATTERN,
+        description="The queue; default: the task type's declared queue, else default",
+    )
+    limit_keys: list[Annotated[str, Field(pattern=LIMIT_KEY_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=MAX_LIMIT_KEYS,
+        description="Up to 4 keys whose limits apply (e.g. tenant:42, stripe); the first is the fair-share key",
+    )
+
+    @field_validator("limit_keys")
+    @classmethod
+    def _distinct_keys(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a key")
+        return value
 
     @field_validator("delay_seconds")
     @classmethod
@@ -87,6 +105,8 @@ class TaskCreate(BaseModel):
             timeout_seconds=self.timeout_seconds,
             run_at=self.run_at,
             delay_seconds=self.delay_seconds,
+            queue=self.queue,
+            limit_keys=self.limit_keys,
         )
 
 
@@ -110,6 +130,8 @@ class TaskOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
+    queue: str
+    limit_keys: list[str]
     result: Any = None
     error: dict[str, Any] | None = None
     links: TaskLinks
@@ -131,6 +153,8 @@ class TaskOut(BaseModel):
             started_at=task.started_at,
             finished_at=task.finished_at,
             cancel_requested=task.cancel_requested,
+            queue=task.queue,
+            limit_keys=list(task.limit_keys),
             result=task.result,
             error=task.error,
             links=TaskLinks.model_construct(self=base, cancel=f"{base}/cancel", retry=f"{base}/retry"),
@@ -151,6 +175,8 @@ class TaskTypeOut(BaseModel):
     name: str
     description: str
     payload_schema: dict[str, Any]
+    queue: str = Field(description="The queue its tasks go to unless a submit names one")
+    paused: bool
 
 
 class TaskTypeList(BaseModel):

@@ -71,6 +71,9 @@ class Task:
     idempotency_key: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    queue: str = "default"
+    limit_keys: tuple[str, ...] = ()
+    admitted: bool = True  # False: waiting for a slot, a token or the end of a pause (flow control)
 
     @property
     def retries_left(self) -> bool:
@@ -93,6 +96,8 @@ class NewTask:
     request_id: str | None = None  # the API request that submitted it (X-Request-ID)
     traceparent: str | None = None  # W3C trace context of the submit span
     payload_json: str | None = None  # ``payload`` already encoded, so that it is serialised once
+    queue: str = "default"
+    limit_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,8 @@ class BackoffPolicy:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
+    """All queues together (``/api/v1/queue``)."""
+
     depth: dict[TaskStatus, int]
     due: int
     oldest_due_age_seconds: float | None

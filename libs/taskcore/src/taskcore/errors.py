@@ -2,6 +2,7 @@
 
 TaskflowError
 ├── TaskNotFound            — no task with that id
+├── LimitNotFound           — no limit set on that key
 ├── InvalidTransition       — the task's state does not allow the operation
 ├── IdempotencyConflict     — same Idempotency-Key, different request
 ├── TaskValidationError     — unknown task type or payload not matching its schema
@@ -34,6 +35,12 @@ class TaskNotFound(TaskflowError):
     def __init__(self, task_id: UUID) -> None:
         super().__init__(f"task {task_id} does not exist")
         self.task_id = task_id
+
+
+class LimitNotFound(TaskflowError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no limit is set on key {key!r}")
+        self.key = key
 
 
 class InvalidTransition(TaskflowError):

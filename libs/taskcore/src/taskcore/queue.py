@@ -80,6 +80,7 @@ from redis.exceptions import WatchError
 
 from taskcore.batching import Coalescer
 from taskcore.errors import unavailable_on
+from taskcore.flow import DEFAULT_QUEUE
 
 RUN_TASK = "run_task"  # the single arq function every task runs through
 # PostgreSQL governs retries; arq must never give up on a job by its own count.
@@ -129,13 +130,20 @@ return found
 """  # jobs per script call: bounded so that one call never blocks Redis for long
 
 
+def queue_key(base: str, queue: str | None) -> str:
+    """The Redis sorted set of a named queue: ``base`` itself for the default queue (as before queues
+    had names), ``base:name`` for the others."""
+    return base if queue is None or queue == DEFAULT_QUEUE else f"{base}:{queue}"
+
+
 @dataclass(frozen=True, slots=True)
 class Enqueue:
-    """One job to add: the task's id, due time and priority."""
+    """One job to add: the task's id, due time, priority and queue (by name)."""
 
     task_id: UUID
     run_at: datetime
     priority: int = 0
+    queue: str = DEFAULT_QUEUE
 
 
 def in_progress_mark_lifetime(max_timeout_seconds: float) -> timedelta:
@@ -158,7 +166,8 @@ def _translate_errors() -> AbstractAsyncContextManager[None]:
 
 
 class TaskQueue:
-    """The task side of arq's queues; ``queue`` defaults to the client's ``default_queue_name``."""
+    """The task side of arq's queues. A ``queue`` is a queue's name (taskcore.flow); the default
+    queue's sorted set is the client's ``default_queue_name`` and the others' derive from it."""
 
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
@@ -170,13 +179,25 @@ class TaskQueue:
         async with _translate_errors():
             await self.redis.ping()
 
-    async def enqueue(self, task_id: UUID, *, run_at: datetime, priority: int = 0, queue: str | None = None) -> bool:
-        """Add the task's job; False when a job for it already exists (it will run anyway)."""
-        return (await self.enqueue_many([Enqueue(task_id, run_at, priority)], queue=queue))[0]
+    def key(self, queue: str | None) -> str:
+        return queue_key(self.queue_name, queue)
 
-    async def enqueue_many(self, jobs: Sequence[Enqueue], *, queue: str | None = None) -> list[bool]:
-        """Add many jobs to one queue, a chunk per round trip; each answer as for ``enqueue``."""
-        queue_key = queue or self.queue_name
+    async def enqueue(self, task_id: UUID, *, run_at: datetime, priority: int = 0, queue: str = DEFAULT_QUEUE) -> bool:
+        """Add the task's job; False when a job for it already exists (it will run anyway)."""
+        return (await self.enqueue_many([Enqueue(task_id, run_at, priority, queue)]))[0]
+
+    async def enqueue_many(self, jobs: Sequence[Enqueue]) -> list[bool]:
+        """Add many jobs, a chunk of one queue per round trip; each answer as for ``enqueue``."""
+        queues = {job.queue for job in jobs}
+        if len(queues) <= 1:
+            return await self._enqueue_into(self.key(next(iter(queues), None)), jobs)
+        answers: dict[UUID, bool] = {}
+        for name in queues:
+            mine = [job for job in jobs if job.queue == name]
+            answers.update(zip((j.task_id for j in mine), await self._enqueue_into(self.key(name), mine), strict=True))
+        return [answers[job.task_id] for job in jobs]
+
+    async def _enqueue_into(self, queue_key: str, jobs: Sequence[Enqueue]) -> list[bool]:
         added: list[bool] = []
         now_ms = timestamp_ms()
         serializer = self.redis.job_serializer
@@ -198,11 +219,18 @@ class TaskQueue:
             added += [bool(n) for n in flags]
         return added
 
-    async def remove(self, task_id: UUID, *, queue: str | None = None) -> None:
+    async def remove(self, task_id: UUID, *, queue: str = DEFAULT_QUEUE) -> None:
         """Drop a waiting task's job (the claim guard protects the race with a worker)."""
+        await self.remove_many([(task_id, queue)])
+
+    async def remove_many(self, jobs: Sequence[tuple[UUID, str]]) -> None:
+        """``remove`` for many (task id, queue) pairs in one transaction."""
+        if not jobs:
+            return
         async with _translate_errors(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(queue or self.queue_name, job_id(task_id))
-            pipe.delete(job_key_prefix + job_id(task_id))
+            for task_id, queue in jobs:
+                pipe.zrem(self.key(queue), job_id(task_id))
+            pipe.delete(*(job_key_prefix + job_id(task_id) for task_id, _ in jobs))
             await pipe.execute()
 
     async def abort(self, task_id: UUID) -> None:
@@ -211,7 +239,7 @@ class TaskQueue:
             await self.redis.zadd(abort_jobs_ss, {job_id(task_id): timestamp_ms()})
 
     async def requeue_stale(
-        self, task_id: UUID, *, run_at: datetime, priority: int = 0, queue: str | None = None
+        self, task_id: UUID, *, run_at: datetime, priority: int = 0, queue: str = DEFAULT_QUEUE
     ) -> None:
         """Re-offer a task whose worker died: its job may still sit in the queue marked in progress
         (arq would wait for the job timeout before retrying it), so clear that mark first."""
@@ -254,13 +282,16 @@ class TaskQueue:
             async with _translate_errors():
                 await self.redis.delete(*(in_progress_key_prefix + job_id(t) for t in task_ids))
 
-    async def purge(self, task_ids: Sequence[UUID], *, queue: str | None = None) -> None:
-        """Delete a queue and every arq key of these tasks (and nothing else): for a test or a bench
-        that shares a Redis database with others."""
-        name = queue or self.queue_name
+    async def purge(self, task_ids: Sequence[UUID], *, base: str | None = None) -> None:
+        """Delete the queues under ``base`` (the default queue's key; this client's by default: that
+        sorted set and every named queue's ``base:name``) and every arq key of these tasks, and
+        nothing else: for a test or a bench that shares a Redis database with others."""
+        name = base or self.queue_name
         ids = [job_id(t) for t in task_ids]
+        async with _translate_errors():
+            named = [key async for key in self.redis.scan_iter(match=f"{name}:*", count=1000)]
         async with _translate_errors(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(name, name + health_check_key_suffix)
+            pipe.delete(name, name + health_check_key_suffix, *named)
             for start in range(0, len(ids), ENQUEUE_CHUNK):
                 chunk = ids[start : start + ENQUEUE_CHUNK]
                 for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix, retry_key_prefix):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -18,6 +19,7 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from taskcore.errors import HandlerExit, TaskValidationError
+from taskcore.flow import QUEUE_PATTERN
 
 Handler = Callable[..., Any]
 
@@ -38,6 +40,7 @@ class TaskType:
     handler: Handler
     payload_model: type[BaseModel]
     description: str = ""
+    queue: str | None = None  # the queue its tasks go to unless a submit names one
     _wants_ctx: bool = field(default=False, repr=False)
     _is_async: bool = field(default=True, repr=False)
 
@@ -79,18 +82,22 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
 
-    def task(self, name: str, *, description: str | None = None) -> Callable[[Handler], Handler]:
-        """Decorator registering ``handler`` as task type ``name``."""
+    def task(
+        self, name: str, *, description: str | None = None, queue: str | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator registering ``handler`` as task type ``name`` (its tasks go to ``queue`` by default)."""
 
         def decorator(handler: Handler) -> Handler:
-            self.add(name, handler, description=description)
+            self.add(name, handler, description=description, queue=queue)
             return handler
 
         return decorator
 
-    def add(self, name: str, handler: Handler, *, description: str | None = None) -> TaskType:
+    def add(self, name: str, handler: Handler, *, description: str | None = None, queue: str | None = None) -> TaskType:
         if not name or len(name) > 200:
             raise ValueError("task type names are 1 to 200 characters")
+        if queue is not None and not re.fullmatch(QUEUE_PATTERN, queue):
+            raise ValueError(f"queue {queue!r} of task type {name!r} must match {QUEUE_PATTERN}")
         existing = self._types.get(name)
         if existing is not None and existing.handler is not handler:
             raise ValueError(f"task type {name!r} is already registered to {existing.handler!r}")
@@ -107,6 +114,7 @@ class TaskRegistry:
             handler=handler,
             payload_model=model,
             description=doc.split("\n\n")[0],
+            queue=queue,
             _wants_ctx=len(params) == 2,
             _is_async=inspect.iscoroutinefunction(handler),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,10 +19,13 @@ import structlog
 
 from taskcore.domain import NewTask, Task, TaskStatus
 from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
+from taskcore.flow import DEFAULT_QUEUE, check_limit_keys, check_queue_name
+from taskcore.flowservice import FlowService
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.queue import Enqueue, TaskQueue
 from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
+from taskcore.store.flow import FlowRepository
 from taskcore.store.repository import Inserted, TaskRepository
 
 log = structlog.get_logger("taskflow.service")
@@ -67,6 +70,8 @@ class TaskRequest:
     timeout_seconds: int | None = None
     run_at: datetime | None = None
     delay_seconds: float | None = None
+    queue: str | None = None  # None: the task type's declared queue, else "default"
+    limit_keys: Sequence[str] = ()
 
     def fingerprint(self) -> str:
         """What a repeat with the same Idempotency-Key must match: what the client sent (a delay,
@@ -81,6 +86,8 @@ class TaskRequest:
             None if self.delay_seconds is not None else self.run_at,
             self.delay_seconds,
         ]
+        if self.queue is not None or self.limit_keys:  # appended only when set: older fingerprints stay valid
+            sent += [self.queue, list(self.limit_keys)]
         return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -99,12 +106,16 @@ class TaskService:
         self.queue = queue
         self.registry = registry
         self.settings = settings
+        self.flow = FlowService(flow=FlowRepository(repo.pool), queue=queue, registry=registry, settings=settings)
+        self._known_queues: set[str] = {DEFAULT_QUEUE}  # queues this process has recorded (a queue exists once named)
 
     async def submit(
         self, request: TaskRequest, *, origin: Origin, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
         """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
-        task, created = await self.repo.insert(self._prepare(request, origin=origin, idempotency_key=idempotency_key))
+        new = self._prepare(request, origin=origin, idempotency_key=idempotency_key)
+        await self._note_queues((new.queue,))
+        task, created = await self.repo.insert(new)
         if created:
             await self._enqueue(task)
         return task, created
@@ -124,12 +135,22 @@ class TaskService:
             raise TaskValidationError(
                 f"{len({e['index'] for e in errors})} of {len(requests)} tasks are invalid", errors
             )
+        await self._note_queues({n.queue for n in news})
         stored = await self.repo.insert_many(news)
+        admitted = [Enqueue(t.id, t.run_at, t.priority, t.queue) for t in stored if t.admitted]
         try:
-            await self.queue.enqueue_many([Enqueue(t.id, t.run_at, t.priority) for t in stored])
+            await self.queue.enqueue_many(admitted)
         except DependencyUnavailable as exc:
             log.warning("tasks stored but not enqueued", count=len(stored), error=str(exc))
+        if len(admitted) < len(stored):
+            await self.flow.admit_quietly()
         return stored
+
+    async def _note_queues(self, names: Iterable[str]) -> None:
+        new = [n for n in names if n not in self._known_queues]
+        if new:
+            await self.flow.flow.note_queues(new)
+            self._known_queues.update(new)
 
     def _prepare(
         self,
@@ -145,6 +166,7 @@ class TaskService:
         if len(encoded) > self.settings.payload_limit_bytes:
             raise PayloadTooLarge(len(encoded), self.settings.payload_limit_bytes)
         spec.parse(request.payload)
+        queue = DEFAULT_QUEUE if request.queue is None and spec.queue is None else request.queue or spec.queue
         retries = self._bounded(
             "max_retries", request.max_retries, self.settings.default_max_retries, self.settings.max_retries_limit
         )
@@ -173,6 +195,8 @@ class TaskService:
             request_id=origin.request_id,
             traceparent=origin.traceparent,
             payload_json=encoded.decode(),
+            queue=check_queue_name(queue or DEFAULT_QUEUE),
+            limit_keys=check_limit_keys(request.limit_keys) if request.limit_keys else (),
         )
 
     @staticmethod
@@ -189,9 +213,11 @@ class TaskService:
             if task.status is TaskStatus.RUNNING:
                 await self.queue.abort(task_id)  # the worker's lease heartbeat also sees the request
             else:
-                await self.queue.remove(task_id)  # a leftover job finds the task cancelled and skips
+                await self.queue.remove(task_id, queue=task.queue)  # a leftover job finds the task cancelled
         except DependencyUnavailable as exc:
             log.warning("queue not updated after cancel", task_id=str(task_id), error=str(exc))
+        if task.limit_keys and task.status is TaskStatus.CANCELLED:
+            await self.flow.admit_quietly()  # its slot is free
         return task
 
     async def retry(self, task_id: UUID) -> Task:
@@ -200,10 +226,14 @@ class TaskService:
         return task
 
     async def _enqueue(self, task: Task, *, after_cancel: bool = False) -> None:
+        """Enqueue an admitted task; run admission for one under a key or a pause (it may admit others too)."""
         try:
             if after_cancel:
                 await self.queue.forget_abort(task.id)
-            await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority)
+            if task.admitted:
+                await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority, queue=task.queue)
         except DependencyUnavailable as exc:
             # Stored is what counts: the reconciler enqueues it once Redis answers.
             log.warning("task stored but not enqueued", task_id=str(task.id), error=str(exc))
+        if not task.admitted:
+            await self.flow.admit_quietly()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from taskcore.flow import QUEUE_PATTERN
 
 
 class Profile(StrEnum):
@@ -70,6 +73,8 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=600.0, gt=0)
 
     # Worker
+    # The queues a worker consumes, with weights: "critical:3,default:1" (a missing weight is 1).
+    worker_queues: Annotated[tuple[tuple[str, int], ...], NoDecode] = (("default", 1),)
     worker_concurrency: int = Field(default=50, ge=1, le=10_000)
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0, le=10)
     worker_shutdown_grace_seconds: int = Field(default=25, ge=0)
@@ -77,6 +82,12 @@ class Settings(BaseSettings):
     worker_batch_max_size: int = Field(default=200, ge=1, le=5000)
     worker_batch_linger_seconds: float = Field(default=0.01, ge=0, le=1)
     outage_tolerance_seconds: float = Field(default=60.0, ge=0)
+
+    # Flow control: admission of tasks under limit keys or in paused queues (docs/flow-control.md)
+    # Per queue, at least this many admitted tasks under a key may wait for a worker (also at least
+    # twice the concurrency of the queue's live workers): the rest wait in PostgreSQL, in fair order.
+    admission_window: int = Field(default=100, ge=1, le=100_000)
+    admission_interval_seconds: float = Field(default=0.2, gt=0, le=60)
 
     # Leases, reconciler, retention
     lease_seconds: float = Field(default=30.0, ge=1)
@@ -99,6 +110,27 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        parsed: list[tuple[str, int]] = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            name, _, weight = part.partition(":")
+            if not re.fullmatch(QUEUE_PATTERN, name):
+                raise ValueError(f"queue {name!r} must match {QUEUE_PATTERN}")
+            if weight and not (weight.isdigit() and int(weight) >= 1):
+                raise ValueError(f"the weight of queue {name!r} must be a whole number of at least 1")
+            parsed.append((name, int(weight or 1)))
+        if not parsed:
+            raise ValueError("name at least one queue")
+        if len({n for n, _ in parsed}) != len(parsed):
+            raise ValueError("each queue once")
+        return tuple(parsed)
 
     @field_validator("database_url")
     @classmethod

@@ -26,12 +26,18 @@ from taskcore.store._pool import translate_errors
 
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
-    idempotency_key, request_id, traceparent"""
+    idempotency_key, request_id, traceparent, queue, limit_keys, admitted"""
+
+# Whether a task may be admitted as it is stored or re-queued, without the admitter: no limit key
+# and neither its queue nor its type paused (taskcore/store/flow.py admits the others).
+_UNGATED = """(tasks.limit_keys = '{}' AND NOT EXISTS (SELECT 1 FROM pauses p
+    WHERE (p.kind = 'queue' AND p.name = tasks.queue) OR (p.kind = 'task_type' AND p.name = tasks.task_type)))"""
 
 
 def _task(row: asyncpg.Record) -> Task:
     values = dict(row.items())
     values["status"] = TaskStatus(values["status"])
+    values["limit_keys"] = tuple(values["limit_keys"])
     return Task(**values)
 
 
@@ -41,6 +47,7 @@ class ListFilter:
     task_type: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class DueTask:
     id: UUID
     priority: int
     run_at: datetime
+    queue: str = "default"
+    admitted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,8 @@ class Inserted:
     priority: int
     run_at: datetime
     created_at: datetime
+    queue: str = "default"
+    admitted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,8 @@ class Recovered:
     status: TaskStatus
     priority: int
     run_at: datetime
+    queue: str = "default"
+    admitted: bool = True
 
 
 def _payload_json(new: NewTask) -> str:
@@ -113,6 +126,10 @@ class TaskRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
         async with translate_errors(), self._pool.acquire() as conn:
@@ -131,10 +148,12 @@ class TaskRepository:
                 f"""WITH now AS (SELECT clock_timestamp() AS ts)  -- one instant: a task due now has run_at = created_at
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
-                        created_at, updated_at)
+                        created_at, updated_at, queue, limit_keys, admitted)
                     SELECT $1, $2, $3::text::jsonb,
                         CASE WHEN $9::timestamptz > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
-                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts
+                        $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts,
+                        $12, $13::text[], cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1 FROM pauses p
+                            WHERE (p.kind = 'queue' AND p.name = $12) OR (p.kind = 'task_type' AND p.name = $2))
                     FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_COLUMNS}""",
@@ -149,6 +168,8 @@ class TaskRepository:
                 new.run_at,
                 new.request_id,
                 new.traceparent,
+                new.queue,
+                list(new.limit_keys),
             )
             if row is not None:
                 return _task(row), True
@@ -161,6 +182,7 @@ class TaskRepository:
         if values.pop("request_hash") != new.request_hash:
             raise IdempotencyConflict(new.idempotency_key or "", values["id"])
         values["status"] = TaskStatus(values["status"])
+        values["limit_keys"] = tuple(values["limit_keys"])
         return Task(**values), False
 
     async def insert_many(self, news: Sequence[NewTask]) -> list[Inserted]:
@@ -178,6 +200,8 @@ class TaskRepository:
         retries: list[int] = []
         timeouts: list[int] = []
         run_ats: list[datetime | None] = []
+        queues: list[str] = []
+        keys: list[str] = []  # comma-joined: a limit key never holds a comma
         for n in news:
             ids.append(n.id)
             types.append(n.task_type)
@@ -186,21 +210,29 @@ class TaskRepository:
             retries.append(n.max_retries)
             timeouts.append(n.timeout_seconds)
             run_ats.append(n.run_at)
+            queues.append(n.queue)
+            keys.append(",".join(n.limit_keys))
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
                     stored AS (
                         INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
-                            timeout_seconds, run_at, request_id, traceparent, created_at, updated_at)
+                            timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
+                            queue, limit_keys, admitted)
                         SELECT n.id, n.task_type, n.payload::jsonb,
                             CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                             n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
-                            $8, $9, now.ts, now.ts
+                            $8, $9, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
+                            n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
+                                WHERE (p.kind = 'queue' AND p.name = n.queue)
+                                   OR (p.kind = 'task_type' AND p.name = n.task_type))
                         FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                    $7::timestamptz[])
-                            AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at)
-                        RETURNING 1)
-                    SELECT (SELECT ts FROM now) AS ts, (SELECT count(*) FROM stored) AS n""",
+                                    $7::timestamptz[], $10::text[], $11::text[])
+                            AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys)
+                        RETURNING 1),
+                    paused AS (SELECT kind, name FROM pauses)
+                    SELECT (SELECT ts FROM now) AS ts, (SELECT count(*) FROM stored) AS n,
+                        (SELECT array_agg(kind || ':' || name) FROM paused) AS paused""",
                 ids,
                 types,
                 payloads,
@@ -210,15 +242,31 @@ class TaskRepository:
                 run_ats,
                 news[0].request_id,
                 news[0].traceparent,
+                queues,
+                keys,
             )
         if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
             raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")
         now: datetime = row["ts"]
         queued, scheduled = TaskStatus.QUEUED, TaskStatus.SCHEDULED
+        paused = set(row["paused"] or ())
+        if not paused and not any(keys):  # the common case: every task admitted, in one queue or a few
+            return [
+                Inserted(n.id, queued, n.priority, now, now, n.queue)
+                if n.run_at is None
+                else Inserted(n.id, scheduled if n.run_at > now else queued, n.priority, n.run_at, now, n.queue)
+                for n in news
+            ]
         return [
-            Inserted(n.id, queued, n.priority, now, now)
-            if n.run_at is None
-            else Inserted(n.id, scheduled if n.run_at > now else queued, n.priority, n.run_at, now)
+            Inserted(
+                n.id,
+                queued if n.run_at is None or n.run_at <= now else scheduled,
+                n.priority,
+                n.run_at or now,
+                now,
+                n.queue,
+                not n.limit_keys and f"queue:{n.queue}" not in paused and f"task_type:{n.task_type}" not in paused,
+            )
             for n in news
         ]
 
@@ -242,6 +290,8 @@ class TaskRepository:
             conditions.append(f"status = ANY({arg([s.value for s in filters.statuses])}::text[])")
         if filters.task_type is not None:
             conditions.append(f"task_type = {arg(filters.task_type)}")
+        if filters.queue is not None:
+            conditions.append(f"queue = {arg(filters.queue)}")
         if filters.created_after is not None:
             conditions.append(f"created_at > {arg(filters.created_after)}")
         if filters.created_before is not None:
@@ -305,7 +355,7 @@ class TaskRepository:
                 f"""UPDATE tasks SET status = {st.QUEUED}, attempt = 0, run_at = clock_timestamp(),
                         updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
                         result = NULL, error = NULL, cancel_requested = false,
-                        lease_expires_at = NULL, worker_id = NULL
+                        lease_expires_at = NULL, worker_id = NULL, admitted = {_UNGATED}
                     WHERE id = $1 RETURNING {_COLUMNS}""",
                 task_id,
             )
@@ -331,7 +381,7 @@ class TaskRepository:
                 f"""UPDATE tasks SET status = {st.RUNNING}, attempt = attempt + 1,
                         started_at = clock_timestamp(), updated_at = clock_timestamp(),
                         lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2
-                    WHERE id = ANY($1::uuid[]) AND (status || '') IN {st.CLAIMABLE}
+                    WHERE id = ANY($1::uuid[]) AND (status || '') IN {st.CLAIMABLE} AND admitted
                       AND run_at <= clock_timestamp() + interval '1 second'
                     RETURNING {_COLUMNS}""",
                 list(task_ids),
@@ -347,7 +397,7 @@ class TaskRepository:
             row: asyncpg.Record | None = await conn.fetchrow(
                 f"""UPDATE tasks SET updated_at = clock_timestamp(), lease_expires_at = NULL, {sql}
                     WHERE id = $1 AND status = {st.RUNNING} AND attempt = $2 AND {only_if}
-                    RETURNING id, priority, run_at""",
+                    RETURNING id, priority, run_at, queue, admitted""",
                 task_id,
                 attempt,
                 *args,
@@ -385,13 +435,15 @@ class TaskRepository:
         """Running → scheduled after ``delay`` seconds, keeping the error of this attempt."""
         row = await self._finish(
             f"status = {st.SCHEDULED}, error = $3, worker_id = NULL, "
-            "run_at = clock_timestamp() + make_interval(secs => $4)",
+            f"run_at = clock_timestamp() + make_interval(secs => $4), admitted = {_UNGATED}",
             task_id,
             attempt,
             error,
             delay,
         )
-        return None if row is None else DueTask(row["id"], row["priority"], row["run_at"])
+        return (
+            None if row is None else DueTask(row["id"], row["priority"], row["run_at"], row["queue"], row["admitted"])
+        )
 
     async def mark_cancelled(self, task_id: UUID, attempt: int) -> bool:
         """Running with a cancel request → cancelled; False when no cancel was requested."""
@@ -431,14 +483,15 @@ class TaskRepository:
         """Waiting tasks in id order (a rotating scan), skipping ones changed within ``settled_for``."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"""SELECT id, priority, run_at FROM tasks
+                f"""SELECT id, priority, run_at, queue FROM tasks
                     WHERE status IN {st.WAITING} AND id > $1 AND updated_at < clock_timestamp() - $2::interval
+                      AND admitted
                     ORDER BY id LIMIT $3""",
                 after or UUID(int=0),
                 settled_for,
                 limit,
             )
-        return [DueTask(r["id"], r["priority"], r["run_at"]) for r in rows]
+        return [DueTask(r["id"], r["priority"], r["run_at"], r["queue"]) for r in rows]
 
     async def recover_expired(self, *, limit: int, error: dict[str, Any]) -> list[Recovered]:
         """Running tasks whose lease expired (their worker died) → scheduled now, failed, or cancelled."""
@@ -450,15 +503,18 @@ class TaskRepository:
                         finished_at = CASE WHEN cancel_requested OR attempt > max_retries
                                            THEN clock_timestamp() END,
                         run_at = clock_timestamp(), updated_at = clock_timestamp(),
-                        lease_expires_at = NULL, worker_id = NULL, error = $2
+                        lease_expires_at = NULL, worker_id = NULL, error = $2, admitted = {_UNGATED}
                     WHERE id IN (SELECT id FROM tasks WHERE status = {st.RUNNING}
                                    AND lease_expires_at < clock_timestamp()
                                  ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-                    RETURNING id, status, priority, run_at""",
+                    RETURNING id, status, priority, run_at, queue, admitted""",
                 limit,
                 error,
             )
-        return [Recovered(r["id"], TaskStatus(r["status"]), r["priority"], r["run_at"]) for r in rows]
+        return [
+            Recovered(r["id"], TaskStatus(r["status"]), r["priority"], r["run_at"], r["queue"], r["admitted"])
+            for r in rows
+        ]
 
     async def purge_finished(self, *, older_than: timedelta, limit: int) -> int:
         async with self._conn() as conn:
@@ -479,15 +535,18 @@ class TaskRepository:
 
     # -- workers ------------------------------------------------------------------------------
 
-    async def worker_seen(self, *, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:
+    async def worker_seen(
+        self, *, worker_id: str, hostname: str, pid: int, concurrency: int, queues: Sequence[str] = ("default",)
+    ) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                """INSERT INTO workers (id, hostname, pid, concurrency) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (id) DO UPDATE SET last_seen_at = now()""",
+                """INSERT INTO workers (id, hostname, pid, concurrency, queues) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), queues = EXCLUDED.queues""",
                 worker_id,
                 hostname,
                 pid,
                 concurrency,
+                list(queues),
             )
 
     async def worker_gone(self, worker_id: str) -> None:
