@@ -18,11 +18,12 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
+from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from taskcore.errors import unavailable_on
+from taskcore.errors import outage_reason, unavailable_on
 
 RUN_TASK = "run_task"  # the single arq function every task runs through
 PRIORITY_STEP = timedelta(hours=1)
@@ -83,10 +84,25 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
     return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
 
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(reason, hint) for a Redis failure: a password Redis wants (NOAUTH), a wrong one (WRONGPASS) or an
+    ACL user without the commands TaskFlow runs are settings to fix, the rest an outage."""
+    if isinstance(exc, AuthenticationError):
+        if "without any password configured" in str(exc) or "no password is set" in str(exc):
+            return f"authentication failed: {exc}", "this Redis has no password: remove it from TASKFLOW_REDIS_URL"
+        return f"authentication failed: {exc}", "set its password in TASKFLOW_REDIS_URL (':PASSWORD@' before the host)"
+    if isinstance(exc, NoPermissionError):
+        return f"permission denied: {exc}", "give the Redis user of TASKFLOW_REDIS_URL the commands TaskFlow runs"
+    return outage_reason(exc), ""
+
+
 def _translate_errors() -> AbstractAsyncContextManager[None]:
     # redis-py reports a connection lost inside WATCH (arq's enqueue_job) as WatchError; arq itself
     # catches the WatchError of a real concurrent change, so one that reaches us means Redis went away.
-    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError))
+    # AuthenticationError (NOAUTH, WRONGPASS) is a ConnectionError; describe_error tells it apart.
+    return unavailable_on(
+        "redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError, NoPermissionError), describe_error
+    )
 
 
 class TaskQueue:
