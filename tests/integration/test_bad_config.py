@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,16 +27,33 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store import migrate
+from taskflow_api.app import create_app
 from taskflow_worker.preflight import check_dependencies
-from tests.conftest import ADMIN_DATABASE_URL, database_url, drop_database
-from tests.integration.test_api import PROBLEM, make_client  # noqa: F401 - make_client is a fixture
+from tests.conftest import ADMIN_DATABASE_URL, AUTH_HEADERS, database_url, drop_database
+from tests.integration.test_api import PROBLEM
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "devstack.py"
 REDIS_PASSWORD = "s3cret-" + uuid.uuid4().hex[:6]
 PG_PASSWORD = "right-" + uuid.uuid4().hex[:6]
 TASK = {"task_type": "test", "payload": {"message": "hi"}}
+
+
+@pytest.fixture
+async def make_client(registry: TaskRegistry) -> AsyncIterator[Any]:
+    """An API in-process with the given settings, its lifespan run (it must start whatever they say)."""
+    async with AsyncExitStack() as stack:
+
+        async def make(settings: Settings) -> httpx.AsyncClient:
+            app = create_app(settings, registry=registry)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            client = httpx.AsyncClient(transport=transport, base_url="http://taskflow.test", headers=AUTH_HEADERS)
+            return await stack.enter_async_context(client)
+
+        yield make
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -23,11 +23,15 @@ from taskflow_cli._exit import Exit, exit_code_for
 from taskflow_cli._render import dumps, queue_table, task_detail, tasks_table, types_table
 from taskflow_client import Client, Task, TaskflowError, TaskStatus
 
+if TYPE_CHECKING:  # the click Typer bundles: its callbacks take these
+    from typer._click.core import Context as ClickContext
+    from typer._click.core import Parameter as ClickParameter
+
 T = TypeVar("T")
 GLOBAL_PANEL = "Global options (before or after the command)"
 
 
-def _given_after_the_command(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> None:
+def _given_after_the_command(ctx: ClickContext, param: ClickParameter, value: Any) -> None:
     """A global option typed after the command overrides the one before it (or its default)."""
     source = ctx.get_parameter_source(param.name) if param.name else None
     if source is not None and source.name == "COMMANDLINE":
