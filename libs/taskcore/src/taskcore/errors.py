@@ -86,6 +86,9 @@ def _join(reason: str, hint: str) -> str:
 
 def outage_reason(exc: BaseException) -> str:
     """A short, stable reason for a network failure (stable so that a repeated failure is not a new cause)."""
+    underlying = exc.__cause__ or exc.__context__  # a driver's wrapper around the socket's error
+    if not isinstance(exc, OSError) and isinstance(underlying, OSError):
+        exc = underlying
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):

@@ -18,7 +18,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
-from redis.exceptions import AuthenticationError, NoPermissionError, WatchError
+from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -83,6 +83,10 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
     return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
 
+# InvalidResponse: something answers at that address, not in Redis's protocol (a wrong port).
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, WatchError, OSError, InvalidResponse, NoPermissionError)
+
+
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """(reason, hint) for a Redis failure: a password Redis wants (NOAUTH), a wrong one (WRONGPASS) or an
     ACL user without the commands TaskFlow runs are settings to fix, the rest an outage."""
@@ -90,6 +94,8 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
         if "without any password configured" in str(exc) or "no password is set" in str(exc):
             return f"authentication failed: {exc}", "this Redis has no password: remove it from TASKFLOW_REDIS_URL"
         return f"authentication failed: {exc}", "set its password in TASKFLOW_REDIS_URL (':PASSWORD@' before the host)"
+    if isinstance(exc, InvalidResponse):  # something answers there, not in Redis's protocol
+        return f"not a Redis server: {exc}", "check the host and port in TASKFLOW_REDIS_URL"
     if isinstance(exc, NoPermissionError):
         return f"permission denied: {exc}", "give the Redis user of TASKFLOW_REDIS_URL the commands TaskFlow runs"
     return outage_reason(exc), ""
@@ -99,9 +105,7 @@ def _translate_errors() -> AbstractAsyncContextManager[None]:
     # redis-py reports a connection lost inside WATCH (arq's enqueue_job) as WatchError; arq itself
     # catches the WatchError of a real concurrent change, so one that reaches us means Redis went away.
     # AuthenticationError (NOAUTH, WRONGPASS) is a ConnectionError; describe_error tells it apart.
-    return unavailable_on(
-        "redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError, NoPermissionError), describe_error
-    )
+    return unavailable_on("redis", _UNAVAILABLE, describe_error)
 
 
 class TaskQueue:

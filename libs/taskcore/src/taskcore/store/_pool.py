@@ -40,7 +40,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
         return str(exc), "check the user and password in TASKFLOW_DATABASE_URL"
     if isinstance(exc, asyncpg.UndefinedTableError):
-        return f"the database has no TaskFlow tables ({exc})", "run taskflow-migrate"
+        return f"the database has no TaskFlow tables: {exc}", "run taskflow-migrate"
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return str(exc) or type(exc).__name__, ""  # the server's words: "the database system is starting up"
     return outage_reason(exc), ""
