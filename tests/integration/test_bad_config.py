@@ -8,6 +8,7 @@ redis-server of the test's own with ``--requirepass``."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -268,3 +269,32 @@ async def test_worker_says_at_start_which_dependency_is_wrong_and_why(settings: 
     assert all("waiting for it as for an outage" in line for line in said)
 
     assert await check_dependencies(settings) == {}
+
+
+def test_worker_process_logs_the_cause_at_start_and_keeps_running(settings: Settings) -> None:
+    name = f"taskflow_test_missing_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLOW_")}
+    env |= {
+        "TASKFLOW_DATABASE_URL": database_url(name),
+        "TASKFLOW_REDIS_URL": settings.redis_url,
+        "TASKFLOW_QUEUE_NAME": f"{settings.queue_name}:bad-config",
+        "TASKFLOW_WORKER_METRICS_PORT": "0",
+        "TASKFLOW_LOG_FORMAT": "json",
+    }
+    binary = str(Path(sys.executable).parent / "taskflow-worker")
+    with subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as worker:
+        try:
+            assert worker.stdout is not None
+            lines: list[str] = []
+            for raw in worker.stdout:
+                lines.append(raw.decode())
+                if '"worker started"' in lines[-1]:
+                    break
+            assert worker.poll() is None, "".join(lines)  # it waits, as in an outage
+            said = [line for line in lines if "worker starting without postgresql" in line]
+            assert len(said) == 1, "".join(lines)
+            assert f'database \\"{name}\\" does not exist' in said[0]
+            assert "run taskflow-migrate, which creates it" in said[0]
+        finally:
+            worker.terminate()
+            worker.wait(30)
