@@ -7,6 +7,7 @@ redis-server of the test's own with ``--requirepass``."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
@@ -126,6 +127,13 @@ async def test_missing_database_is_a_503_saying_taskflow_migrate_creates_it(
         with capture_logs() as logs:
             await assert_works(client)
         assert logged(logs, "postgresql answers again")
+        # ...its task change listener too (it used to die on the missing database): ?wait= answers again.
+        task_id = (await client.get("/api/v1/tasks")).json()["items"][0]["id"]
+        deadline = time.monotonic() + 15
+        while (waited := await client.get(f"/api/v1/tasks/{task_id}", params={"wait": 0.1})).status_code == 503:
+            assert time.monotonic() < deadline, waited.text
+            await asyncio.sleep(0.2)
+        assert waited.status_code == 200, waited.text
     finally:
         await drop_database(name)
 
