@@ -165,8 +165,25 @@ def _pg(account: pwd.struct_passwd | None, *args: str | Path) -> tuple[int, str]
     return done.returncode, done.stdout + done.stderr
 
 
-def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") -> Stop:
-    """Start a trust-auth PostgreSQL on 127.0.0.1:port with its data in base/data (initdb once); return its stop."""
+def _initdb(account: pwd.struct_passwd | None, bin_dir: Path, data: Path, superuser: str, password: str | None) -> None:
+    flags = ["-A", "trust", "-E", "UTF8", "--no-locale"]
+    pwfile = data.parent / "pwfile"
+    if password is not None:
+        pwfile.write_text(password + "\n")
+        if account:
+            os.chown(pwfile, account.pw_uid, account.pw_gid)
+        flags += ["--auth-host", "scram-sha-256", "--pwfile", str(pwfile)]
+    try:
+        code, out = _pg(account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags)
+    finally:
+        pwfile.unlink(missing_ok=True)  # initdb has stored its hash
+    if code:
+        raise DevstackError(f"initdb failed:\n{out}")
+
+
+def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres", password: str | None = None) -> Stop:
+    """Start a trust-auth PostgreSQL on 127.0.0.1:port with its data in base/data (initdb once); return its stop.
+    With a password, TCP connections must give it (scram-sha-256; the socket stays trust)."""
     base = base.resolve()
     data, sockets, log = base / "data", base / "run", base / "postgres.log"
     account = _service_account()
@@ -178,10 +195,7 @@ def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") 
             os.chown(path, account.pw_uid, account.pw_gid)
     bin_dir = _pg_install(base, account) / "bin"
     if not (data / "PG_VERSION").exists():
-        flags = ["-A", "trust", "-E", "UTF8", "--no-locale"]
-        code, out = _pg(account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags)
-        if code:
-            raise DevstackError(f"initdb failed:\n{out}")
+        _initdb(account, bin_dir, data, superuser, password)
     ctl: list[str | Path] = [bin_dir / "pg_ctl", "-D", data, "-w", "-t", "30"]
 
     def stop() -> None:
