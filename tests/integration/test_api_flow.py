@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -356,3 +357,40 @@ async def test_openapi_documents_the_flow_routes_with_their_problems(api: httpx.
             assert "application/problem+json" in responses[code]["content"], (path, method, code)
     submit = paths["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert submit["$ref"].endswith("TaskCreate")
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+async def test_metrics_have_per_queue_due_running_workers_and_paused(
+    api: httpx.AsyncClient, app: FastAPI, pool: asyncpg.Pool
+) -> None:
+    for i in range(3):
+        await api.post("/api/v1/tasks", json={"task_type": "test", "payload": {"message": str(i)}, "queue": "emails"})
+    await api.post("/api/v1/tasks", json={"task_type": "test", "payload": {"message": "d"}})
+    await pool.execute("UPDATE tasks SET status = 'running', started_at = now(), attempt = 1 WHERE queue = 'default'")
+    await pool.execute(
+        """INSERT INTO workers (id, hostname, pid, started_at, last_seen_at, concurrency, queues)
+           VALUES ('w-metrics', 'h', 1, now(), now(), 4, '{default}')"""
+    )
+    await api.post("/api/v1/queues/emails/pause")
+    state = app.state.taskflow
+    await state.metrics.refresh(state.service, worker_seen_within=timedelta(seconds=10), limit=5)
+    metrics = state.metrics
+
+    def value(name: str, queue: str) -> float | None:
+        found: float | None = metrics.registry.get_sample_value(name, {"queue": queue})
+        return found
+
+    assert value("taskflow_queue_due", "emails") == 3
+    assert value("taskflow_queue_running", "emails") == 0
+    assert value("taskflow_queue_workers", "emails") == 0  # due and no worker: the stranded-queue alert's input
+    assert value("taskflow_queue_paused", "emails") == 1
+    assert value("taskflow_queue_due", "default") == 0
+    assert value("taskflow_queue_running", "default") == 1
+    assert value("taskflow_queue_workers", "default") == 1
+    assert value("taskflow_queue_paused", "default") == 0
+    text = (await api.get("/metrics")).text
+    assert 'taskflow_queue_workers{queue="emails"} 0.0' in text
+    await api.post("/api/v1/queues/emails/resume")
+    await state.metrics.refresh(state.service, worker_seen_within=timedelta(seconds=10), limit=5)
+    assert value("taskflow_queue_paused", "emails") == 0

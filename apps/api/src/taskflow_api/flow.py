@@ -236,7 +236,7 @@ async def get_limit(key: LimitKey, flow: FlowServiceDep) -> LimitOut:
 @router.put(
     "/limits/{key}",
     response_model=LimitOut,
-    responses={201: {"model": LimitOut, "description": "Created"}, **problem_responses(422, 503)},
+    responses={201: {"model": LimitOut, "description": "Created"}, **problem_responses(400, 422, 503)},
     summary="Set the limit on a key (max_running and/or per_second with burst); takes effect at once",
     dependencies=[require_scope(Scope.ADMIN)],
 )
