@@ -217,6 +217,24 @@ def ensure_helm() -> Path:
         raise ToolError(f"helm: {exc}") from exc
 
 
+# Compose for tests/containers: PyPI's podman-compose, newer than Debian's 1.0.3 (which ignores --scale, always adds
+# a bridge network and cannot order on a finished migration).
+COMPOSE_TOOL = ("podman-compose", "1.6.0")
+
+
+def ensure_compose() -> Path:
+    """Only podman-compose (a venv of its own under .taskflow/tools), for tests/containers/test_compose.py."""
+    dist, version = COMPOSE_TOOL
+    try:
+        with _lock():
+            path = _venv_install(dist, f"{dist}=={version}") / dist
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolError(f"{dist}: {exc}") from exc
+    if not path.is_file():
+        raise ToolError(f"{dist}=={version} installed but provides no {dist}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.parse_args(argv)
