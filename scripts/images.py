@@ -80,8 +80,8 @@ def ensure_base(cmd: list[str]) -> None:
         env={**os.environ, "PODMAN": cmd[0]},
     )
     sys.stderr.write(proc.stderr)
-    if proc.returncode != 0:
-        raise EngineUnavailable(f"the base image could not be pulled or made: {proc.stderr.strip()[-2000:]}")
+    if proc.returncode != 0:  # an engine that runs but cannot get its base is a failure, not a reason to skip
+        raise RuntimeError(f"the base image could not be pulled or made: {proc.stderr.strip()[-2000:]}")
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cmd, built = build_all(args.tag)
-    except EngineUnavailable as exc:
+    except (EngineUnavailable, RuntimeError) as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1
     for image in built:
