@@ -71,6 +71,7 @@ def assert_problem(response: httpx.Response, status: int, field: str | None = No
 
 # -- submit ---------------------------------------------------------------------------------------
 
+
 async def test_submit_takes_a_queue_and_limit_keys_and_the_list_filters_by_queue(api: httpx.AsyncClient) -> None:
     sent = {"task_type": "test", "payload": {"message": "hi"}, "queue": "emails", "limit_keys": ["tenant:42", "smtp"]}
     created = await api.post("/api/v1/tasks", json=sent)
@@ -143,6 +144,7 @@ async def test_a_bad_queue_in_a_query_is_a_422(api: httpx.AsyncClient) -> None:
 
 # -- queues and pauses ----------------------------------------------------------------------------
 
+
 async def test_queues_show_depth_due_running_and_workers(api: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     for message in ("a", "b"):
         await api.post("/api/v1/tasks", json={"task_type": "test", "payload": {"message": message}, "queue": "emails"})
@@ -157,8 +159,9 @@ async def test_queues_show_depth_due_running_and_workers(api: httpx.AsyncClient,
     emails = queues["emails"]
     assert emails["depth"] == {"scheduled": 1, "queued": 2, "running": 0}
     assert (emails["due"], emails["running"], emails["workers"], emails["paused"]) == (2, 0, 1, False)
-    assert emails["oldest_due_age_seconds"] is not None and emails["oldest_due_age_seconds"] >= 0
-    assert queues["other"]["workers"] == 1  
+    assert emails["oldest_due_age_seconds"] is not None
+    assert emails["oldest_due_age_seconds"] >= 0
+    assert queues["other"]["workers"] == 1
     assert queues["default"]["workers"] == 0
     one = await api.get("/api/v1/queues/emails")
     assert one.status_code == 200
@@ -234,6 +237,7 @@ async def test_changing_flow_needs_the_admin_scope(
 
 
 # -- limits ---------------------------------------------------------------------------------------
+
 
 async def test_put_creates_then_replaces_and_get_shows_in_use(api: httpx.AsyncClient) -> None:
     created = await api.put("/api/v1/limits/stripe", json={"max_running": 2})
@@ -321,6 +325,7 @@ async def test_a_limit_body_that_is_not_an_object_is_refused(api: httpx.AsyncCli
 
 # -- load -----------------------------------------------------------------------------------------
 
+
 async def test_load_sums_due_and_running_of_the_named_queues(api: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     for queue, n in (("a", 2), ("b", 3), ("c", 4)):
         for i in range(n):
@@ -360,6 +365,7 @@ async def test_openapi_documents_the_flow_routes_with_their_problems(api: httpx.
 
 
 # -- metrics --------------------------------------------------------------------------------------
+
 
 async def test_metrics_have_per_queue_due_running_workers_and_paused(
     api: httpx.AsyncClient, app: FastAPI, pool: asyncpg.Pool

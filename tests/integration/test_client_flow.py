@@ -50,7 +50,8 @@ async def test_queues_pauses_and_the_submit_fields(app: FastAPI) -> None:
         assert isinstance(queues["emails"], Queue)
         assert (queues["emails"].due, queues["emails"].workers, queues["emails"].stranded) == (1, 0, True)
         one = await tf.queue("emails")
-        assert one.name == "emails" and one.depth["queued"] == 1
+        assert one.name == "emails"
+        assert one.depth["queued"] == 1
         assert (await tf.queue()).due == 1  # without a name: the aggregate, as before
         with pytest.raises(NotFound):
             await tf.queue("nosuch")

@@ -62,9 +62,7 @@ class LimitIn(BaseModel):
         json_schema_extra={"examples": [{"max_running": 3}, {"per_second": 5, "burst": 10}]},
     )
 
-    max_running: int | None = Field(
-        default=None, gt=0, le=MAX_COUNT, description="Tasks under the key running at once"
-    )
+    max_running: int | None = Field(default=None, gt=0, le=MAX_COUNT, description="Tasks under the key running at once")
     per_second: float | None = Field(
         default=None,
         gt=0,

@@ -72,14 +72,15 @@ class _QueueCollector(Collector):
         )
         yield GaugeMetricFamily("taskflow_workers_seen", "Workers with a recent heartbeat", value=self.stats.workers)
 
-
     def _per_queue(self) -> Iterable[Metric]:
         """One series per queue; ``sum(taskflow_queue_due)`` is what the unlabelled gauge used to be."""
         families = {
             "due": GaugeMetricFamily("taskflow_queue_due", "Waiting tasks whose time has come", labels=["queue"]),
             "running": GaugeMetricFamily("taskflow_queue_running", "Tasks running now", labels=["queue"]),
             "workers": GaugeMetricFamily(
-                "taskflow_queue_workers", "Live workers consuming the queue (0 with due > 0: stranded)", labels=["queue"]
+                "taskflow_queue_workers",
+                "Live workers consuming the queue (0 with due > 0: stranded)",
+                labels=["queue"],
             ),
             "paused": GaugeMetricFamily("taskflow_queue_paused", "1 while the queue is paused", labels=["queue"]),
         }
