@@ -58,13 +58,13 @@ class _QueueCollector(Collector):
             if name in self.up:
                 up.add_metric([name], self.up[name])
         yield up
+        yield from self._per_queue()  # declared (empty) before the first snapshot, so rules can name them
         if self.stats is None:
             return
         depth = GaugeMetricFamily("taskflow_queue_depth", "Tasks waiting or running, by state", labels=["state"])
         for state, n in self.stats.depth.items():
             depth.add_metric([state.value], n)
         yield depth
-        yield from self._per_queue()
         yield GaugeMetricFamily(
             "taskflow_queue_oldest_due_age_seconds",
             "How long the oldest due task has waited (0 when none is due)",
