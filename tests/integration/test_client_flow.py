@@ -46,6 +46,7 @@ async def test_queues_pauses_and_the_submit_fields(app: FastAPI) -> None:
         assert (await tf.get(task.id)).limit_keys == ["tenant:42", "smtp"]
         assert [t.id for t in (await tf.list(queue="emails")).items] == [task.id]
         assert (await tf.list(queue="default")).items == []
+        assert [t.id async for t in tf.iter_tasks(queue="emails", page_size=1)] == [task.id]
         queues = {q.name: q for q in await tf.queues()}
         assert isinstance(queues["emails"], Queue)
         assert (queues["emails"].due, queues["emails"].workers, queues["emails"].stranded) == (1, 0, True)

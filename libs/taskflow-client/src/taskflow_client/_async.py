@@ -178,6 +178,7 @@ class AsyncClient:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         page_size: int = 100,
+        queue: str | None = None,
     ) -> AsyncIterator[Task]:
         """Every matching task, newest first, following the cursor page by page."""
         cursor: str | None = None
@@ -189,6 +190,7 @@ class AsyncClient:
                 created_before=created_before,
                 limit=page_size,
                 cursor=cursor,
+                queue=queue,
             )
             for task in page.items:
                 yield task

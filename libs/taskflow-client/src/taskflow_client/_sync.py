@@ -178,6 +178,7 @@ class Client:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         page_size: int = 100,
+        queue: str | None = None,
     ) -> Iterator[Task]:
         """Every matching task, newest first, following the cursor page by page."""
         cursor: str | None = None
@@ -189,6 +190,7 @@ class Client:
                 created_before=created_before,
                 limit=page_size,
                 cursor=cursor,
+                queue=queue,
             )
             yield from page.items
             if page.next_cursor is None:
