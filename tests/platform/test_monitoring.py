@@ -87,15 +87,22 @@ def test_pod_monitor_scrapes_every_worker_metrics_port(scenarios: dict[str, Rend
         (monitor,) = rendered.of_kind("PodMonitor")
         spec = monitor["spec"]
         selector = spec["selector"]["matchLabels"].items()
-        assert selector <= _pod_labels(rendered, "worker").items()
         assert not selector <= _pod_labels(rendered, "api").items(), f"{rendered.name}: the PodMonitor scrapes the API"
         assert spec["namespaceSelector"] == {"matchNames": [monitor["metadata"]["namespace"]]}
         (endpoint,) = spec["podMetricsEndpoints"]
-        container = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert endpoint["port"] == "metrics"
-        assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
         assert endpoint["path"] == "/metrics"
+        # Every pool's pods, their series labelled with the pool (the dashboard's per-pool panel groups by it).
+        pools = rendered.pools("Deployment")
+        assert len(pools) >= 2, rendered.name
+        assert spec["podTargetLabels"] == ["taskflow/pool"]
+        for pool, deployment in pools.items():
+            pod = deployment["spec"]["template"]["metadata"]["labels"]
+            assert selector <= pod.items(), f"{rendered.name}: the PodMonitor misses pool {pool}"
+            assert pod["taskflow/pool"] == pool
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
 
 
 def test_monitors_carry_the_operator_selector_labels_and_settings(scenarios: dict[str, Rendered]) -> None:
