@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from loadtest.scale import pools_from_manifests
 from tests.platform._support import (
     CHART,
     ENV_NAMES,
@@ -236,3 +237,30 @@ def test_bad_pools_are_refused_by_name(tools: dict[str, Path], override: list[st
     with pytest.raises(ToolError) as refused:
         helm_template(tools["helm"], "staging", *override)
     assert message in str(refused.value), f"the error for {override} does not name {message!r}:\n{refused.value}"
+
+
+def test_the_scale_harness_reads_each_pools_policy_from_the_chart(scenarios: dict[str, Rendered]) -> None:
+    """`make scale-test` applies what the chart renders: each pool's queues, slots and policy, from KEDA's
+    ScaledObject or the HPA, for both pools (loadtest/scale.py, offline: no API, no workers)."""
+    for name, env in (("dev", "dev"), ("prod-hpa", "prod")):
+        rendered = scenarios[name]
+        pools = pools_from_manifests(rendered.objects)
+        assert [p.name for p in pools] == [p["name"] for p in _pool_values(env)], name
+        for pool, values in zip(pools, _pool_values(env), strict=True):
+            autoscaling = values.get("autoscaling", {})
+            assert pool.queues == _queues_env(values)
+            assert pool.concurrency == values["concurrency"]
+            assert pool.load_path() == "/api/v1/load?" + "&".join(f"queue={q['name']}" for q in values["queues"])
+            utilisation = autoscaling.get("targetUtilisation", 0.8)
+            assert pool.policy.target_per_replica == pytest.approx(values["concurrency"] * utilisation)
+            if name == "dev":
+                scaled = rendered.pools("ScaledObject")[pool.name]["spec"]
+                assert (pool.policy.min_replicas, pool.policy.max_replicas) == (
+                    scaled["minReplicaCount"],
+                    scaled["maxReplicaCount"],
+                )
+                assert pool.policy.cooldown == scaled["cooldownPeriod"]
+            else:
+                assert pool.policy.min_replicas >= 1, "an HPA keeps a pod"
+    dev = {p.name: p for p in pools_from_manifests(scenarios["dev"].objects)}
+    assert dev["reports"].policy.min_replicas == 0, "dev's reports pool sleeps at zero"
