@@ -264,3 +264,23 @@ def test_the_scale_harness_reads_each_pools_policy_from_the_chart(scenarios: dic
                 assert pool.policy.min_replicas >= 1, "an HPA keeps a pod"
     dev = {p.name: p for p in pools_from_manifests(scenarios["dev"].objects)}
     assert dev["reports"].policy.min_replicas == 0, "dev's reports pool sleeps at zero"
+
+
+def test_a_pool_scaled_while_the_shared_autoscaling_is_off_still_authenticates(tools: dict[str, Path]) -> None:
+    """KEDA's TriggerAuthentication and the chart's autoscaler token follow the pools that KEDA scales, not only
+    worker.autoscaling.enabled. (Pools named "on" and "off" on purpose: YAML 1.1 reads them as booleans unless the
+    chart quotes its label values.)"""
+    pools = [{**GOOD, "name": "on", "autoscaling": {"enabled": True}}, {**GOOD, "name": "off"}]
+    own_secret = ["--values", str(CHART / "ci" / "own-secret-values.yaml")]
+    args = [*own_secret, "--set", "worker.autoscaling.enabled=false", *_with_pools(pools)]
+    rendered = Rendered("one-pool-on", helm_template(tools["helm"], "staging", *args))
+    assert sorted(rendered.pools("ScaledObject")) == ["on"]
+    assert rendered.pools("Deployment")["off"]["spec"]["replicas"] == 1
+    (trigger,) = rendered.pools("ScaledObject")["on"]["spec"]["triggers"]
+    (auth,) = rendered.of_kind("TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    (secret,) = rendered.of_kind("Secret")
+    assert "autoscaler-token" in secret["stringData"]
+    with pytest.raises(ToolError) as refused:
+        helm_template(tools["helm"], "staging", *args, "--set", "global.secrets.autoscalerToken=")
+    assert "global.secrets.autoscalerToken" in str(refused.value)

@@ -42,11 +42,11 @@
 {{/* Selector labels of one pool's pods: the worker component's, and the pool. (list $ pool) */}}
 {{- define "taskflow.worker.poolSelectorLabels" -}}
 {{ include "taskflow.selectorLabels" (list (index . 0) "worker") }}
-taskflow/pool: {{ (index . 1).name }}
+taskflow/pool: {{ (index . 1).name | quote }}
 {{- end -}}
 
 {{/* metadata of one pool's object: named <release>-worker-<pool>, labelled with the pool. (list $ pool) */}}
 {{- define "taskflow.worker.poolMetadata" -}}
 {{ include "taskflow.metadata" (list (index . 0) "worker" (index . 1).name) }}
-  taskflow/pool: {{ (index . 1).name }}
+  taskflow/pool: {{ (index . 1).name | quote }}
 {{- end -}}
