@@ -95,7 +95,9 @@ def test_pod_monitor_scrapes_every_worker_metrics_port(scenarios: dict[str, Rend
         # Every pool's pods, their series labelled with the pool (the dashboard's per-pool panel groups by it).
         pools = rendered.pools("Deployment")
         assert len(pools) >= 2, rendered.name
-        assert spec["podTargetLabels"] == ["taskflow/pool"]
+        assert endpoint["relabelings"] == [
+            {"sourceLabels": ["__meta_kubernetes_pod_label_taskflow_pool"], "targetLabel": "pool"}
+        ]
         for pool, deployment in pools.items():
             pod = deployment["spec"]["template"]["metadata"]["labels"]
             assert selector <= pod.items(), f"{rendered.name}: the PodMonitor misses pool {pool}"
@@ -242,7 +244,7 @@ def test_dashboard_shows_load_and_workers_per_queue() -> None:
         "max by (queue) (taskflow_queue_running)",
         "max by (queue) (taskflow_queue_workers)",
     } <= exprs
-    # The per-pool series come from the PodMonitor's podTargetLabels (taskflow/pool → taskflow_pool).
-    assert any("by (taskflow_pool)" in e for e in exprs)
+    # The per-pool series carry `pool`, which the PodMonitor relabels from the pods' taskflow/pool.
+    assert any("by (pool)" in e for e in exprs)
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids are unique"
