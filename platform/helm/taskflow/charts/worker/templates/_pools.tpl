@@ -31,6 +31,9 @@
 {{- range $key, $value := ($p.autoscaling | default dict) -}}
 {{- $_ := set $autoscaling $key $value -}}
 {{- end -}}
+{{- if gt (int $autoscaling.minReplicas) (int $autoscaling.maxReplicas) -}}
+{{- fail (printf "worker.pools[%d].autoscaling: pool %q has minReplicas %v above maxReplicas %v" $i $p.name $autoscaling.minReplicas $autoscaling.maxReplicas) -}}
+{{- end -}}
 {{- $_ := set $pool "autoscaling" $autoscaling -}}
 {{- /* Rounded: 3 × 0.7 is 2.0999999999999996 in floating point. */ -}}
 {{- $_ := set $pool "targetValue" (round (mulf $p.concurrency $autoscaling.targetUtilisation) 3) -}}
