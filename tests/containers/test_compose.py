@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from images import podman
-from loadtest._procs import free_port
+from loadtest.procs import free_port
 from platform_tools import ToolError, ensure_compose
 from taskcore.queue import connect
 from taskcore.store import create_pool

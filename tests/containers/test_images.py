@@ -12,7 +12,7 @@ import uuid
 import httpx
 
 from images import RUN_FLAGS, SIZE_BUDGET_BYTES, largest_packages  # scripts/, on sys.path by the conftest
-from loadtest._procs import free_port
+from loadtest.procs import free_port
 from taskcore.queue import connect
 from taskcore.store import create_pool
 from tests.conftest import (
