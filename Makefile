@@ -88,7 +88,7 @@ load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLO
 bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait (BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 
-scale-test: bootstrap tools ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV
+scale-test: bootstrap tools ## per-pool autoscaling under a Locust ramp, with each worker pool the chart renders for SCALE_ENV
 	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)
 
 # --- platform tools, manifests and docs images -------------------------------------------------------

@@ -135,7 +135,12 @@ def build(cmd: list[str], app: str, tag: str, *, quiet: bool = False) -> Built:
 def build_all(tag: str, *, quiet: bool = False) -> tuple[list[str], list[Built]]:
     cmd = ensure_engine()
     ensure_base(cmd)
-    return cmd, [build(cmd, app, tag, quiet=quiet) for app in DOCKERFILES]
+    built = [build(cmd, app, tag, quiet=quiet) for app in DOCKERFILES]
+    # Each rebuild leaves the layers it replaced behind, untagged; those of the last day stay as the build cache.
+    subprocess.run(
+        [*cmd, "image", "prune", "--force", "--filter", "until=24h"], capture_output=True, check=False, timeout=300
+    )
+    return cmd, built
 
 
 def largest_packages(cmd: list[str], ref: str, count: int = 5) -> list[tuple[str, int]]:

@@ -26,6 +26,20 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from images import RUN_FLAGS, Built, EngineUnavailable, build_all, ensure_engine  # noqa: E402
 
 TAG = "dev"  # what docker-compose.yml names (taskflow-api:dev, taskflow-worker:dev)
+# Lines the tests want seen in every run's output (image sizes, timings), not only with -s.
+REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    print(line)
+    REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("containers: image sizes and timings")
+        for line in REPORT:
+            terminalreporter.write_line(line)
 
 
 @dataclass

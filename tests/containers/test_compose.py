@@ -20,12 +20,12 @@ import asyncpg
 import pytest
 
 from images import podman
-from loadtest._procs import free_port
+from loadtest.procs import free_port
 from platform_tools import ToolError, ensure_compose
 from taskcore.queue import connect
 from taskcore.store import create_pool
 from tests.conftest import ADMIN_DATABASE_URL, REDIS_URL, all_task_ids, database_url, drop_database, purge_queue
-from tests.containers.conftest import ROOT, Engine, Images
+from tests.containers.conftest import ROOT, Engine, Images, report
 
 CURL = shutil.which("curl") or "curl"
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.host-services.yml")
@@ -172,7 +172,7 @@ def test_compose_quick_start_scale_and_a_killed_worker(
     task = _curl("-X", "POST", f"{api}/api/v1/tasks", "-H", "Content-Type: application/json",
                  "-d", '{"task_type": "test", "payload": {"message": "Hello"}}')  # fmt: skip
     _wait(lambda: _curl(f"{api}/api/v1/tasks/{task['id']}")["status"] == "succeeded", "the quick-start task", 30)
-    print(f"\ncompose up to the quick start's task succeeded: {time.monotonic() - started:.1f} s")
+    report(f"compose up to the quick start's task succeeded: {time.monotonic() - started:.1f} s")
 
     compose("up", "--detach", "--no-build", "--scale", "worker=3")
     workers = _containers(engine, compose.project, "worker")
@@ -200,4 +200,4 @@ def test_compose_quick_start_scale_and_a_killed_worker(
     assert done["attempt"] == 2, done  # the first attempt died with its worker
     final_holder = asyncio.run(_holder(database, str(sleeping["id"])))
     assert final_holder != holder, "another worker (or the killed one's restart) ran it"
-    print(f"task of the killed worker succeeded {time.monotonic() - killed_at:.1f} s after the kill")
+    report(f"task of the killed worker succeeded {time.monotonic() - killed_at:.1f} s after the kill")

@@ -11,8 +11,14 @@ import uuid
 
 import httpx
 
-from images import RUN_FLAGS, SIZE_BUDGET_BYTES, largest_packages  # scripts/, on sys.path by the conftest
-from loadtest._procs import free_port
+from images import (  # scripts/, on sys.path by the conftest
+    RUN_FLAGS,
+    SIZE_BUDGET_BYTES,
+    base_image,
+    image_size,
+    largest_packages,
+)
+from loadtest.procs import free_port
 from taskcore.queue import connect
 from taskcore.store import create_pool
 from tests.conftest import (
@@ -24,7 +30,7 @@ from tests.conftest import (
     drop_database,
     purge_queue,
 )
-from tests.containers.conftest import Engine, Images, unique
+from tests.containers.conftest import Engine, Images, report, unique
 
 WORKER_GRACE_SECONDS = 5  # TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS
 STOP_TIMEOUT_SECONDS = 20  # podman stop's SIGKILL deadline, well past both graces
@@ -57,10 +63,12 @@ def _stop(engine: Engine, name: str) -> tuple[float, int]:
 
 
 def _report_sizes(engine: Engine, images: Images) -> None:
-    print(f"\nimages built in {images.build_seconds:.1f} s")
+    report(f"images built in {images.build_seconds:.1f} s")
+    base = base_image()
+    report(f"base {base}: {image_size(engine.cmd, base) / 1e6:.0f} MB (the larger part of both images)")
     for built in (images.api, images.worker):
         top = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in largest_packages(engine.cmd, built.ref))
-        print(f"{built.ref}: {built.size / 1e6:.0f} MB; largest site-packages: {top}")
+        report(f"{built.ref}: {built.size / 1e6:.0f} MB; largest site-packages: {top}")
 
 
 async def test_images_run_a_task_as_non_root_and_stop_on_sigterm(engine: Engine, images: Images) -> None:
@@ -111,12 +119,12 @@ async def test_images_run_a_task_as_non_root_and_stop_on_sigterm(engine: Engine,
             assert code == 0, f"worker exit code {code} after {seconds:.1f}s: {engine.logs(worker)}"
             assert seconds < WORKER_GRACE_SECONDS + 3, f"worker took {seconds:.1f}s to stop"
             assert (await c.get(f"/api/v1/tasks/{sleeping}")).json()["status"] == "succeeded"
-            print(f"worker stopped on SIGTERM in {seconds:.1f} s (grace {WORKER_GRACE_SECONDS} s), exit {code}")
+            report(f"worker stopped on SIGTERM in {seconds:.1f} s (grace {WORKER_GRACE_SECONDS} s), exit {code}")
 
         seconds, code = _stop(engine, api)
         assert code == 0, f"API exit code {code} after {seconds:.1f}s: {engine.logs(api)}"
         assert seconds < 10, f"API took {seconds:.1f}s to stop (uvicorn's graceful shutdown)"
-        print(f"API stopped on SIGTERM in {seconds:.1f} s, exit {code}")
+        report(f"API stopped on SIGTERM in {seconds:.1f} s, exit {code}")
     finally:
         engine.remove_all()
         await _cleanup(database, env["TASKFLOW_QUEUE_NAME"])

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from loadtest._procs import free_port
+from loadtest.procs import free_port
 from tests.e2e._helpers import submit, wait_for_status
 from tests.e2e.conftest import Stack
 

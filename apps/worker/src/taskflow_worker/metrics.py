@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import socketserver
 import threading
 import time
@@ -58,6 +59,15 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         super().server_close()
         if self.on_close is not None:
             self.on_close()
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _server_class(host: str) -> type[_ThreadingWSGIServer]:
+    """IPv6 for an IPv6 address (e.g. "::" on a dual-stack pod), as prometheus-client's own server does."""
+    return _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -202,9 +212,7 @@ class WorkerMetrics:
         if port == 0:
             return None
         try:
-            server = make_server(
-                host, port, self._app(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-            )
+            server = make_server(host, port, self._app(), server_class=_server_class(host), handler_class=_QuietHandler)
         except OSError as exc:
             log.warning("worker metrics endpoint not started", host=host, port=port, error=str(exc))
             return None
