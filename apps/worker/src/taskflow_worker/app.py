@@ -13,10 +13,12 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
+from taskcore.flowservice import FlowService, admission_loop
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.store.flow import FlowRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
@@ -66,6 +68,10 @@ class WorkerResources:
         settings = self.settings
         self._pool = await open_pool(settings)
         self._repo = repo = TaskRepository(self._pool)
+        queues = tuple(name for name, _ in settings.worker_queues)
+        flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=settings)
+        await flow.flow.note_queues(queues)  # a queue exists once a worker names it
+        slot_freed = asyncio.Event()
         self.runner = runner = TaskRunner(
             repo=repo,
             registry=self.registry,
@@ -73,6 +79,7 @@ class WorkerResources:
             worker_id=self.worker_id,
             metrics=self.metrics,
             tracing=self.tracing,
+            slot_freed=slot_freed,
         )
         heartbeat = Heartbeat(
             runner=runner,
@@ -81,19 +88,21 @@ class WorkerResources:
             metrics=self.metrics,
             worker_id=self.worker_id,
             concurrency=settings.worker_concurrency,
+            queues=queues,
         )
         reconciler = Reconciler(repo=repo, queue=queue, settings=settings)
         self._metrics_server = self.metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
         self._loops = [
             asyncio.create_task(_every(settings.lease_renew_interval, "heartbeat", heartbeat.beat)),
             asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
+            asyncio.create_task(admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds)),
         ]
         log.info(
             "worker started",
             worker_id=self.worker_id,
             task_types=[t.name for t in self.registry],
             concurrency=settings.worker_concurrency,
-            queue=settings.queue_name,
+            queues=dict(settings.worker_queues),
         )
 
     async def stop(self) -> None:
@@ -121,6 +130,7 @@ def worker_spec(settings: Settings) -> WorkerSpec:
         max_timeout_seconds=settings.max_timeout_seconds,
         shutdown_grace_seconds=settings.worker_shutdown_grace_seconds,
         health_check_interval_seconds=max(5, int(settings.lease_seconds)),
+        queues=settings.worker_queues,
         redis=redis_settings(
             settings.redis_url,
             timeout_seconds=settings.dependency_timeout_seconds,
