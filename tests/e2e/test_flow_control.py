@@ -326,5 +326,5 @@ async def test_fair_share_lets_a_small_key_through_a_flood(
     left = await count(db, flood, "status <> 'succeeded'")
     assert left > 100, "the flood ended before the small key was measured: the test proves nothing"
     # In arrival order the small key would wait for the ~250 flood tasks ahead of it: 25 task durations at
-    # concurrency 10. Fair share lets it through within a few task durations (plus an admission round).
-    assert took < 10 * duration + 1.0, f"the small key's 5 tasks took {took:.2f}s through a flood"
+    # concurrency 10. Fair share lets it through within a few task durations (plus admission and polls).
+    assert took < 5 * duration + 0.7, f"the small key's 5 tasks took {took:.2f}s through a flood"

@@ -208,7 +208,9 @@ class TaskQueue:
                 # In integer milliseconds (datetime arithmetic costs more than the rest for a batch).
                 ahead_ms = int(job.run_at.timestamp() * 1000) - now_ms
                 priority_ms = job.priority * _PRIORITY_STEP_MS
-                if ahead_ms > 0:  # due later: enters at its due time
+                if ahead_ms > 0:  # due later: enters at its due time, the next whole ms (never picked early,
+                    # a rate-limited start included: the pick compares with arq's rounded clock)
+                    ahead_ms += 2
                     due_ms, expires_ms = now_ms + ahead_ms, ahead_ms + priority_ms + _JOB_EXPIRY_EXTRA_MS
                 else:  # due now: moved back by its priority
                     due_ms, expires_ms = now_ms - priority_ms, priority_ms + _JOB_EXPIRY_EXTRA_MS
