@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 
 from taskcore.domain import Task, TaskStatus
 from taskcore.queue import TaskQueue, queue_key, split_room
@@ -16,6 +18,8 @@ from taskcore.registry import TaskRegistry
 from taskcore.service import Origin, TaskRequest, TaskService
 from taskcore.settings import Settings
 from taskflow_worker.app import create_worker
+from taskflow_worker.reconciler import Reconciler
+from taskflow_worker.runner import TaskRunner
 
 
 async def submit(service: TaskService, task_type: str, payload: dict[str, Any], **kw: Any) -> Task:
@@ -112,3 +116,64 @@ def test_one_slot_at_a_time_still_serves_every_queue_by_weight() -> None:
         for index, share in enumerate(split_room(1, [3, 1], [50, 50], credit)):
             got[index] += share
     assert got == [300, 100]
+
+
+# -- the worker and admission ----------------------------------------------------------------------
+
+
+async def test_a_retry_under_a_limit_key_is_left_to_the_admitter(
+    service: TaskService, settings: Settings, registry: TaskRegistry, redis: ArqRedis, queue: TaskQueue
+) -> None:
+    runner = TaskRunner(repo=service.repo, registry=registry, settings=settings, worker_id="w")
+    task = await submit(service, "fail", {"times": 1}, max_retries=2, limit_keys=["retry-key"])
+    assert (await service.repo.get(task.id)).admitted  # the submit ran an admission round
+    await runner.run(task.id)  # no defer raised: the job ends here
+    after = await service.repo.get(task.id)
+    assert (after.status, after.admitted) == (TaskStatus.SCHEDULED, False)
+    assert runner.slot_freed.is_set(), "the end of a run under a key wakes the admission loop"
+    # The admitter takes it when due, into Redis again; it then runs.
+    async with asyncio.timeout(5):
+        while await service.flow.admit() == 0:
+            await asyncio.sleep(0.05)
+    assert await redis.zscore(queue.key("default"), str(task.id)) is not None
+    await runner.run(task.id)
+    assert (await service.repo.get(task.id)).status is TaskStatus.SUCCEEDED
+
+
+async def test_a_delivery_of_a_task_that_is_not_admitted_is_dropped_not_deferred(
+    service: TaskService, settings: Settings, registry: TaskRegistry
+) -> None:
+    runner = TaskRunner(repo=service.repo, registry=registry, settings=settings, worker_id="w")
+    await service.flow.pause("queue", "held")
+    try:
+        task = await submit(service, "test", {"n": 1}, queue="held", delay_seconds=30)
+        await runner.run(task.id)  # an early delivery of an admitted task would raise arq's defer here
+        assert (await service.repo.get(task.id)).status is TaskStatus.SCHEDULED
+    finally:
+        await service.flow.resume("queue", "held")
+
+
+async def test_the_reconciler_hands_a_dead_workers_keyed_task_to_the_admitter(
+    service: TaskService,
+    settings: Settings,
+    registry: TaskRegistry,
+    redis: ArqRedis,
+    queue: TaskQueue,
+    pool: asyncpg.Pool,
+) -> None:
+    task = await submit(service, "test", {"n": 1}, limit_keys=["dead-key"])
+    assert (await service.repo.get(task.id)).admitted  # the submit ran an admission round
+    assert await service.repo.claim(task.id, worker_id="dead", lease_seconds=30)
+    await redis.set(in_progress_key_prefix + str(task.id), b"1", px=3_600_000)
+    await pool.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1", task.id)
+    reconciler = Reconciler(repo=service.repo, queue=queue, settings=settings)
+    assert (await reconciler.tick()).recovered == 1
+    recovered = await service.repo.get(task.id)
+    assert (recovered.status, recovered.admitted) == (TaskStatus.SCHEDULED, False)
+    # Its old job is gone (a job left marked in progress would refuse the admitter's enqueue).
+    assert await redis.zscore(queue.key("default"), str(task.id)) is None
+    assert await redis.exists(in_progress_key_prefix + str(task.id)) == 0
+    assert await service.flow.admit() == 1
+    await drain(settings, registry)
+    done = await service.repo.get(task.id)
+    assert (done.status, done.attempt) == (TaskStatus.SUCCEEDED, 2)
