@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
+from taskcore.errors import DependencyUnavailable
 from taskcore.flowservice import FlowService, admission_loop
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
@@ -36,6 +37,16 @@ async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]
         except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
             log.warning("background step failed", loop=name, error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(seconds)
+
+
+async def _restarting(name: str, run: Callable[[], Awaitable[None]], *, pause: float = 1.0) -> None:
+    """Run a loop that should never end; restarted (after ``pause``) if it fails, until cancelled."""
+    while True:
+        try:
+            await run()
+        except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
+            log.warning("background loop failed; restarting", loop=name, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(pause)
 
 
 class WorkerResources:
@@ -70,7 +81,11 @@ class WorkerResources:
         self._repo = repo = TaskRepository(self._pool)
         queues = tuple(name for name, _ in settings.worker_queues)
         flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=settings)
-        await flow.flow.note_queues(queues)  # a queue exists once a worker names it
+        try:
+            await flow.flow.note_queues(queues)  # a queue exists once a worker names it
+        except DependencyUnavailable as exc:
+            # The worker starts without PostgreSQL, as before; its heartbeat still records what it consumes.
+            log.warning("could not record the queues consumed", queues=queues, error=str(exc))
         slot_freed = asyncio.Event()
         self.runner = runner = TaskRunner(
             repo=repo,
@@ -95,7 +110,12 @@ class WorkerResources:
         self._loops = [
             asyncio.create_task(_every(settings.lease_renew_interval, "heartbeat", heartbeat.beat)),
             asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
-            asyncio.create_task(admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds)),
+            asyncio.create_task(
+                _restarting(
+                    "admission",
+                    lambda: admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds),
+                )
+            ),
         ]
         log.info(
             "worker started",
