@@ -4,8 +4,9 @@ its Worker's internals. Everything else calls it (``TaskQueue`` for the queue si
 changed, when an arq internal relied on here changes (arq is pinned to its minor release).
 
 Queues: one job per task, job id = task id, carrying only the id. Every call that touches a
-queue takes its name (``queue=``; the client's default queue when omitted), and the worker
-picks from the queue it was built for: arq keeps one sorted set per queue.
+queue takes its name (``queue=``; the client's default queue when omitted). arq keeps one sorted
+set per queue; a worker consumes one or several, by weight (``TaskflowWorker``), and every step
+that ends or re-scores a job uses the job's own queue.
 
 Priority: arq runs due jobs in score order (the due time in ms). A task due now is
 enqueued with its score moved back ``priority`` hours, so among tasks that are due,
