@@ -15,8 +15,11 @@ import structlog
 
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
+from taskcore.scheduler import ScheduleService
+from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.store.schedules import ScheduleRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
@@ -88,6 +91,16 @@ class WorkerResources:
             asyncio.create_task(_every(settings.lease_renew_interval, "heartbeat", heartbeat.beat)),
             asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
         ]
+        if settings.schedule_interval_seconds > 0:
+            # Its own loop and leader lock, not the reconciler's pass: a slot must fire within about
+            # a second, while a reconciler pass runs every few seconds and can take long.
+            schedules = ScheduleService(
+                service=TaskService(repo=repo, queue=queue, registry=self.registry, settings=settings),
+                repo=ScheduleRepository(self._pool),
+            )
+            self._loops.append(
+                asyncio.create_task(_every(settings.schedule_interval_seconds, "schedules", schedules.fire))
+            )
         log.info(
             "worker started",
             worker_id=self.worker_id,
