@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,7 +85,8 @@ async def test_catch_up_after_downtime(
         assert all(datetime.now(UTC) - s < timedelta(seconds=5) for s in got)
     else:
         assert len(got) == runs
-        assert got == sorted(got) and all(b - a == timedelta(seconds=1) for a, b in zip(got, got[1:], strict=False))
+        assert got == sorted(got)
+        assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(got))
     after = await schedules.repo.get(sid)
     assert after.next_run_at > datetime.now(UTC) - timedelta(seconds=1)  # moved past now: nothing fires twice
     assert (await schedules.fire()) is not None
@@ -154,10 +156,13 @@ async def test_trigger_runs_now_outside_the_slots(schedules: ScheduleService, qu
     sid = await every_second(schedules, paused=True)
     before = await schedules.repo.get(sid)
     task = await schedules.trigger(sid)
-    assert task.schedule_id == sid and task.scheduled_for is not None and task.status.value == "queued"
+    assert task.schedule_id == sid
+    assert task.scheduled_for is not None
+    assert task.status.value == "queued"
     assert await queue.missing([task.id]) == []  # enqueued
     after = await schedules.repo.get(sid)
-    assert after.next_run_at == before.next_run_at and after.last_runs[0].task_id == task.id
+    assert after.next_run_at == before.next_run_at
+    assert after.last_runs[0].task_id == task.id
 
 
 # -- REST ------------------------------------------------------------------------------------
@@ -176,9 +181,14 @@ async def test_create_answers_the_next_three_runs(api: httpx.AsyncClient) -> Non
     out = created.json()
     assert created.headers["location"] == f"{SCHEDULES}/{out['id']}"
     runs = [datetime.fromisoformat(r) for r in out["next_runs"]]
-    assert len(runs) == 3 and runs == sorted(runs) and all(r.utcoffset() == timedelta(0) for r in runs)
-    assert out["overlap"] == "skip" and out["catch_up"] == "latest" and out["paused"] is False
-    assert out["task"]["queue"] == "default" and out["task"]["max_retries"] >= 0  # defaults resolved
+    assert len(runs) == 3
+    assert runs == sorted(runs)
+    assert all(r.utcoffset() == timedelta(0) for r in runs)
+    assert out["overlap"] == "skip"
+    assert out["catch_up"] == "latest"
+    assert out["paused"] is False
+    assert out["task"]["queue"] == "default"
+    assert out["task"]["max_retries"] >= 0
     listed = (await api.get(SCHEDULES)).json()["items"]
     assert [s["id"] for s in listed] == [out["id"]]
     assert (await api.get(f"{SCHEDULES}/{out['id']}")).json()["next_runs"] == out["next_runs"]
@@ -235,20 +245,23 @@ async def test_patch_pause_resume_trigger_delete(api: httpx.AsyncClient, pool: a
     patched = await api.patch(url, json={"cron": "0 * * * *", "timezone": "Asia/Kolkata"})
     assert patched.status_code == 200, patched.text
     body = patched.json()
-    assert body["cron"] == "0 * * * *" and body["every_seconds"] is None  # cron replaces every_seconds
+    assert body["cron"] == "0 * * * *"
+    assert body["every_seconds"] is None
     assert all(datetime.fromisoformat(r).minute == 30 for r in body["next_runs"])  # UTC+05:30
     assert_problem(await api.patch(url, json={"every_seconds": 0}), 422, "every_seconds")
     assert_problem(await api.patch(url, json={"name": None}), 422, "name")
     assert (await api.get(url)).json()["cron"] == "0 * * * *"  # a rejected change changed nothing
 
     paused = (await api.post(f"{url}/pause")).json()
-    assert paused["paused"] is True and paused["next_runs"] == []
+    assert paused["paused"] is True
+    assert paused["next_runs"] == []
     assert (await api.post(f"{url}/resume")).json()["paused"] is False
 
     triggered = await api.post(f"{url}/trigger")
     assert triggered.status_code == 202, triggered.text
     task = triggered.json()
-    assert task["schedule_id"] == out["id"] and task["scheduled_for"] is not None
+    assert task["schedule_id"] == out["id"]
+    assert task["scheduled_for"] is not None
     runs = (await api.get("/api/v1/tasks", params={"schedule_id": out["id"]})).json()["items"]
     assert [t["id"] for t in runs] == [task["id"]]
     assert (await api.get(url)).json()["last_runs"][0]["task_id"] == task["id"]
