@@ -218,15 +218,16 @@ class TaskRepository:
             for new in news:
                 if new.unique_key is not None:
                     task, _, duplicate = await insert_unique(conn, new)
+                    task_id = UUID(bytes=task.id.bytes)  # a plain UUID: the batch answer is encoded by orjson
                     by_id[new.id] = Inserted(
-                        task.id,
+                        task_id,
                         task.status,
                         task.priority,
                         task.run_at,
                         task.created_at,
                         task.queue,
                         task.admitted,
-                        task.id if duplicate else None,
+                        task_id if duplicate else None,
                     )
         return [by_id[n.id] for n in news]
 

@@ -41,7 +41,7 @@ _INSERT = f"""WITH now AS (SELECT clock_timestamp() AS ts)
     RETURNING {_COLUMNS}"""
 
 _TAKE_WINDOW = """INSERT INTO unique_keys AS k (key, task_id, held_until)
-    VALUES ($1, $2, $3 + make_interval(secs => $4))
+    VALUES ($1, $2, $3::timestamptz + make_interval(secs => $4::float8))
     ON CONFLICT (key) DO UPDATE SET task_id = EXCLUDED.task_id, held_until = EXCLUDED.held_until
         WHERE k.held_until <= clock_timestamp() OR NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = k.task_id)
     RETURNING 1"""
