@@ -23,6 +23,7 @@ from taskflow_client._errors import (
     ValidationFailed,
 )
 from taskflow_client._models import QueueStats, Task, TaskLinks, TaskPage, TaskStatus, TaskType
+from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
 
 __all__ = [
@@ -32,10 +33,12 @@ __all__ = [
     "Client",
     "Conflict",
     "Forbidden",
+    "LastRun",
     "NotFound",
     "PayloadTooLarge",
     "QueueStats",
     "RateLimited",
+    "Schedule",
     "ServerError",
     "Task",
     "TaskLinks",
@@ -47,4 +50,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
+    "task_body",
 ]

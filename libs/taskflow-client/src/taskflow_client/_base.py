@@ -105,6 +105,8 @@ def submit_call(
     run_at: datetime | None,
     delay_seconds: float | None,
     idempotency_key: str | None,
+    unique_key: str | None = None,
+    unique_for_seconds: int | None = None,
 ) -> Call:
     body: dict[str, Any] = {"task_type": task_type, "payload": payload}
     options = {
@@ -113,6 +115,8 @@ def submit_call(
         "timeout_seconds": timeout_seconds,
         "run_at": run_at.isoformat() if run_at is not None else None,
         "delay_seconds": delay_seconds,
+        "unique_key": unique_key,
+        "unique_for_seconds": unique_for_seconds,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     # A key per call makes the client's own retries safe: a repeat returns the task already stored.
@@ -134,6 +138,7 @@ def list_call(
     created_before: datetime | None,
     limit: int | None,
     cursor: str | None,
+    schedule_id: uuid.UUID | str | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
     statuses = [status] if isinstance(status, str) else list(status or [])
@@ -148,6 +153,8 @@ def list_call(
         params.append(("limit", str(limit)))
     if cursor is not None:
         params.append(("cursor", cursor))
+    if schedule_id is not None:
+        params.append(("schedule_id", str(uuid.UUID(str(schedule_id)))))
     return Call("GET", f"{API}/tasks", params=tuple(params))
 
 

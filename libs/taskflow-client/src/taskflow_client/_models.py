@@ -50,6 +50,9 @@ class Task(_Model):
     cancel_requested: bool = False
     result: Any = None
     error: dict[str, Any] | None = None
+    schedule_id: UUID | None = None
+    scheduled_for: datetime | None = None
+    unique_key: str | None = None
     links: TaskLinks | None = None
 
     @property

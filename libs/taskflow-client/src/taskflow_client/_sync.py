@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -27,11 +28,12 @@ from taskflow_client._base import (
 )
 from taskflow_client._errors import TransportError, error_from_response
 from taskflow_client._models import QueueStats, Task, TaskPage, TaskStatus, TaskType
+from taskflow_client._schedules import SchedulesMixin
 
 _TYPES = TypeAdapter(list[TaskType])
 
 
-class Client:
+class Client(SchedulesMixin):
     """A TaskFlow API client. ``base_url`` defaults to TASKFLOW_URL, ``api_key`` to TASKFLOW_API_KEY.
 
     429 and 503 answers are retried ``retries`` times, after the server's Retry-After (at most
@@ -104,6 +106,8 @@ class Client:
         run_at: datetime | None = None,
         delay_seconds: float | None = None,
         idempotency_key: str | None = None,
+        unique_key: str | None = None,
+        unique_for_seconds: int | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
@@ -117,6 +121,8 @@ class Client:
             run_at=run_at,
             delay_seconds=delay_seconds,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            unique_for_seconds=unique_for_seconds,
         )
         task = parse(self._send(call), Task)
         return self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -143,6 +149,7 @@ class Client:
         created_before: datetime | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        schedule_id: uuid.UUID | str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -152,6 +159,7 @@ class Client:
             created_before=created_before,
             limit=limit,
             cursor=cursor,
+            schedule_id=schedule_id,
         )
         return parse(self._send(call), TaskPage)
 
