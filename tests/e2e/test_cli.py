@@ -155,3 +155,30 @@ def test_unreachable_api_exits_5(stack: Stack) -> None:
     result = run(stack, "--retries", "0", "queue", url=f"http://127.0.0.1:{CLOSED_PORT}")
     assert result.returncode == 5
     assert "error" in result.stderr
+
+
+def test_global_options_work_after_the_command_too(stack: Stack) -> None:
+    task = as_json(run(stack, "submit", "test", "--wait", "--json", "--payload", '{"message": "after"}'))
+    assert task["status"] == "succeeded"
+    assert task["result"]["echo"] == {"message": "after"}
+    assert as_json(run(stack, "get", task["id"], "--json"))["id"] == task["id"]
+    assert as_json(run(stack, "list", "--limit", "1", "--json"))["items"]
+    # After the command wins over before it and over the environment (TASKFLOW_URL, TASKFLOW_API_KEY).
+    closed = f"http://127.0.0.1:{CLOSED_PORT}"
+    assert run(stack, "--url", stack.url, "queue", "--url", closed, "--retries", "0").returncode == 5
+    assert run(stack, "--url", closed, "--retries", "0", "queue", "--url", stack.url).returncode == 0
+    wrong_key = run(stack, "types", "--api-key", "not-a-key", "--json")
+    assert wrong_key.returncode == 4, wrong_key.stderr
+    assert json.loads(wrong_key.stderr)["status"] == 401
+    # Each command's --help lists them.
+    shown = run(stack, "submit", "--help")
+    assert shown.returncode == 0
+    assert "Global options" in shown.stdout
+    for option in ("--json", "--url", "--api-key", "--timeout", "--retries"):
+        assert option in shown.stdout
+
+
+def test_a_bad_global_option_value_after_the_command_is_refused(stack: Stack) -> None:
+    result = run(stack, "queue", "--timeout", "0")
+    assert result.returncode == 2
+    assert "--timeout" in result.stderr

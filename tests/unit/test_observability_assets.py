@@ -25,6 +25,8 @@ def exported() -> set[str]:
             names.update(sample.name for sample in family.samples)
     # The API's queue gauges exist once a snapshot was taken; they are declared here.
     names.update({"taskflow_queue_depth", "taskflow_queue_due", "taskflow_queue_oldest_due_age_seconds"})
+    # Per queue (issue 13's contract): what the pools scale on and who consumes each queue.
+    names.update({"taskflow_queue_running", "taskflow_queue_workers"})
     names.add("taskflow_workers_seen")
     return names
 
@@ -41,6 +43,7 @@ def test_alert_rules_use_exported_metrics() -> None:
         "TaskflowTaskFailureRatioHigh",
         "TaskflowNoWorkerHeartbeats",
         "TaskflowApiErrors",
+        "TaskflowQueueWithoutWorkers",
     }
     names = exported()
     for rule in rules:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 import uuid
@@ -9,23 +10,62 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
+from typer.core import TyperGroup, TyperOption
 
 from taskflow_cli._exit import Exit, exit_code_for
 from taskflow_cli._render import dumps, queue_table, task_detail, tasks_table, types_table
 from taskflow_client import Client, Task, TaskflowError, TaskStatus
 
+if TYPE_CHECKING:  # the click Typer bundles: its callbacks take these
+    from typer._click.core import Context as ClickContext
+    from typer._click.core import Parameter as ClickParameter
+
 T = TypeVar("T")
+GLOBAL_PANEL = "Global options (before or after the command)"
+
+
+def _given_after_the_command(ctx: ClickContext, param: ClickParameter, value: Any) -> None:
+    """A global option typed after the command overrides the one before it (or its default)."""
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if source is not None and source.name == "COMMANDLINE":
+        setattr(ctx.obj, param.name, value)
+
+
+class GlobalOptionsGroup(TyperGroup):
+    """Lets the group's options (--json, --url, ...) also follow the command, as people type them:
+    each command gets a copy of each, which writes into the group's Context when given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        shared = [p for p in self.params if isinstance(p, TyperOption) and p.name]
+        for option in shared:
+            option.rich_help_panel = GLOBAL_PANEL
+        for command in self.commands.values():
+            taken = {opt for p in command.params for opt in p.opts}
+            command.params.extend(_after_command(p) for p in shared if not taken & set(p.opts))
+
+
+def _after_command(option: TyperOption) -> TyperOption:
+    after = copy.copy(option)
+    after.expose_value = False  # the command's function does not take it: it reads the Context
+    after.callback = _given_after_the_command
+    after.envvar = None  # the environment was read once, by the group's option
+    after.show_envvar = False
+    after.show_default = False  # unless given here, the value is the group's, not this declaration's default
+    return after
+
 
 app = typer.Typer(
     name="taskflow",
-    help="Submit, inspect and drive TaskFlow tasks (docs/cli.md). Put --json before the command.",
+    cls=GlobalOptionsGroup,
+    help="Submit, inspect and drive TaskFlow tasks (docs/cli.md). Global options go before or after the command.",
     epilog=(
         "Exit codes: 0 ok · 1 task failed or cancelled (--wait) · 2 usage or input refused · 3 not found · "
         "4 auth · 5 unavailable · 6 conflict · 7 wait timed out · 8 other error"

@@ -74,12 +74,12 @@ from arq.worker import Function, Retry, Worker, func
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from taskcore.batching import Coalescer
-from taskcore.errors import unavailable_on
+from taskcore.errors import outage_reason, unavailable_on
 from taskcore.flow import DEFAULT_QUEUE
 
 RUN_TASK = "run_task"  # the single arq function every task runs through
@@ -159,10 +159,29 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
     return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
 
+# InvalidResponse: something answers at that address, not in Redis's protocol (a wrong port).
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, WatchError, OSError, InvalidResponse, NoPermissionError)
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(reason, hint) for a Redis failure: a password Redis wants (NOAUTH), a wrong one (WRONGPASS) or an
+    ACL user without the commands TaskFlow runs are settings to fix, the rest an outage."""
+    if isinstance(exc, AuthenticationError):
+        if "without any password configured" in str(exc) or "no password is set" in str(exc):
+            return f"authentication failed: {exc}", "this Redis has no password: remove it from TASKFLOW_REDIS_URL"
+        return f"authentication failed: {exc}", "set its password in TASKFLOW_REDIS_URL (':PASSWORD@' before the host)"
+    if isinstance(exc, InvalidResponse):  # something answers there, not in Redis's protocol
+        return f"not a Redis server: {exc}", "check the host and port in TASKFLOW_REDIS_URL"
+    if isinstance(exc, NoPermissionError):
+        return f"permission denied: {exc}", "give the Redis user of TASKFLOW_REDIS_URL the commands TaskFlow runs"
+    return outage_reason(exc), ""
+
+
 def _translate_errors() -> AbstractAsyncContextManager[None]:
     # redis-py reports a connection lost inside WATCH (arq's enqueue_job) as WatchError; arq itself
     # catches the WatchError of a real concurrent change, so one that reaches us means Redis went away.
-    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError))
+    # AuthenticationError (NOAUTH, WRONGPASS) is a ConnectionError; describe_error tells it apart.
+    return unavailable_on("redis", _UNAVAILABLE, describe_error)
 
 
 class TaskQueue:
