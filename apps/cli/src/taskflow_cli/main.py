@@ -6,7 +6,7 @@ import copy
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +47,19 @@ class GlobalOptionsGroup(TyperGroup):
         shared = [p for p in self.params if isinstance(p, TyperOption) and p.name]
         for option in shared:
             option.rich_help_panel = GLOBAL_PANEL
-        for command in self.commands.values():
+        for command in _leaves(self.commands.values()):
             taken = {opt for p in command.params for opt in p.opts}
             command.params.extend(_after_command(p) for p in shared if not taken & set(p.opts))
+
+
+def _leaves(commands: Iterable[Any]) -> Iterator[Any]:
+    """The commands, with a sub-group's (``taskflow schedules list``) in place of the group."""
+    for command in commands:
+        nested = getattr(command, "commands", None)
+        if isinstance(nested, dict):
+            yield from _leaves(nested.values())
+        else:
+            yield command
 
 
 def _after_command(option: TyperOption) -> TyperOption:
@@ -182,6 +192,10 @@ def submit(
     max_retries: Annotated[int | None, typer.Option(min=0, help="Retries after the first attempt")] = None,
     timeout_seconds: Annotated[int | None, typer.Option(min=1, help="Per-attempt time limit")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="A repeat with the same key returns the original")] = None,
+    unique_key: Annotated[
+        str | None, typer.Option(help="While a task with this key waits or runs, return it instead")
+    ] = None,
+    unique_for: Annotated[int | None, typer.Option(min=0, help="...and this many seconds after it was created")] = None,
 ) -> None:
     """Submit a task (and with --wait, wait for its result)."""
     state = _state(ctx)
@@ -196,6 +210,8 @@ def submit(
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            unique_for_seconds=unique_for,
             wait=wait,
             wait_timeout=wait_timeout,
         ),
@@ -312,6 +328,15 @@ def _task_id(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a task id (UUID)", param_hint="ID") from None
+
+
+def _subcommands() -> None:
+    from taskflow_cli.schedules import schedules_app  # it uses this module's helpers
+
+    app.add_typer(schedules_app, name="schedules")
+
+
+_subcommands()
 
 
 def main() -> None:
