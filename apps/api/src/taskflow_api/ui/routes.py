@@ -219,6 +219,8 @@ def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
         query.append(("created_after", filters.created_after.isoformat()))
     if filters.created_before:
         query.append(("created_before", filters.created_before.isoformat()))
+    if filters.schedule_id:
+        query.append(("schedule_id", str(filters.schedule_id)))
     query.append(("limit", str(limit)))
     return query
 
@@ -246,6 +248,7 @@ async def tasks_page(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     fragment: bool = False,
+    schedule_id: UUID | None = None,
 ) -> Response:
     _remember(request, principal)
     try:
@@ -255,7 +258,13 @@ async def tasks_page(
         bad_time = True
     else:
         bad_time = False
-    filters = ListFilter(statuses=status_, task_type=task_type or None, created_after=after, created_before=before)
+    filters = ListFilter(
+        statuses=status_,
+        task_type=task_type or None,
+        created_after=after,
+        created_before=before,
+        schedule_id=schedule_id,
+    )
     context = await _task_page(state.repo, filters, limit, cursor)
     if bad_time:
         context["error"] = "Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC)."
