@@ -42,7 +42,8 @@ async def test_a_schedule_every_second_runs_tasks_that_succeed(api: httpx.AsyncC
     assert len(slots) == len(set(slots))  # one task per slot
     for task in runs:
         late = parse_time(task["created_at"]) - parse_time(task["scheduled_for"])
-        assert timedelta(0) <= late < timedelta(seconds=1.5), task  # fired within about a second of its slot
+        # fired within about a second of its slot (0-0.5 s when the machine is quiet; room for a loaded one)
+        assert timedelta(0) <= late < timedelta(seconds=2.5), task
     listed = (await api.get(f"{SCHEDULES}/{schedule['id']}")).json()
     assert listed["last_runs"]
     assert listed["last_runs"][0]["task_id"] in {t["id"] for t in runs}

@@ -65,11 +65,21 @@ def test_every_seconds_slots_are_multiples_of_the_interval_since_the_epoch() -> 
     assert every.next_after(utc(2026, 1, 1, 0, 0, 30)) == utc(2026, 1, 1, 0, 1, 0)  # strictly after
 
 
-def test_latest_matches_the_forward_walk_for_cron_and_every() -> None:
-    for timing in (Timing.checked("*/7 1-3 * * *", None, PARIS), Timing.checked(None, 45, "UTC")):
-        start, end = utc(2026, 10, 24, 22), utc(2026, 10, 25, 3)
-        forward = [s for s in slots(timing, start - timedelta(seconds=1), 500) if s <= end]
-        assert timing.latest(start, end, 1000) == forward
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(utc(2026, 10, 24, 22), utc(2026, 10, 25, 3)), (utc(2026, 3, 28, 22), utc(2026, 3, 29, 3))],
+)
+def test_latest_matches_the_forward_walk_for_cron_and_every(start: datetime, end: datetime) -> None:
+    """The newest slots (catch-up walks backwards) are the forward walk's, across both DST changes."""
+    start, end = start - timedelta(days=1), end + timedelta(days=1)
+    for timing in (
+        Timing.checked("*/7 1-3 * * *", None, PARIS),
+        Timing.checked("30 2 * * *", None, PARIS),
+        Timing.checked("0 * * * *", None, PARIS),
+        Timing.checked(None, 45, "UTC"),
+    ):
+        forward = [s for s in slots(timing, start - timedelta(seconds=1), 5000) if s <= end]
+        assert timing.latest(start, end, 5000) == forward
         assert timing.latest(start, end, 5) == forward[-5:]
 
 
