@@ -294,3 +294,93 @@ async def test_writes_need_admin_and_reads_tasks_read(
         assert (await client.get(SCHEDULES, headers=headers)).status_code == 200
         body = {"name": name, "every_seconds": 60, "task": TASK}
         assert (await client.post(SCHEDULES, json=body, headers=headers)).status_code == 403
+
+
+async def fire_as_of(pool: asyncpg.Pool, now: datetime) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await ScheduleRepository(pool).fire_due(conn, limit=100, now=now)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("cron", "since", "now", "expected"),
+    [
+        # spring forward in Paris (2026-03-29): the 02:30 run happens once, at 03:00 CEST
+        (
+            "30 2 * * *",
+            utc(2026, 3, 27),
+            utc(2026, 3, 31),
+            [utc(2026, 3, 27, 1, 30), utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)],
+        ),
+        # fall back (2026-10-25): once, at the first 02:30 (CEST)
+        (
+            "30 2 * * *",
+            utc(2026, 10, 23),
+            utc(2026, 10, 27),
+            [utc(2026, 10, 23, 0, 30), utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)],
+        ),
+        # a wildcard expression follows the wall clock: the repeated hour's slots twice
+        (
+            "*/30 2 * * *",
+            utc(2026, 10, 24, 23),
+            utc(2026, 10, 25, 2),
+            [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 0), utc(2026, 10, 25, 1, 30)],
+        ),
+        # ... and the skipped hour has none
+        ("*/30 2 * * *", utc(2026, 3, 28, 12), utc(2026, 3, 29, 12), []),
+    ],
+)
+async def test_dst_slots_fired_in_postgresql(
+    schedules: ScheduleService,
+    pool: asyncpg.Pool,
+    cron: str,
+    since: datetime,
+    now: datetime,
+    expected: list[datetime],
+) -> None:
+    spec = ScheduleInput(
+        name="paris",
+        task=TaskRequest(task_type="test", payload={"message": "dst"}),
+        cron=cron,
+        timezone="Europe/Paris",
+        catch_up=CatchUp.ALL,
+        overlap=Overlap.ALLOW,
+    )
+    sid = (await schedules.create(spec)).id
+    await pool.execute("UPDATE schedules SET next_run_at = $2 WHERE id = $1", sid, since)
+    await fire_as_of(pool, now)
+    assert await slots_of(pool, sid) == expected
+    assert (await schedules.repo.get(sid)).next_run_at > now
+    await fire_as_of(pool, now)  # the same instant again: nothing more
+    assert await slots_of(pool, sid) == expected
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "expected"),
+    [
+        (CatchUp.NONE, []),  # the newest missed slot is 23.5 hours old: dropped
+        (CatchUp.LATEST, [utc(2026, 3, 30, 0, 30)]),
+        (CatchUp.ALL, [utc(2026, 3, 27, 1, 30), utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1), utc(2026, 3, 30, 0, 30)]),
+    ],
+)
+async def test_catch_up_rules_fired_in_postgresql(
+    schedules: ScheduleService, pool: asyncpg.Pool, catch_up: CatchUp, expected: list[datetime]
+) -> None:
+    spec = ScheduleInput(
+        name="daily",
+        task=TaskRequest(task_type="test", payload={"message": "c"}),
+        cron="30 2 * * *",
+        timezone="Europe/Paris",
+        catch_up=catch_up,
+        overlap=Overlap.ALLOW,
+    )
+    sid = (await schedules.create(spec)).id
+    await pool.execute("UPDATE schedules SET next_run_at = $2 WHERE id = $1", sid, utc(2026, 3, 27))
+    await fire_as_of(pool, utc(2026, 3, 31))
+    assert await slots_of(pool, sid) == expected
+    assert (await schedules.repo.get(sid)).next_run_at == utc(2026, 3, 31, 0, 30)
+    await fire_as_of(pool, utc(2026, 3, 31, 0, 30, 20))  # on time (20 s late): runs under every rule
+    assert (await slots_of(pool, sid))[-1] == utc(2026, 3, 31, 0, 30)

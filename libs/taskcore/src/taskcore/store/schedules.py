@@ -209,11 +209,13 @@ class ScheduleRepository:
             held = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SCHEDULE_LOCK_KEY)
             yield conn if held else None
 
-    async def fire_due(self, conn: asyncpg.Connection, *, limit: int) -> Fired:
+    async def fire_due(self, conn: asyncpg.Connection, *, limit: int, now: datetime | None = None) -> Fired:
         """Fire every due schedule (at most ``limit``) in the caller's transaction: store its slots'
         tasks and move next_run_at past now. Each schedule is a savepoint, so one that fails is
-        logged and retried next pass without holding up the others."""
-        now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        logged and retried next pass without holding up the others. ``now`` is the database's
+        clock unless given (a firing as of another instant: the DST and catch-up tests)."""
+        if now is None:
+            now = await conn.fetchval("SELECT clock_timestamp()")
         rows = await conn.fetch(
             f"""SELECT {_COLUMNS} FROM schedules WHERE NOT paused AND next_run_at <= $1
                 ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
