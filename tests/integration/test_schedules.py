@@ -250,6 +250,11 @@ async def test_patch_pause_resume_trigger_delete(api: httpx.AsyncClient, pool: a
     assert all(datetime.fromisoformat(r).minute == 30 for r in body["next_runs"])  # UTC+05:30
     assert_problem(await api.patch(url, json={"every_seconds": 0}), 422, "every_seconds")
     assert_problem(await api.patch(url, json={"name": None}), 422, "name")
+    bad_task = {"task": {"task_type": "test", "payload": {"message": 7}}}
+    assert_problem(await api.patch(url, json=bad_task), 422, "task.payload.message")  # re-validated
+    other = {"name": "other", "every_seconds": 60, "task": TASK}
+    assert (await api.post(SCHEDULES, json=other)).status_code == 201
+    assert_problem(await api.patch(url, json={"name": "other"}), 409, "name")
     assert (await api.get(url)).json()["cron"] == "0 * * * *"  # a rejected change changed nothing
 
     paused = (await api.post(f"{url}/pause")).json()
