@@ -51,6 +51,11 @@ def test_alert_rules_use_exported_metrics() -> None:
             assert metric in names or metric.removesuffix("_total") in names, (rule["alert"], metric)
 
 
+def test_the_per_queue_gauges_are_declared_before_the_first_snapshot() -> None:
+    names = {family.name for family in ApiMetrics().registry.collect()}
+    assert {"taskflow_queue_due", "taskflow_queue_running", "taskflow_queue_workers", "taskflow_queue_paused"} <= names
+
+
 def test_dashboard_panels_use_exported_metrics() -> None:
     dashboard = json.loads((ASSETS / "grafana-dashboard.json").read_text())
     names = exported()

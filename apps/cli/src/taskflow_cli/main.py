@@ -6,7 +6,7 @@ import copy
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from rich.live import Live
 from typer.core import TyperGroup, TyperOption
 
 from taskflow_cli._exit import Exit, exit_code_for
-from taskflow_cli._render import dumps, queue_table, task_detail, tasks_table, types_table
+from taskflow_cli._render import dumps, task_detail, tasks_table, types_table
 from taskflow_client import Client, Task, TaskflowError, TaskStatus
 
 if TYPE_CHECKING:  # the click Typer bundles: its callbacks take these
@@ -47,19 +47,15 @@ class GlobalOptionsGroup(TyperGroup):
         shared = [p for p in self.params if isinstance(p, TyperOption) and p.name]
         for option in shared:
             option.rich_help_panel = GLOBAL_PANEL
-        for command in _leaves(self.commands.values()):
-            taken = {opt for p in command.params for opt in p.opts}
-            command.params.extend(_after_command(p) for p in shared if not taken & set(p.opts))
+        _share(self.commands.values(), shared)
 
 
-def _leaves(commands: Iterable[Any]) -> Iterator[Any]:
-    """The commands, with a sub-group's (``taskflow schedules list``) in place of the group."""
+def _share(commands: Any, shared: list[TyperOption]) -> None:
+    """Each command, and each command of a sub-group (`queue pause`, `limits set`), gets the copies."""
     for command in commands:
-        nested = getattr(command, "commands", None)
-        if isinstance(nested, dict):
-            yield from _leaves(nested.values())
-        else:
-            yield command
+        taken = {opt for p in command.params for opt in p.opts}
+        command.params.extend(_after_command(p) for p in shared if not taken & set(p.opts))
+        _share(getattr(command, "commands", {}).values(), shared)
 
 
 def _after_command(option: TyperOption) -> TyperOption:
@@ -196,6 +192,11 @@ def submit(
         str | None, typer.Option(help="While a task with this key waits or runs, return it instead")
     ] = None,
     unique_for: Annotated[int | None, typer.Option(min=0, help="...and this many seconds after it was created")] = None,
+    queue: Annotated[str | None, typer.Option(help="The queue [default: the task type's, else default]")] = None,
+    limit_key: Annotated[
+        list[str] | None,
+        typer.Option("--limit-key", "-k", help="Repeatable (up to 4); the first is the fair-share key"),
+    ] = None,
 ) -> None:
     """Submit a task (and with --wait, wait for its result)."""
     state = _state(ctx)
@@ -212,6 +213,8 @@ def submit(
             idempotency_key=idempotency_key,
             unique_key=unique_key,
             unique_for_seconds=unique_for,
+            queue=queue,
+            limit_keys=limit_key,
             wait=wait,
             wait_timeout=wait_timeout,
         ),
@@ -239,12 +242,13 @@ def list_tasks(
     ctx: typer.Context,
     status: Annotated[list[TaskStatus] | None, typer.Option("--status", "-s", help="Repeatable")] = None,
     task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this task type")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="Page size")] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
 ) -> None:
     """List tasks, newest first (one page; --json includes next_cursor)."""
     state = _state(ctx)
-    page = call(state, lambda c: c.list(status=status, task_type=task_type, limit=limit, cursor=cursor))
+    page = call(state, lambda c: c.list(status=status, task_type=task_type, queue=queue, limit=limit, cursor=cursor))
 
     def human() -> None:
         out.print(tasks_table(page.items))
@@ -278,14 +282,6 @@ def types(ctx: typer.Context) -> None:
     state = _state(ctx)
     found = call(state, lambda c: c.task_types())
     emit(state, list(found), lambda: out.print(types_table(found)))
-
-
-@app.command()
-def queue(ctx: typer.Context) -> None:
-    """Queue depth, oldest due task and workers."""
-    state = _state(ctx)
-    stats = call(state, lambda c: c.queue())
-    emit(state, stats, lambda: out.print(queue_table(stats)))
 
 
 @app.command()
@@ -337,6 +333,9 @@ def _subcommands() -> None:
 
 
 _subcommands()
+from taskflow_cli import flow as _flow  # noqa: E402 - its commands use the helpers above
+
+_flow.register(app)
 
 
 def main() -> None:

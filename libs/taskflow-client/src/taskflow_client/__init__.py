@@ -22,7 +22,19 @@ from taskflow_client._errors import (
     Unavailable,
     ValidationFailed,
 )
-from taskflow_client._models import QueueStats, Task, TaskLinks, TaskPage, TaskStatus, TaskType
+from taskflow_client._models import (
+    KeyUsage,
+    Limit,
+    Load,
+    Queue,
+    QueueStats,
+    Task,
+    TaskLinks,
+    TaskPage,
+    TaskStatus,
+    TaskType,
+    TaskTypePause,
+)
 from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
 
@@ -33,9 +45,13 @@ __all__ = [
     "Client",
     "Conflict",
     "Forbidden",
+    "KeyUsage",
     "LastRun",
+    "Limit",
+    "Load",
     "NotFound",
     "PayloadTooLarge",
+    "Queue",
     "QueueStats",
     "RateLimited",
     "Schedule",
@@ -45,6 +61,7 @@ __all__ = [
     "TaskPage",
     "TaskStatus",
     "TaskType",
+    "TaskTypePause",
     "TaskflowError",
     "TransportError",
     "Unauthorized",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -105,6 +106,8 @@ def submit_call(
     run_at: datetime | None,
     delay_seconds: float | None,
     idempotency_key: str | None,
+    queue: str | None = None,
+    limit_keys: Sequence[str] | None = None,
     unique_key: str | None = None,
     unique_for_seconds: int | None = None,
 ) -> Call:
@@ -115,6 +118,8 @@ def submit_call(
         "timeout_seconds": timeout_seconds,
         "run_at": run_at.isoformat() if run_at is not None else None,
         "delay_seconds": delay_seconds,
+        "queue": queue,
+        "limit_keys": list(limit_keys) if limit_keys else None,
         "unique_key": unique_key,
         "unique_for_seconds": unique_for_seconds,
     }
@@ -138,6 +143,7 @@ def list_call(
     created_before: datetime | None,
     limit: int | None,
     cursor: str | None,
+    queue: str | None = None,
     schedule_id: uuid.UUID | str | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
@@ -149,6 +155,8 @@ def list_call(
         params.append(("created_after", created_after.isoformat()))
     if created_before is not None:
         params.append(("created_before", created_before.isoformat()))
+    if queue is not None:
+        params.append(("queue", queue))
     if limit is not None:
         params.append(("limit", str(limit)))
     if cursor is not None:
@@ -156,6 +164,21 @@ def list_call(
     if schedule_id is not None:
         params.append(("schedule_id", str(uuid.UUID(str(schedule_id)))))
     return Call("GET", f"{API}/tasks", params=tuple(params))
+
+
+def name_path(kind: str, name: str, suffix: str = "") -> str:
+    """``/api/v1/{kind}/{name}{suffix}`` with the name quoted (a limit key may hold ``:`` or ``*``)."""
+    return f"{API}/{kind}/{quote(name, safe=':*')}{suffix}"
+
+
+def set_limit_call(key: str, *, max_running: int | None, per_second: float | None, burst: int | None) -> Call:
+    options = {"max_running": max_running, "per_second": per_second, "burst": burst}
+    return Call("PUT", name_path("limits", key), json={k: v for k, v in options.items() if v is not None})
+
+
+def load_call(queues: str | Sequence[str]) -> Call:
+    names = [queues] if isinstance(queues, str) else list(queues)
+    return Call("GET", f"{API}/load", params=tuple(("queue", q) for q in names))
 
 
 def parse(response: httpx.Response, model: type[M]) -> M:
