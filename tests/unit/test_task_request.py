@@ -22,6 +22,8 @@ CHANGED: dict[str, Any] = {
     "delay_seconds": 3.0,
     "queue": "reports",
     "limit_keys": ("tenant:1",),
+    "unique_key": "report:42",
+    "unique_for_seconds": 60,
 }
 
 

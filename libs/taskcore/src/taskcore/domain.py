@@ -74,6 +74,9 @@ class Task:
     queue: str = "default"
     limit_keys: tuple[str, ...] = ()
     admitted: bool = True  # False: waiting for a slot, a token or the end of a pause (flow control)
+    schedule_id: UUID | None = None  # the schedule that fired it (taskcore.schedules)
+    scheduled_for: datetime | None = None  # its slot (or the instant of a manual trigger)
+    unique_key: str | None = None
 
     @property
     def retries_left(self) -> bool:
@@ -98,6 +101,8 @@ class NewTask:
     payload_json: str | None = None  # ``payload`` already encoded, so that it is serialised once
     queue: str = "default"
     limit_keys: tuple[str, ...] = ()
+    unique_key: str | None = None  # at most one waiting or running task per key (docs/schedules.md)
+    unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
 
 
 @dataclass(frozen=True, slots=True)

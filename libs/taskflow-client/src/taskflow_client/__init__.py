@@ -35,6 +35,7 @@ from taskflow_client._models import (
     TaskType,
     TaskTypePause,
 )
+from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "KeyUsage",
+    "LastRun",
     "Limit",
     "Load",
     "NotFound",
@@ -52,6 +54,7 @@ __all__ = [
     "Queue",
     "QueueStats",
     "RateLimited",
+    "Schedule",
     "ServerError",
     "Task",
     "TaskLinks",
@@ -64,4 +67,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
+    "task_body",
 ]

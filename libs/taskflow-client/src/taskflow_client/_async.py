@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -31,13 +32,14 @@ from taskflow_client._base import (
 )
 from taskflow_client._errors import TransportError, error_from_response
 from taskflow_client._models import Limit, Load, Queue, QueueStats, Task, TaskPage, TaskStatus, TaskType, TaskTypePause
+from taskflow_client._schedules import AsyncSchedulesMixin
 
 _TYPES = TypeAdapter(list[TaskType])
 _QUEUES = TypeAdapter(list[Queue])
 _LIMITS = TypeAdapter(list[Limit])
 
 
-class AsyncClient:
+class AsyncClient(AsyncSchedulesMixin):
     """A TaskFlow API client for asyncio. ``base_url`` defaults to TASKFLOW_URL, ``api_key`` to TASKFLOW_API_KEY.
 
     429 and 503 answers are retried ``retries`` times, after the server's Retry-After (at most
@@ -112,6 +114,8 @@ class AsyncClient:
         idempotency_key: str | None = None,
         queue: str | None = None,
         limit_keys: Sequence[str] | None = None,
+        unique_key: str | None = None,
+        unique_for_seconds: int | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
@@ -130,6 +134,8 @@ class AsyncClient:
             idempotency_key=idempotency_key,
             queue=queue,
             limit_keys=limit_keys,
+            unique_key=unique_key,
+            unique_for_seconds=unique_for_seconds,
         )
         task = parse(await self._send(call), Task)
         return await self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -157,6 +163,7 @@ class AsyncClient:
         limit: int | None = None,
         cursor: str | None = None,
         queue: str | None = None,
+        schedule_id: uuid.UUID | str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -167,6 +174,7 @@ class AsyncClient:
             limit=limit,
             cursor=cursor,
             queue=queue,
+            schedule_id=schedule_id,
         )
         return parse(await self._send(call), TaskPage)
 

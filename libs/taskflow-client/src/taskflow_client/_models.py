@@ -52,6 +52,9 @@ class Task(_Model):
     limit_keys: list[str] = Field(default_factory=list)
     result: Any = None
     error: dict[str, Any] | None = None
+    schedule_id: UUID | None = None
+    scheduled_for: datetime | None = None
+    unique_key: str | None = None
     links: TaskLinks | None = None
 
     @property
