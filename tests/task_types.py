@@ -45,3 +45,26 @@ async def hang(payload: Gate) -> None:
 async def bad_result(payload: Empty) -> object:
     """Return something that is not JSON."""
     return Unserialisable()
+
+
+class Steps(BaseModel):
+    steps: int = 10
+    pause: float = 0.0
+
+
+@task("tests.progress")
+async def progress(payload: Steps, ctx: TaskContext) -> dict[str, Any]:
+    """Report progress ``steps`` times, ``pause`` seconds apart."""
+    for i in range(1, payload.steps + 1):
+        await ctx.progress(i / payload.steps, f"step {i} of {payload.steps}", data={"step": i})
+        if payload.pause:
+            await asyncio.sleep(payload.pause)
+    return {"steps": payload.steps}
+
+
+@task("tests.progress_sync")
+def progress_sync(payload: Steps, ctx: TaskContext) -> dict[str, Any]:
+    """A plain-def handler (run in a thread) reporting progress."""
+    for i in range(1, payload.steps + 1):
+        ctx.progress_sync(i / payload.steps, f"step {i}")
+    return {"steps": payload.steps}

@@ -134,6 +134,10 @@ class TaskOut(BaseModel):
     limit_keys: list[str]
     result: Any = None
     error: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = Field(
+        default=None,
+        description="The last progress its handler reported: {fraction (0..1), message, data, at, attempt}",
+    )
     links: TaskLinks
 
     @classmethod
@@ -157,6 +161,7 @@ class TaskOut(BaseModel):
             limit_keys=list(task.limit_keys),
             result=task.result,
             error=task.error,
+            progress=task.progress,
             links=TaskLinks.model_construct(self=base, cancel=f"{base}/cancel", retry=f"{base}/retry"),
         )
 

@@ -74,6 +74,7 @@ class Task:
     queue: str = "default"
     limit_keys: tuple[str, ...] = ()
     admitted: bool = True  # False: waiting for a slot, a token or the end of a pause (flow control)
+    progress: dict[str, Any] | None = None  # the last progress its handler reported (not read on claim)
 
     @property
     def retries_left(self) -> bool:
