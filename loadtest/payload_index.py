@@ -88,7 +88,7 @@ async def _insert_rate(repo: TaskRepository, batches: int, size: int) -> float:
     return batches * size / (time.perf_counter() - start)
 
 
-async def measure(tasks: int, runs: int, batches: int, size: int) -> None:
+async def measure(tasks: int, runs: int, batches: int, size: int, rounds: int) -> None:
     name = f"taskflow_payload_{uuid.uuid4().hex[:8]}"
     url = _url(name)
     await migrate(url, create_database=True)
@@ -109,15 +109,14 @@ async def measure(tasks: int, runs: int, batches: int, size: int) -> None:
             size_index = await conn.fetchval("SELECT pg_relation_size('tasks_payload_idx')")
             size_table = await conn.fetchval("SELECT pg_relation_size('tasks')")
             with_index = [await _explain(conn, sql, arg, runs) for _, sql, arg in QUERIES]
-            print(
-                f"\nindex built in {built:.1f} s; size {size_index / 2**20:.1f} MiB (table {size_table / 2**20:.0f} MiB)"
-            )
-            print(f"\n| query | no index (ms) | plan | with index (ms) | plan |\n|---|---|---|---|---|")
+            mib = 2**20
+            print(f"\nindex built in {built:.1f} s; size {size_index / mib:.1f} MiB (table {size_table / mib:.0f} MiB)")
+            print("\n| query | no index (ms) | plan | with index (ms) | plan |\n|---|---|---|---|---|")
             for (label, t0, p0), (t1, p1) in zip(rows, with_index, strict=True):
                 print(f"| {label} | {t0:.1f} | {p0} | {t1:.2f} | {p1} |")
             repo = TaskRepository(pool)
             rates: dict[str, list[float]] = {"with": [], "without": []}
-            for _ in range(2):  # alternate, so that a noisy neighbour hits both
+            for _ in range(rounds):  # alternate, so that a noisy neighbour hits both
                 rates["with"].append(await _insert_rate(repo, batches, size))
                 await conn.execute("DROP INDEX tasks_payload_idx")
                 rates["without"].append(await _insert_rate(repo, batches, size))
@@ -145,8 +144,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="EXPLAIN ANALYZE runs per query (best kept)")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="insert runs with and without the index, alternated")
     args = parser.parse_args()
-    asyncio.run(measure(args.tasks, args.runs, args.batches, args.batch_size))
+    asyncio.run(measure(args.tasks, args.runs, args.batches, args.batch_size, args.rounds))
 
 
 if __name__ == "__main__":

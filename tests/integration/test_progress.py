@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -143,8 +142,8 @@ async def test_progress_wakes_the_watchers_of_that_task_only(settings: Settings,
 
 
 @pytest.fixture
-async def runner(repo: TaskRepository, registry: TaskRegistry, settings: Settings) -> AsyncIterator[TaskRunner]:
-    yield TaskRunner(repo=repo, registry=registry, settings=settings, worker_id="progress-worker")
+async def runner(repo: TaskRepository, registry: TaskRegistry, settings: Settings) -> TaskRunner:
+    return TaskRunner(repo=repo, registry=registry, settings=settings, worker_id="progress-worker")
 
 
 @pytest.mark.parametrize("task_type", ["tests.progress", "tests.progress_sync"])
