@@ -13,10 +13,14 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
+from taskcore.bulk import BulkRunner
+from taskcore.flowservice import FlowService
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.store.bulk import BulkRepository
+from taskcore.store.flow import FlowRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
@@ -87,6 +91,7 @@ class WorkerResources:
         self._loops = [
             asyncio.create_task(_every(settings.lease_renew_interval, "heartbeat", heartbeat.beat)),
             asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
+            asyncio.create_task(_every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue).step)),
         ]
         log.info(
             "worker started",
@@ -94,6 +99,14 @@ class WorkerResources:
             task_types=[t.name for t in self.registry],
             concurrency=settings.worker_concurrency,
             queue=settings.queue_name,
+        )
+
+    def _bulk_runner(self, queue: TaskQueue) -> BulkRunner:
+        """Bulk actions (taskcore/bulk.py): any worker may hold one's lease and work through it."""
+        assert self._pool is not None
+        flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=self.settings)
+        return BulkRunner(
+            store=BulkRepository(self._pool), queue=queue, flow=flow, settings=self.settings, owner=self.worker_id
         )
 
     async def stop(self) -> None:
