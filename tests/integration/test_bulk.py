@@ -97,7 +97,8 @@ async def test_a_bulk_retry_acts_once_per_task_and_skips_what_changed(
     done = await BulkRepository(pool).get(bulk.id)
     assert (done.status, done.matched, done.done) == ("finished", 12, 12)
     assert (done.succeeded, done.skipped, done.failed) == (9, 2, 1)
-    assert done.finished_at is not None and done.actor == "test"
+    assert done.finished_at is not None
+    assert done.actor == "test"
     statuses = {r["id"]: r["status"] for r in await pool.fetch("SELECT id, status FROM tasks")}
     assert statuses[ids[1]] == "failed"  # not retried a second time
     assert all(statuses[i] == "queued" for i in ids[3:])
@@ -117,10 +118,13 @@ async def test_a_chunk_that_fails_changes_nothing_and_the_next_lease_holder_resu
     assert await store.claim("dead-worker", lease_seconds=30) == (bulk.id, "cancel")
     assert await store.run_chunk(bulk.id, "dead-worker", limit=4, lease_seconds=30) is not None
     # the second chunk dies mid-transaction (a worker killed): rolled back whole
-    with pytest.raises(asyncpg.QueryCanceledError):
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL statement_timeout = 1")
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SET LOCAL statement_timeout = 1")
+        with pytest.raises(asyncpg.QueryCanceledError):
             await conn.execute(BulkRepository._chunk_sql("cancel") + ", pg_sleep(1)", bulk.id, 4)
+        await tx.rollback()
     assert await store.claim("new-worker", lease_seconds=30) is None  # the lease is still held
     await pool.execute("UPDATE bulk_actions SET lease_expires_at = now() - interval '1 second'")
     assert await store.claim("new-worker", lease_seconds=30) == (bulk.id, "cancel")
