@@ -3,6 +3,7 @@ skip what changed, chunks that commit whole, leases that pass on, and the filter
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -32,6 +33,14 @@ async def failed_tasks(repo: TaskRepository, n: int, *, error_type: str = "Boom"
         assert await repo.mark_failed(task.id, claimed.attempt, {"type": error_type, "message": "x"})
         ids.append(task.id)
     return ids
+
+
+@pytest.fixture(autouse=True)
+async def _no_bulk_actions(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Each test starts and ends without bulk actions (the shared fixture empties tasks only)."""
+    await pool.execute("TRUNCATE bulk_actions CASCADE")
+    yield
+    await pool.execute("TRUNCATE bulk_actions CASCADE")
 
 
 @pytest.fixture
