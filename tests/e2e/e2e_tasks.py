@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskcore import task
+from taskcore import TaskContext, task
 
 
 class TickerPayload(BaseModel):
@@ -35,3 +35,19 @@ async def ticker(payload: TickerPayload) -> dict[str, int]:
         ticks += 1
         await asyncio.sleep(payload.interval)
     return {"ticks": ticks}
+
+
+class ProgressPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=4, ge=1, le=1000)
+    interval: float = Field(default=0.5, ge=0, le=5, description="Seconds between reports")
+
+
+@task("e2e.progress")
+async def report_progress(payload: ProgressPayload, ctx: TaskContext) -> dict[str, int]:
+    """Report progress ``steps`` times, ``interval`` seconds apart."""
+    for i in range(1, payload.steps + 1):
+        await ctx.progress(i / payload.steps, f"resized {i} of {payload.steps}", data={"done": i})
+        await asyncio.sleep(payload.interval)
+    return {"steps": payload.steps}
