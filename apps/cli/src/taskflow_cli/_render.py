@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskflow_client import QueueStats, Task, TaskType
+from taskflow_client import BulkAction, QueueStats, Task, TaskType
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -107,3 +107,34 @@ def queue_table(stats: QueueStats) -> Table:
     table.add_row("oldest due", "-" if oldest is None else f"{oldest:.1f}s")
     table.add_row("workers", str(stats.workers))
     return table
+
+
+def progress_line(task: Task) -> Text:
+    """One line of ``get --watch``: the status, and the progress when the handler reported any."""
+    line = Text.assemble(status_text(task.status.value), f" attempt {task.attempt}")
+    progress = task.progress
+    if progress:
+        line.append(f"  {progress.get('fraction', 0) * 100:5.1f} %")
+        if progress.get("message"):
+            line.append(f"  {progress['message']}")
+    return line
+
+
+def bulk_detail(console: Console, bulk: BulkAction) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("id", str(bulk.id)),
+        ("action", bulk.action or ""),
+        ("status", bulk.status or ""),
+        ("matched", str(bulk.matched)),
+        ("done", str(bulk.done)),
+        ("succeeded", str(bulk.succeeded)),
+        ("skipped", f"{bulk.skipped} (changed since the match)"),
+        ("failed", str(bulk.failed)),
+        ("filter", orjson.dumps(bulk.filter).decode()),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)

@@ -22,13 +22,14 @@ from taskflow_client._errors import (
     Unavailable,
     ValidationFailed,
 )
-from taskflow_client._models import QueueStats, Task, TaskLinks, TaskPage, TaskStatus, TaskType
+from taskflow_client._models import BulkAction, QueueStats, Task, TaskLinks, TaskPage, TaskStatus, TaskType
 from taskflow_client._sync import Client
 
 __all__ = [
     "APIError",
     "AsyncClient",
     "BadRequest",
+    "BulkAction",
     "Client",
     "Conflict",
     "Forbidden",

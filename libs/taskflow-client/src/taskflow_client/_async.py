@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -18,6 +19,8 @@ from taskflow_client._base import (
     Call,
     Config,
     TaskId,
+    bulk_call,
+    bulk_status_call,
     get_call,
     list_call,
     parse,
@@ -26,7 +29,7 @@ from taskflow_client._base import (
     wait_slice,
 )
 from taskflow_client._errors import TransportError, error_from_response
-from taskflow_client._models import QueueStats, Task, TaskPage, TaskStatus, TaskType
+from taskflow_client._models import BulkAction, QueueStats, Task, TaskPage, TaskStatus, TaskType
 
 _TYPES = TypeAdapter(list[TaskType])
 
@@ -191,11 +194,23 @@ class AsyncClient:
         response = await self._send(Call("GET", "/api/v1/task-types"))
         return _TYPES.validate_python(response.json()["items"])
 
+    async def bulk(self, action: str, filter: dict[str, Any] | None = None, *, dry_run: bool = False) -> BulkAction:
+        """Retry or cancel every task ``filter`` matches (scope admin). ``dry_run``: only the count
+        (``matched``); otherwise the started action (``id``), which the workers carry out in chunks:
+        follow it with ``bulk_status``. A 503 means nothing was started (retried like any call)."""
+        call = bulk_call(action, filter, dry_run)
+        return parse(await self._send(call), BulkAction)
+
+    async def bulk_status(self, bulk_id: uuid.UUID | str) -> BulkAction:
+        """A bulk action's progress and outcome counts (matched, done, succeeded, skipped, failed, status)."""
+        return parse(await self._send(bulk_status_call(bulk_id)), BulkAction)
+
     async def queue(self) -> QueueStats:
         return parse(await self._send(Call("GET", "/api/v1/queue")), QueueStats)
 
     async def events(self, task_id: TaskId) -> AsyncIterator[Task]:
-        """The task's states as the server streams them (SSE), the current one first; ends when terminal."""
+        """The task as the server streams it (SSE): on each state change and each new progress report
+        (``task.progress``), the current state first; ends when terminal."""
         url = self._config.base_url + task_path(task_id, "/events")
         headers = {**self._config.headers(), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(self._config.timeout, read=None)
@@ -205,7 +220,7 @@ class AsyncClient:
                     await source.response.aread()
                     raise error_from_response(source.response)
                 async for event in source.aiter_sse():
-                    if event.event == "status":
+                    if event.event in ("status", "progress"):
                         yield Task.model_validate_json(event.data)
         except (httpx.TransportError, SSEError) as exc:
             raise TransportError(f"events of {task_id}: {exc!r}") from exc

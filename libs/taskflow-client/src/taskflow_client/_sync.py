@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -18,6 +19,8 @@ from taskflow_client._base import (
     Call,
     Config,
     TaskId,
+    bulk_call,
+    bulk_status_call,
     get_call,
     list_call,
     parse,
@@ -26,7 +29,7 @@ from taskflow_client._base import (
     wait_slice,
 )
 from taskflow_client._errors import TransportError, error_from_response
-from taskflow_client._models import QueueStats, Task, TaskPage, TaskStatus, TaskType
+from taskflow_client._models import BulkAction, QueueStats, Task, TaskPage, TaskStatus, TaskType
 
 _TYPES = TypeAdapter(list[TaskType])
 
@@ -190,11 +193,23 @@ class Client:
         response = self._send(Call("GET", "/api/v1/task-types"))
         return _TYPES.validate_python(response.json()["items"])
 
+    def bulk(self, action: str, filter: dict[str, Any] | None = None, *, dry_run: bool = False) -> BulkAction:
+        """Retry or cancel every task ``filter`` matches (scope admin). ``dry_run``: only the count
+        (``matched``); otherwise the started action (``id``), which the workers carry out in chunks:
+        follow it with ``bulk_status``. A 503 means nothing was started (retried like any call)."""
+        call = bulk_call(action, filter, dry_run)
+        return parse(self._send(call), BulkAction)
+
+    def bulk_status(self, bulk_id: uuid.UUID | str) -> BulkAction:
+        """A bulk action's progress and outcome counts (matched, done, succeeded, skipped, failed, status)."""
+        return parse(self._send(bulk_status_call(bulk_id)), BulkAction)
+
     def queue(self) -> QueueStats:
         return parse(self._send(Call("GET", "/api/v1/queue")), QueueStats)
 
     def events(self, task_id: TaskId) -> Iterator[Task]:
-        """The task's states as the server streams them (SSE), the current one first; ends when terminal."""
+        """The task as the server streams it (SSE): on each state change and each new progress report
+        (``task.progress``), the current state first; ends when terminal."""
         url = self._config.base_url + task_path(task_id, "/events")
         headers = {**self._config.headers(), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(self._config.timeout, read=None)
@@ -204,7 +219,7 @@ class Client:
                     source.response.read()
                     raise error_from_response(source.response)
                 for event in source.iter_sse():
-                    if event.event == "status":
+                    if event.event in ("status", "progress"):
                         yield Task.model_validate_json(event.data)
         except (httpx.TransportError, SSEError) as exc:
             raise TransportError(f"events of {task_id}: {exc!r}") from exc
