@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
+from taskflow_api.ui import bulk
 from taskflow_api.ui._session import CsrfRejected, Forbidden, LoginRequired
 from taskflow_api.ui.routes import render, router
 
@@ -29,6 +30,7 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
+    app.include_router(bulk.router)  # before the router: /ui/bulk/... is its own
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(LoginRequired, _login_required)
