@@ -25,8 +25,9 @@ CREATE TRIGGER tasks_progress_notify
 
 -- The list filter payload @> '{...}' (dashboard and GET /api/v1/tasks?payload=): jsonb_path_ops
 -- indexes only containment, about a third the size of the default GIN opclass
--- (docs/performance.md, "Payload filter").
-CREATE INDEX tasks_payload_idx ON tasks USING gin (payload jsonb_path_ops);
+-- (docs/performance.md, "Payload filter"). IF NOT EXISTS: on a big table an operator builds it
+-- first with CREATE INDEX CONCURRENTLY (this transaction would block writes while it builds).
+CREATE INDEX IF NOT EXISTS tasks_payload_idx ON tasks USING gin (payload jsonb_path_ops);
 
 -- A bulk retry or cancel: the filter as given, the tasks it matched (bulk_action_items, written
 -- with it: `matched` is exactly what it acts on), and the outcome counts. Any worker may run it:
