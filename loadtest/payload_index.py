@@ -42,7 +42,7 @@ LIST_FAILED = """SELECT id FROM tasks WHERE status = 'failed' AND payload @> $1:
 COUNT = """SELECT count(*) FROM tasks WHERE payload @> $1::jsonb"""
 QUERIES = [
     ("list, customer_id = 42 (20 rows)", LIST, '{"customer_id": 42}'),
-    ("list failed, customer_id = 42", LIST_FAILED, '{"customer_id": 42}'),
+    ("list failed, customer_id = 42 (none of its 20 failed)", LIST_FAILED, '{"customer_id": 42}'),
     ("count, customer_id = 42 (bulk dry run)", COUNT, '{"customer_id": 42}'),
     ("list, region = eu (a fifth)", LIST, '{"region": "eu"}'),
     ("count, region = eu", COUNT, '{"region": "eu"}'),
@@ -65,6 +65,7 @@ async def _explain(conn: asyncpg.Connection, sql: str, arg: str, runs: int) -> t
         while node.get("Plans") and node["Node Type"] in {"Limit", "Aggregate", "Sort", "Gather Merge", "Gather"}:
             node = node["Plans"][0]
         top = node["Node Type"] + (f" on {node['Index Name']}" if "Index Name" in node else "")
+        top += f", {doc[0]['Plan']['Actual Rows']} row(s) out"
     return min(times), top
 
 
