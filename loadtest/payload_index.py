@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
 import uuid
@@ -59,7 +60,7 @@ async def _explain(conn: asyncpg.Connection, sql: str, arg: str, runs: int) -> t
     top = ""
     for _ in range(runs):
         plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", arg)
-        doc = plan if isinstance(plan, list) else __import__("json").loads(plan)
+        doc = plan if isinstance(plan, list) else json.loads(plan)
         times.append(doc[0]["Execution Time"])
         node = doc[0]["Plan"]
         while node.get("Plans") and node["Node Type"] in {"Limit", "Aggregate", "Sort", "Gather Merge", "Gather"}:
