@@ -34,7 +34,7 @@ class BulkFilter(BaseModel):
     """The task list's filters (GET /api/v1/tasks), plus error_type. Every given filter must match.
 
     A new filter (schedule_id, workflow_id) is a field here, one line in ``to_filter`` and a field and
-    condition in taskcore.store.repository (ListFilter, filter_conditions)."""
+    line in taskcore.store.repository (ListFilter, _CONDITIONS)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -64,8 +64,20 @@ class ListFilter:
     limit_key: str | None = None  # tasks naming this limit key
     error_type: str | None = None  # the error.type of the task's last failed attempt
     payload: dict[str, Any] | None = None  # containment: payload @> this (GIN tasks_payload_idx)
-    # A new filter is a field here and a condition in filter_conditions(): the list, the dashboard
-    # and bulk actions (taskcore/store/bulk.py) all build their WHERE there.
+    # A new filter is a field here and a line in _CONDITIONS: the list, the dashboard and bulk
+    # actions (taskcore/store/bulk.py) all build their WHERE with filter_conditions().
+
+
+# ListFilter field -> its condition over ``tasks`` ({} is the bound value's $n), applied when the
+# field is not None. A new filter (schedule_id, workflow_id) is a field on ListFilter and a line here.
+_CONDITIONS: tuple[tuple[str, str], ...] = (
+    ("task_type", "tasks.task_type = {}"),
+    ("queue", "tasks.queue = {}"),
+    ("created_after", "tasks.created_at > {}"),
+    ("created_before", "tasks.created_at < {}"),
+    ("limit_key", "tasks.limit_keys @> ARRAY[{}::text]"),
+    ("error_type", "tasks.error->>'type' = {}"),
+)
 
 
 def filter_conditions(filters: ListFilter, arg: Callable[[Any], str]) -> list[str]:
@@ -73,18 +85,10 @@ def filter_conditions(filters: ListFilter, arg: Callable[[Any], str]) -> list[st
     conditions: list[str] = []
     if filters.statuses:
         conditions.append(f"tasks.status = ANY({arg([s.value for s in filters.statuses])}::text[])")
-    if filters.task_type is not None:
-        conditions.append(f"tasks.task_type = {arg(filters.task_type)}")
-    if filters.queue is not None:
-        conditions.append(f"tasks.queue = {arg(filters.queue)}")
-    if filters.created_after is not None:
-        conditions.append(f"tasks.created_at > {arg(filters.created_after)}")
-    if filters.created_before is not None:
-        conditions.append(f"tasks.created_at < {arg(filters.created_before)}")
-    if filters.limit_key is not None:
-        conditions.append(f"tasks.limit_keys @> ARRAY[{arg(filters.limit_key)}::text]")
-    if filters.error_type is not None:
-        conditions.append(f"tasks.error->>'type' = {arg(filters.error_type)}")
+    for name, condition in _CONDITIONS:
+        value = getattr(filters, name)
+        if value is not None:
+            conditions.append(condition.format(arg(value)))
     if filters.payload is not None:
         conditions.append(f"tasks.payload @> {arg(orjson.dumps(filters.payload).decode())}::text::jsonb")
     return conditions
