@@ -77,11 +77,13 @@ async def test_a_hundred_reports_in_a_second_are_one_or_two_writes_and_the_last_
         await hub.report(task.id, task.attempt, i / 100, f"{i} of 100", {"i": i})
         await asyncio.sleep(0.0095)
     elapsed = time.monotonic() - started
-    assert elapsed < 1.5
     in_the_second = [t for t in store.calls if t - started < 1.0]
     assert 1 <= len(in_the_second) <= 2, store.calls
     await hub.settle(task.id)  # what the runner does before recording the outcome
-    assert len(store.calls) <= 3
+    # one write per second at most (a slow machine stretches the loop), plus the final one
+    assert len(store.calls) <= int(elapsed) + 2, (elapsed, store.calls)
+    gaps = [b - a for a, b in zip(store.calls, store.calls[1:-1], strict=False)]
+    assert all(gap >= 0.99 for gap in gaps), gaps
     progress = (await repo.get(task.id)).progress
     assert progress is not None
     assert progress["fraction"] == 1.0
