@@ -37,6 +37,8 @@ OPERATIONS = [
     ("POST", "/api/v1/tasks/{task_id}/retry"),
     ("GET", "/api/v1/task-types"),
     ("GET", "/api/v1/queue"),
+    ("POST", "/api/v1/bulk"),
+    ("GET", "/api/v1/bulk/{bulk_id}"),
 ]
 
 

@@ -111,7 +111,7 @@ def _service(state: StateDep) -> BulkService:
     "/bulk",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulkOut,
-    responses={200: {"model": BulkCount, "description": "dry_run: the count only"}, **problem_responses(422, 503)},
+    responses={200: {"model": BulkCount, "description": "dry_run: the count only"}, **problem_responses(400, 422, 503)},
     summary="Retry or cancel every task a filter matches (or count them)",
     dependencies=[require_scope(Scope.ADMIN)],
 )
