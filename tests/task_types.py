@@ -51,3 +51,26 @@ async def bad_result(payload: Empty) -> object:
 async def flow_report(payload: Empty) -> dict[str, Any]:
     """A task type that declares its queue (flow-control tests)."""
     return {"ok": True}
+
+
+class Steps(BaseModel):
+    steps: int = 10
+    pause: float = 0.0
+
+
+@task("tests.progress")
+async def progress(payload: Steps, ctx: TaskContext) -> dict[str, Any]:
+    """Report progress ``steps`` times, ``pause`` seconds apart."""
+    for i in range(1, payload.steps + 1):
+        await ctx.progress(i / payload.steps, f"step {i} of {payload.steps}", data={"step": i})
+        if payload.pause:
+            await asyncio.sleep(payload.pause)
+    return {"steps": payload.steps}
+
+
+@task("tests.progress_sync")
+def progress_sync(payload: Steps, ctx: TaskContext) -> dict[str, Any]:
+    """A plain-def handler (run in a thread) reporting progress."""
+    for i in range(1, payload.steps + 1):
+        ctx.progress_sync(i / payload.steps, f"step {i}")
+    return {"steps": payload.steps}

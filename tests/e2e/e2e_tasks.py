@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskcore import task
+from taskcore import TaskContext, task
 
 
 class TickerPayload(BaseModel):
@@ -49,3 +49,19 @@ async def block_loop(payload: BlockPayload) -> dict[str, float]:
     """A buggy handler: a blocking call inside a coroutine stops the worker's whole event loop (the liveness test)."""
     time.sleep(payload.seconds)  # noqa: ASYNC251 - blocking the loop is the point
     return {"blocked": payload.seconds}
+
+
+class ProgressPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=4, ge=1, le=1000)
+    interval: float = Field(default=0.5, ge=0, le=5, description="Seconds between reports")
+
+
+@task("e2e.progress")
+async def report_progress(payload: ProgressPayload, ctx: TaskContext) -> dict[str, int]:
+    """Report progress ``steps`` times, ``interval`` seconds apart."""
+    for i in range(1, payload.steps + 1):
+        await ctx.progress(i / payload.steps, f"resized {i} of {payload.steps}", data={"done": i})
+        await asyncio.sleep(payload.interval)
+    return {"steps": payload.steps}

@@ -48,6 +48,8 @@ OPERATIONS = [
     ("PUT", "/api/v1/limits/{key}"),
     ("DELETE", "/api/v1/limits/{key}"),
     ("GET", "/api/v1/load"),
+    ("POST", "/api/v1/bulk"),
+    ("GET", "/api/v1/bulk/{bulk_id}"),
 ]
 
 

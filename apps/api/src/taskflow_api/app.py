@@ -18,7 +18,7 @@ from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.telemetry import Tracing
-from taskflow_api import auth, batch, deps, flow, live, openapi, problems, ratelimit, schedules, ui
+from taskflow_api import auth, batch, bulk, deps, flow, live, openapi, problems, ratelimit, schedules, ui
 from taskflow_api._edge import EdgeMiddleware
 from taskflow_api.auth import Authenticator
 from taskflow_api.metrics import ApiMetrics
@@ -130,6 +130,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
     app.include_router(router)
     app.include_router(flow.router)
     app.include_router(schedules.router)
+    app.include_router(bulk.router)
     app.include_router(live.router)
     ui.install(app)
     app.include_router(probes)

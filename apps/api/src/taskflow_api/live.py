@@ -40,18 +40,25 @@ async def wait_for_terminal(listener: StatusListener, repo: TaskRepository, task
 async def task_events(
     listener: StatusListener, repo: TaskRepository, task_id: UUID, *, recheck: float = HEARTBEAT_SECONDS
 ) -> AsyncGenerator[ServerSentEvent, None]:
-    """An SSE event per observed state (status, attempt), the current one first; ends when terminal.
+    """An SSE event per observed state (status, attempt), the current one first, and a ``progress``
+    event per new progress value of a running task (at most about one a second: the worker
+    throttles); ends when terminal. Each event's data is the whole task.
 
     Heartbeat comments come from EventSourceResponse's ping; ``recheck`` bounds each wait."""
     async with listener.subscribe(task_id) as changes:
         task = await repo.get(task_id)
         last: tuple[str, int] | None = None
+        last_progress = task.progress
         while True:
             seen = (task.status.value, task.attempt)
             if seen != last:
                 last = seen
                 body = orjson.dumps(TaskOut.of(task).model_dump(mode="json")).decode()
                 yield ServerSentEvent(data=body, event="status", id=f"{task.status.value}-{task.attempt}")
+            elif task.progress != last_progress and task.progress is not None:
+                body = orjson.dumps(TaskOut.of(task).model_dump(mode="json")).decode()
+                yield ServerSentEvent(data=body, event="progress", id=f"progress-{task.progress.get('at', '')}")
+            last_progress = task.progress
             if task.status.terminal:
                 return
             if await changes.wait(recheck):

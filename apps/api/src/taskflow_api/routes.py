@@ -26,6 +26,7 @@ from taskflow_api.deps import (
     require_scope,
     submit_rate_limit,
 )
+from taskflow_api.filters import ErrorTypeQuery, LimitKeyQuery, PayloadQuery, parse_payload_filter
 from taskflow_api.live import MAX_WAIT_SECONDS, wait_for_terminal
 from taskflow_api.observability import origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem, problem_responses
@@ -122,6 +123,9 @@ async def list_tasks(
     created_before: UtcDatetime | None = None,
     queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
     schedule_id: Annotated[UUID | None, Query(description="Runs of this schedule")] = None,
+    limit_key: LimitKeyQuery = None,
+    error_type: ErrorTypeQuery = None,
+    payload: PayloadQuery = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskPage:
@@ -133,6 +137,9 @@ async def list_tasks(
             created_before=created_before,
             queue=queue,
             schedule_id=schedule_id,
+            limit_key=limit_key,
+            error_type=error_type,
+            payload=parse_payload_filter(payload),
         ),
         limit=limit,
         cursor=cursor,

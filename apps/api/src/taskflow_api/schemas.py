@@ -149,6 +149,10 @@ class TaskOut(BaseModel):
     unique_key: str | None = None
     result: Any = None
     error: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = Field(
+        default=None,
+        description="The last progress its handler reported: {fraction (0..1), message, data, at, attempt}",
+    )
     links: TaskLinks
 
     @classmethod
@@ -175,6 +179,7 @@ class TaskOut(BaseModel):
             unique_key=task.unique_key,
             result=task.result,
             error=task.error,
+            progress=task.progress,
             links=TaskLinks.model_construct(self=base, cancel=f"{base}/cancel", retry=f"{base}/retry"),
         )
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskflow_client import Limit, Queue, QueueStats, Task, TaskType
+from taskflow_client import BulkAction, Limit, Queue, QueueStats, Task, TaskType
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -170,4 +170,35 @@ def limit_detail(console: Console, limit: Limit) -> None:
         rows.append(("busiest", ", ".join(f"{k.key}={k.in_use}" for k in limit.busiest) or "-"))
     for name, value in rows:
         table.add_row(name, value)
+    console.print(table)
+
+
+def progress_line(task: Task) -> Text:
+    """One line of ``get --watch``: the status, and the progress when the handler reported any."""
+    line = Text.assemble(status_text(task.status.value), f" attempt {task.attempt}")
+    progress = task.progress
+    if progress:
+        line.append(f"  {progress.get('fraction', 0) * 100:5.1f} %")
+        if progress.get("message"):
+            line.append(f"  {progress['message']}")
+    return line
+
+
+def bulk_detail(console: Console, bulk: BulkAction) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("id", str(bulk.id)),
+        ("action", bulk.action or ""),
+        ("status", bulk.status or ""),
+        ("matched", str(bulk.matched)),
+        ("done", str(bulk.done)),
+        ("succeeded", str(bulk.succeeded)),
+        ("skipped", f"{bulk.skipped} (changed since the match)"),
+        ("failed", str(bulk.failed)),
+        ("filter", orjson.dumps(bulk.filter).decode()),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
     console.print(table)

@@ -20,8 +20,15 @@ from rich.live import Live
 from typer.core import TyperGroup, TyperOption
 
 from taskflow_cli._exit import Exit, exit_code_for
-from taskflow_cli._render import dumps, task_detail, tasks_table, types_table
-from taskflow_client import Client, Task, TaskflowError, TaskStatus
+from taskflow_cli._render import (
+    bulk_detail,
+    dumps,
+    progress_line,
+    task_detail,
+    tasks_table,
+    types_table,
+)
+from taskflow_client import BulkAction, Client, Task, TaskflowError, TaskStatus
 
 if TYPE_CHECKING:  # the click Typer bundles: its callbacks take these
     from typer._click.core import Context as ClickContext
@@ -51,7 +58,7 @@ class GlobalOptionsGroup(TyperGroup):
 
 
 def _share(commands: Any, shared: list[TyperOption]) -> None:
-    """Each command, and each command of a sub-group (`queue pause`, `limits set`), gets the copies."""
+    """Each command, and each command of a sub-group (`queue pause`, `limits set`, `bulk retry`), gets the copies."""
     for command in commands:
         taken = {opt for p in command.params for opt in p.opts}
         command.params.extend(_after_command(p) for p in shared if not taken & set(p.opts))
@@ -163,9 +170,10 @@ def read_payload(text: str) -> dict[str, Any]:
     return value
 
 
-def finish(ctx: Context, task: Task, *, waited: bool) -> None:
+def finish(ctx: Context, task: Task, *, waited: bool, show: bool = True) -> None:
     """Print the task; after a wait, the exit code says how it ended."""
-    emit(ctx, task, lambda: task_detail(out, task))
+    if show:
+        emit(ctx, task, lambda: task_detail(out, task))
     if not waited:
         return
     if not task.terminal:
@@ -229,12 +237,33 @@ def get(
     wait: Annotated[
         float | None, typer.Option(min=0.1, help="Wait up to this many seconds for it to finish (exit 1/7)")
     ] = None,
+    watch_: Annotated[
+        bool,
+        typer.Option("--watch", help="Follow it until it finishes, printing each status and progress change (exit 1)"),
+    ] = False,
 ) -> None:
-    """Show one task."""
+    """Show one task (--watch: follow it live)."""
     state = _state(ctx)
     parsed = _task_id(task_id)
+    if watch_:
+        task = call(state, lambda c: _follow(state, c, parsed))
+        finish(state, task, waited=True, show=False)
+        return
     task = call(state, lambda c: c.wait(parsed, timeout=wait) if wait else c.get(parsed))
     finish(state, task, waited=wait is not None)
+
+
+def _follow(state: Context, client: Client, task_id: str) -> Task:
+    """Print one line (one JSON document with --json) per state or progress change; the last state."""
+    last: Task | None = None
+    for task in client.events(task_id):
+        last = task
+        if state.json:
+            out.print(orjson.dumps(task.model_dump(mode="json")).decode(), markup=False, highlight=False)
+        else:
+            out.print(progress_line(task), highlight=False)
+    assert last is not None  # the stream always starts with the current state
+    return last
 
 
 @app.command("list")
@@ -317,6 +346,129 @@ def _live(state: Context) -> Iterator[Callable[[list[Task]], None]]:
         return
     with Live(tasks_table([]), console=out, auto_refresh=False) as live:
         yield lambda tasks: live.update(tasks_table(tasks, title="TaskFlow — newest tasks"), refresh=True)
+
+
+bulk_app = typer.Typer(
+    help="Retry or cancel every task a filter matches (scope admin); --dry-run only counts them.",
+    no_args_is_help=True,
+)
+app.add_typer(bulk_app, name="bulk")
+
+Statuses = Annotated[list[TaskStatus] | None, typer.Option("--status", "-s", help="Repeatable")]
+TypeOption = Annotated[str | None, typer.Option("--type", "-t", help="Only this task type")]
+QueueOption = Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue")]
+LimitKeyOption = Annotated[str | None, typer.Option("--limit-key", help="Only tasks naming this limit key")]
+ErrorTypeOption = Annotated[str | None, typer.Option("--error-type", help="Only tasks whose error.type is this")]
+PayloadOption = Annotated[
+    str | None,
+    typer.Option(
+        "--payload", "-p", help='Only tasks whose payload contains this JSON object, e.g. {"customer_id": 42}'
+    ),
+]
+TimeOption = Annotated[str | None, typer.Option(help="RFC 3339, e.g. 2026-12-01T00:00:00Z")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Only count the tasks it would act on")]
+WaitBulk = Annotated[bool, typer.Option("--wait", "-w", help="Follow it until it has finished")]
+
+
+@dataclass(frozen=True)
+class BulkArgs:
+    status: list[TaskStatus] | None
+    task_type: str | None
+    queue: str | None
+    limit_key: str | None
+    error_type: str | None
+    payload: str | None
+    created_after: str | None
+    created_before: str | None
+
+    def filter(self) -> dict[str, Any]:
+        given: dict[str, Any] = {
+            "status": [s.value for s in self.status or []] or None,
+            "task_type": self.task_type,
+            "queue": self.queue,
+            "limit_key": self.limit_key,
+            "error_type": self.error_type,
+            "payload": read_payload(self.payload) if self.payload is not None else None,
+            "created_after": self.created_after,
+            "created_before": self.created_before,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def _bulk(ctx: typer.Context, action: str, args: BulkArgs, *, dry_run: bool, wait: bool) -> None:
+    state = _state(ctx)
+    started = call(state, lambda c: c.bulk(action, args.filter(), dry_run=dry_run))
+    if dry_run or not wait or started.id is None:
+        _show_bulk(state, started, action)
+        return
+    bulk_id = started.id
+    while not started.finished:
+        time.sleep(0.5)
+        started = call(state, lambda c: c.bulk_status(bulk_id))
+    _show_bulk(state, started, action)
+
+
+def _show_bulk(state: Context, bulk: BulkAction, action: str) -> None:
+    if state.json:
+        out.print(dumps(bulk.model_dump(mode="json", exclude_none=True)), markup=False, highlight=False)
+    elif bulk.dry_run:
+        out.print(f"{action} would act on {bulk.matched} tasks (dry run: nothing was changed)", highlight=False)
+    else:
+        bulk_detail(out, bulk)
+
+
+@bulk_app.command("retry")
+def bulk_retry(
+    ctx: typer.Context,
+    status: Statuses = None,
+    task_type: TypeOption = None,
+    queue: QueueOption = None,
+    limit_key: LimitKeyOption = None,
+    error_type: ErrorTypeOption = None,
+    payload: PayloadOption = None,
+    created_after: TimeOption = None,
+    created_before: TimeOption = None,
+    dry_run: DryRun = False,
+    wait: WaitBulk = False,
+) -> None:
+    """Retry every failed or cancelled task the filter matches."""
+    args = BulkArgs(status, task_type, queue, limit_key, error_type, payload, created_after, created_before)
+    _bulk(ctx, "retry", args, dry_run=dry_run, wait=wait)
+
+
+@bulk_app.command("cancel")
+def bulk_cancel(
+    ctx: typer.Context,
+    status: Statuses = None,
+    task_type: TypeOption = None,
+    queue: QueueOption = None,
+    limit_key: LimitKeyOption = None,
+    error_type: ErrorTypeOption = None,
+    payload: PayloadOption = None,
+    created_after: TimeOption = None,
+    created_before: TimeOption = None,
+    dry_run: DryRun = False,
+    wait: WaitBulk = False,
+) -> None:
+    """Cancel every waiting or running task the filter matches."""
+    args = BulkArgs(status, task_type, queue, limit_key, error_type, payload, created_after, created_before)
+    _bulk(ctx, "cancel", args, dry_run=dry_run, wait=wait)
+
+
+@bulk_app.command("get")
+def bulk_get(ctx: typer.Context, bulk_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """A bulk action's progress and outcome counts."""
+    state = _state(ctx)
+    parsed = _uuid(bulk_id, "a bulk action id")
+    bulk = call(state, lambda c: c.bulk_status(parsed))
+    _show_bulk(state, bulk, bulk.action or "")
+
+
+def _uuid(text: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not {what} (UUID)", param_hint="ID") from None
 
 
 def _task_id(text: str) -> str:

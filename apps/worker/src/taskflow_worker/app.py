@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
+from taskcore.bulk import BulkRunner
 from taskcore.errors import DependencyUnavailable
 from taskcore.flowservice import FlowService, admission_loop
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
@@ -21,6 +22,7 @@ from taskcore.scheduler import ScheduleService
 from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.store.bulk import BulkRepository
 from taskcore.store.flow import FlowRepository
 from taskcore.store.schedules import ScheduleRepository
 from taskcore.telemetry import Tracing
@@ -119,6 +121,7 @@ class WorkerResources:
                     lambda: admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds),
                 )
             ),
+            asyncio.create_task(_every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue).step)),
         ]
         if settings.schedule_interval_seconds > 0:
             # Its own loop and leader lock, not the reconciler's pass: a slot must fire within about
@@ -136,6 +139,14 @@ class WorkerResources:
             task_types=[t.name for t in self.registry],
             concurrency=settings.worker_concurrency,
             queues=dict(settings.worker_queues),
+        )
+
+    def _bulk_runner(self, queue: TaskQueue) -> BulkRunner:
+        """Bulk actions (taskcore/bulk.py): any worker may hold one's lease and work through it."""
+        assert self._pool is not None
+        flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=self.settings)
+        return BulkRunner(
+            store=BulkRepository(self._pool), queue=queue, flow=flow, settings=self.settings, owner=self.worker_id
         )
 
     async def stop(self) -> None:

@@ -27,9 +27,11 @@ from taskcore.errors import (
     retried,
 )
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
+from taskcore.progress import ProgressHub
 from taskcore.queue import defer
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
+from taskcore.store.progress import ProgressStore
 from taskcore.store.repository import Success, TaskRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.metrics import WorkerMetrics
@@ -91,6 +93,7 @@ class TaskRunner:
         self._successes: Coalescer[Success, bool] = Coalescer(
             self._success_batch, max_batch=size, linger=linger, name="success"
         )
+        self.progress = ProgressHub(ProgressStore(repo.pool).write)  # what handlers report (ctx.progress)
 
     async def _claim_batch(self, task_ids: Sequence[UUID]) -> list[Task | None]:
         self.metrics.batch_size.labels("claim").observe(len(task_ids))
@@ -229,7 +232,7 @@ class TaskRunner:
             payload = spec.parse(task.payload)
         except TaskValidationError as exc:
             raise PermanentError(str(exc)) from exc
-        ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries)
+        ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries, progress_hub=self.progress)
         # Registered only while the handler runs (no await between here and the handler), so a
         # cancel request seen by the heartbeat always lands in the handler, never in our writes.
         self.running[task.id] = running
@@ -244,6 +247,8 @@ class TaskRunner:
         finally:
             del self.running[task.id]
             self.metrics.in_flight.dec()
+            if task.id in self.progress:  # only a task that reported: its last value before the outcome
+                await self.progress.settle(task.id)
         try:
             return dumps_storable(result).decode()
         except NotStorableJSON as exc:

@@ -77,6 +77,7 @@ class Task:
     schedule_id: UUID | None = None  # the schedule that fired it (taskcore.schedules)
     scheduled_for: datetime | None = None  # its slot (or the instant of a manual trigger)
     unique_key: str | None = None
+    progress: dict[str, Any] | None = None  # the last progress its handler reported (not read on claim)
 
     @property
     def retries_left(self) -> bool:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from taskcore.errors import HandlerExit, TaskValidationError
 from taskcore.flow import QUEUE_PATTERN
+from taskcore.progress import REPORTED, ProgressHub, Reported, encode_progress
 
 Handler = Callable[..., Any]
 
@@ -32,6 +33,25 @@ class TaskContext:
     task_type: str
     attempt: int
     max_retries: int
+    # Where progress goes (the worker's hub); None outside a worker: progress() only validates.
+    progress_hub: ProgressHub | None = field(default=None, repr=False, compare=False)
+
+    def progress(self, fraction: float, message: str | None = None, *, data: Any = None) -> Reported:
+        """Report how far the task has got: ``fraction`` 0..1, a short ``message`` (<= 1000
+        characters) and optional JSON ``data`` (<= 8 KiB). Stored on the task (``progress``) at most
+        about once a second; the last value is always kept. Raises InvalidProgress on a bad value.
+
+        One callable for both kinds of handler: ``await ctx.progress(...)`` in an async handler,
+        ``ctx.progress(...)`` (or ``ctx.progress_sync``) in a plain ``def`` one running in its thread.
+        It never waits for PostgreSQL."""
+        if self.progress_hub is None:
+            encode_progress(fraction, message, data, self.attempt)
+            return REPORTED
+        return self.progress_hub.report(self.task_id, self.attempt, fraction, message, data)
+
+    def progress_sync(self, fraction: float, message: str | None = None, *, data: Any = None) -> None:
+        """``progress`` for a plain ``def`` handler (the same call; named for readability)."""
+        self.progress(fraction, message, data=data)
 
 
 @dataclass(frozen=True, slots=True)

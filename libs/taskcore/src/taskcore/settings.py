@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     enqueue_grace_seconds: float = Field(default=10.0, ge=0)
     retention_days: float = Field(default=7.0, gt=0)
 
+    # Bulk actions (POST /api/v1/bulk): tasks acted on per transaction, and a pause between chunks
+    # so that a bulk retry of a million tasks does not crowd out the workers' own writes.
+    bulk_chunk_size: int = Field(default=500, ge=1, le=10_000)
+    bulk_chunk_pause_seconds: float = Field(default=0.0, ge=0, le=60)
+
     # Logs, metrics, traces
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "console"

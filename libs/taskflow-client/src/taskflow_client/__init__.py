@@ -23,6 +23,7 @@ from taskflow_client._errors import (
     ValidationFailed,
 )
 from taskflow_client._models import (
+    BulkAction,
     KeyUsage,
     Limit,
     Load,
@@ -42,6 +43,7 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "BadRequest",
+    "BulkAction",
     "Client",
     "Conflict",
     "Forbidden",

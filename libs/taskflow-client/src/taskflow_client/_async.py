@@ -20,6 +20,8 @@ from taskflow_client._base import (
     Call,
     Config,
     TaskId,
+    bulk_call,
+    bulk_status_call,
     get_call,
     list_call,
     load_call,
@@ -31,7 +33,18 @@ from taskflow_client._base import (
     wait_slice,
 )
 from taskflow_client._errors import TransportError, error_from_response
-from taskflow_client._models import Limit, Load, Queue, QueueStats, Task, TaskPage, TaskStatus, TaskType, TaskTypePause
+from taskflow_client._models import (
+    BulkAction,
+    Limit,
+    Load,
+    Queue,
+    QueueStats,
+    Task,
+    TaskPage,
+    TaskStatus,
+    TaskType,
+    TaskTypePause,
+)
 from taskflow_client._schedules import AsyncSchedulesMixin
 
 _TYPES = TypeAdapter(list[TaskType])
@@ -267,8 +280,20 @@ class AsyncClient(AsyncSchedulesMixin):
         """Due + running tasks of these queues (a worker pool's scaling signal)."""
         return parse(await self._send(load_call(queues)), Load)
 
+    async def bulk(self, action: str, filter: dict[str, Any] | None = None, *, dry_run: bool = False) -> BulkAction:
+        """Retry or cancel every task ``filter`` matches (scope admin). ``dry_run``: only the count
+        (``matched``); otherwise the started action (``id``), which the workers carry out in chunks:
+        follow it with ``bulk_status``. A 503 means nothing was started (retried like any call)."""
+        call = bulk_call(action, filter, dry_run)
+        return parse(await self._send(call), BulkAction)
+
+    async def bulk_status(self, bulk_id: uuid.UUID | str) -> BulkAction:
+        """A bulk action's progress and outcome counts (matched, done, succeeded, skipped, failed, status)."""
+        return parse(await self._send(bulk_status_call(bulk_id)), BulkAction)
+
     async def events(self, task_id: TaskId) -> AsyncIterator[Task]:
-        """The task's states as the server streams them (SSE), the current one first; ends when terminal."""
+        """The task as the server streams it (SSE): on each state change and each new progress report
+        (``task.progress``), the current state first; ends when terminal."""
         url = self._config.base_url + task_path(task_id, "/events")
         headers = {**self._config.headers(), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(self._config.timeout, read=None)
@@ -278,7 +303,7 @@ class AsyncClient(AsyncSchedulesMixin):
                     await source.response.aread()
                     raise error_from_response(source.response)
                 async for event in source.aiter_sse():
-                    if event.event == "status":
+                    if event.event in ("status", "progress"):
                         yield Task.model_validate_json(event.data)
         except (httpx.TransportError, SSEError) as exc:
             raise TransportError(f"events of {task_id}: {exc!r}") from exc

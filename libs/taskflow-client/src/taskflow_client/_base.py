@@ -191,3 +191,23 @@ def parse(response: httpx.Response, model: type[M]) -> M:
 def wait_slice(remaining: float | None) -> float:
     """One long-poll's length: what is left, at most the server's limit."""
     return MAX_WAIT_SECONDS if remaining is None else max(0.001, min(MAX_WAIT_SECONDS, remaining))
+
+
+BULK_ACTIONS = ("retry", "cancel")
+
+
+def bulk_call(action: str, filter: dict[str, Any] | None, dry_run: bool) -> Call:
+    """``filter`` as the API takes it: status (a list), task_type, created_after, created_before, queue,
+    limit_key, error_type, payload (a JSON object the payload contains). Datetimes may be datetime objects."""
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(BULK_ACTIONS)}, not {action!r}")
+    body_filter = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in (filter or {}).items()}
+    if isinstance(body_filter.get("status"), str):
+        body_filter["status"] = [body_filter["status"]]
+    if "status" in body_filter:
+        body_filter["status"] = [str(TaskStatus(s).value) for s in body_filter["status"]]
+    return Call("POST", f"{API}/bulk", json={"action": action, "filter": body_filter, "dry_run": dry_run})
+
+
+def bulk_status_call(bulk_id: uuid.UUID | str) -> Call:
+    return Call("GET", f"{API}/bulk/{uuid.UUID(str(bulk_id))}")

@@ -55,6 +55,7 @@ class Task(_Model):
     schedule_id: UUID | None = None
     scheduled_for: datetime | None = None
     unique_key: str | None = None
+    progress: dict[str, Any] | None = None  # {fraction, message, data, at, attempt}: the handler's last report
     links: TaskLinks | None = None
 
     @property
@@ -129,3 +130,26 @@ class Load(_Model):
     due: int
     running: int
     load: int
+
+
+class BulkAction(_Model):
+    """A bulk retry or cancel (``Client.bulk``): with ``dry_run`` only ``matched`` is set."""
+
+    matched: int
+    dry_run: bool = False
+    id: UUID | None = None
+    action: str | None = None
+    filter: dict[str, Any] = Field(default_factory=dict)
+    status: str | None = None  # running | finished
+    done: int = 0
+    succeeded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    actor: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"

@@ -20,6 +20,8 @@ from taskflow_client._base import (
     Call,
     Config,
     TaskId,
+    bulk_call,
+    bulk_status_call,
     get_call,
     list_call,
     load_call,
@@ -31,7 +33,18 @@ from taskflow_client._base import (
     wait_slice,
 )
 from taskflow_client._errors import TransportError, error_from_response
-from taskflow_client._models import Limit, Load, Queue, QueueStats, Task, TaskPage, TaskStatus, TaskType, TaskTypePause
+from taskflow_client._models import (
+    BulkAction,
+    Limit,
+    Load,
+    Queue,
+    QueueStats,
+    Task,
+    TaskPage,
+    TaskStatus,
+    TaskType,
+    TaskTypePause,
+)
 from taskflow_client._schedules import SchedulesMixin
 
 _TYPES = TypeAdapter(list[TaskType])
@@ -266,8 +279,20 @@ class Client(SchedulesMixin):
         """Due + running tasks of these queues (a worker pool's scaling signal)."""
         return parse(self._send(load_call(queues)), Load)
 
+    def bulk(self, action: str, filter: dict[str, Any] | None = None, *, dry_run: bool = False) -> BulkAction:
+        """Retry or cancel every task ``filter`` matches (scope admin). ``dry_run``: only the count
+        (``matched``); otherwise the started action (``id``), which the workers carry out in chunks:
+        follow it with ``bulk_status``. A 503 means nothing was started (retried like any call)."""
+        call = bulk_call(action, filter, dry_run)
+        return parse(self._send(call), BulkAction)
+
+    def bulk_status(self, bulk_id: uuid.UUID | str) -> BulkAction:
+        """A bulk action's progress and outcome counts (matched, done, succeeded, skipped, failed, status)."""
+        return parse(self._send(bulk_status_call(bulk_id)), BulkAction)
+
     def events(self, task_id: TaskId) -> Iterator[Task]:
-        """The task's states as the server streams them (SSE), the current one first; ends when terminal."""
+        """The task as the server streams it (SSE): on each state change and each new progress report
+        (``task.progress``), the current state first; ends when terminal."""
         url = self._config.base_url + task_path(task_id, "/events")
         headers = {**self._config.headers(), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(self._config.timeout, read=None)
@@ -277,7 +302,7 @@ class Client(SchedulesMixin):
                     source.response.read()
                     raise error_from_response(source.response)
                 for event in source.iter_sse():
-                    if event.event == "status":
+                    if event.event in ("status", "progress"):
                         yield Task.model_validate_json(event.data)
         except (httpx.TransportError, SSEError) as exc:
             raise TransportError(f"events of {task_id}: {exc!r}") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,13 +19,13 @@ from starlette.templating import Jinja2Templates
 
 from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFound, TaskValidationError
-from taskcore.flow import QUEUE_PATTERN
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.store.dashboard import Overview
 from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api.auth import Scope
 from taskflow_api.deps import AppState, AuthDep, RegistryDep, RepoDep, ServiceDep, StateDep, charge_submits, state_of
+from taskflow_api.filters import MAX_PAYLOAD_FILTER_BYTES
 from taskflow_api.live import HEARTBEAT_SECONDS, task_events
 from taskflow_api.observability import origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS
@@ -33,6 +33,7 @@ from taskflow_api.ratelimit import RateLimited
 from taskflow_api.schemas import TaskTypeFilter
 from taskflow_api.ui import _session as session
 from taskflow_api.ui._session import Csrf, Viewer, Writer
+from taskflow_api.ui.filters import bulk_offers, limit_key_filter, payload_from_text, payload_text, queue_filter
 from taskflow_api.ui.forms import fields_for, task_from_form
 
 HERE = Path(__file__).parent
@@ -154,6 +155,17 @@ def overview_json(overview: Overview, stats: Any, lease_seconds: float) -> dict[
         "finished_last_hour": overview.finished_last_hour,
         "failure_rate_last_hour": rate,
         "minutes": minutes,
+        "by_type": [
+            {
+                "task_type": t.task_type,
+                "succeeded": t.succeeded,
+                "failed": t.failed,
+                "cancelled": t.cancelled,
+                "per_minute": round(t.per_minute, 2),
+                "failure_rate": t.failure_rate,
+            }
+            for t in overview.by_type
+        ],
         "workers": [
             {
                 "id": w.id,
@@ -208,6 +220,8 @@ def _form_values(filters: ListFilter, limit: int) -> dict[str, Any]:
         "statuses": {s.value for s in filters.statuses},
         "task_type": filters.task_type or "",
         "queue": filters.queue or "",
+        "limit_key": filters.limit_key or "",
+        "payload": payload_text(filters.payload),
         "limit": limit,
         "created_after": after.strftime("%Y-%m-%dT%H:%M:%S") if after else "",
         "created_before": before.strftime("%Y-%m-%dT%H:%M:%S") if before else "",
@@ -219,12 +233,16 @@ def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
     query: list[tuple[str, str]] = [("status", s.value) for s in filters.statuses]
     if filters.task_type:
         query.append(("task_type", filters.task_type))
-    if filters.queue:
-        query.append(("queue", filters.queue))
     if filters.created_after:
         query.append(("created_after", filters.created_after.isoformat()))
     if filters.created_before:
         query.append(("created_before", filters.created_before.isoformat()))
+    if filters.queue:
+        query.append(("queue", filters.queue))
+    if filters.limit_key:
+        query.append(("limit_key", filters.limit_key))
+    if filters.payload:
+        query.append(("payload", payload_text(filters.payload)))
     if filters.schedule_id:
         query.append(("schedule_id", str(filters.schedule_id)))
     query.append(("limit", str(limit)))
@@ -251,35 +269,60 @@ async def tasks_page(
     task_type: TaskTypeFilter = None,
     created_after: Annotated[str, Query(max_length=64)] = "",
     created_before: Annotated[str, Query(max_length=64)] = "",
-    queue: Annotated[str, Query(max_length=64)] = "",
+    queue: Annotated[str, Query(max_length=100)] = "",
+    limit_key: Annotated[str, Query(max_length=200)] = "",
+    payload: Annotated[str, Query(max_length=MAX_PAYLOAD_FILTER_BYTES)] = "",
+    schedule_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     fragment: bool = False,
-    schedule_id: UUID | None = None,
 ) -> Response:
     _remember(request, principal)
-    problems = []
+    filters, errors = list_filter_of(status_, task_type, created_after, created_before, queue, limit_key, payload)
+    filters = dataclasses.replace(filters, schedule_id=schedule_id)
+    context = await _task_page(state.repo, filters, limit, cursor)
+    if errors:
+        context["error"] = " ".join(errors)
+    context.update({"types": [t.name for t in state.registry], "statuses": STATUSES, "page": "tasks"})
+    if not fragment:
+        context["bulk"] = await bulk_offers(request, state, filters)
+    return render(request, "_rows.html" if fragment else "tasks.html", context)
+
+
+def list_filter_of(
+    statuses: list[TaskStatus],
+    task_type: str | None,
+    created_after: str,
+    created_before: str,
+    queue: str,
+    limit_key: str,
+    payload: str,
+) -> tuple[ListFilter, list[str]]:
+    """The list's filter from the form (the list page and the bulk pages); what was not understood."""
+    errors: list[str] = []
     try:
         after, before = _moment(created_after), _moment(created_before)
     except ValueError:
         after = before = None
-        problems.append("Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC).")
-    if queue and not re.fullmatch(QUEUE_PATTERN, queue):
-        problems.append(f"Queue {queue!r} is not a queue name (lower-case letters, digits, - and _).")
-        queue = ""
+        errors.append("Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC).")
+    queue_name, queue_error = queue_filter(queue)
+    key, key_error = limit_key_filter(limit_key)
+    errors += [e for e in (queue_error, key_error) if e]
+    try:
+        contains = payload_from_text(payload)
+    except TaskValidationError as exc:
+        contains = None
+        errors.append(f"Payload: {exc.errors[0]['message']}.")
     filters = ListFilter(
-        statuses=status_,
+        statuses=statuses,
         task_type=task_type or None,
         created_after=after,
         created_before=before,
-        queue=queue or None,
-        schedule_id=schedule_id,
+        queue=queue_name,
+        limit_key=key,
+        payload=contains,
     )
-    context = await _task_page(state.repo, filters, limit, cursor)
-    if problems:
-        context["error"] = " ".join(problems)
-    context.update({"types": [t.name for t in state.registry], "statuses": STATUSES, "page": "tasks"})
-    return render(request, "_rows.html" if fragment else "tasks.html", context)
+    return filters, errors
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)

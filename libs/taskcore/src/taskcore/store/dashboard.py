@@ -6,7 +6,7 @@ last hour reads tasks_finished_idx (finished tasks by finished_at), workers is a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -38,11 +38,31 @@ class WorkerSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class TypeHour:
+    """One task type's finished tasks in the last hour."""
+
+    task_type: str
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @property
+    def per_minute(self) -> float:
+        return (self.succeeded + self.failed + self.cancelled) / 60
+
+    @property
+    def failure_rate(self) -> float | None:
+        done = self.succeeded + self.failed
+        return None if done == 0 else self.failed / done
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     counts: dict[TaskStatus, int]
     last_hour: list[MinuteBucket]
     workers: list[WorkerSeen]
     now: datetime
+    by_type: list[TypeHour] = field(default_factory=list)  # the last hour, busiest first
 
     @property
     def finished_last_hour(self) -> int:
@@ -59,7 +79,7 @@ class DashboardQueries:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def overview(self, *, max_workers: int = 50) -> Overview:
+    async def overview(self, *, max_workers: int = 50, max_types: int = 20) -> Overview:
         async with translate_errors(), self._pool.acquire() as conn:
             now = await conn.fetchval("SELECT clock_timestamp()")
             count_rows = await conn.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
@@ -73,6 +93,18 @@ class DashboardQueries:
                       AND finished_at > $1::timestamptz - interval '1 hour'
                     GROUP BY 1 ORDER BY 1""",
                 now,
+            )
+            type_rows = await conn.fetch(
+                f"""SELECT task_type,
+                          count(*) FILTER (WHERE status = {st.SUCCEEDED}) AS succeeded,
+                          count(*) FILTER (WHERE status = {st.FAILED}) AS failed,
+                          count(*) FILTER (WHERE status = {st.CANCELLED}) AS cancelled
+                     FROM tasks
+                    WHERE status IN {st.TERMINAL}
+                      AND finished_at > $1::timestamptz - interval '1 hour'
+                    GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT $2""",
+                now,
+                max_types,
             )
             worker_rows = await conn.fetch(
                 """SELECT id, hostname, pid, concurrency, started_at, last_seen_at,
@@ -88,4 +120,5 @@ class DashboardQueries:
             last_hour=[MinuteBucket(**dict(r.items())) for r in minute_rows],
             workers=[WorkerSeen(**dict(r.items())) for r in worker_rows],
             now=now,
+            by_type=[TypeHour(**dict(r.items())) for r in type_rows],
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,11 +27,24 @@ from taskcore.store._pool import translate_errors
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
     idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key"""
+# What a read returns: the task and its progress (the claim and the workers' writes never read progress).
+_READ_COLUMNS = _COLUMNS + ", progress"
 
 # Whether a task may be admitted as it is stored or re-queued, without the admitter: no limit key
 # and neither its queue nor its type paused (taskcore/store/flow.py admits the others).
 _UNGATED = """(tasks.limit_keys = '{}' AND NOT EXISTS (SELECT 1 FROM pauses p
     WHERE (p.kind = 'queue' AND p.name = tasks.queue) OR (p.kind = 'task_type' AND p.name = tasks.task_type)))"""
+
+# The user actions' transitions, shared with bulk actions (taskcore/store/bulk.py): waiting ->
+# cancelled at once, running -> cancel requested (its worker stops it); failed or cancelled ->
+# queued with a fresh attempt budget. The caller guards the source status.
+CANCEL_SET = f"""cancel_requested = true, updated_at = clock_timestamp(),
+    status = CASE WHEN tasks.status = {st.RUNNING} THEN tasks.status ELSE {st.CANCELLED} END,
+    finished_at = CASE WHEN tasks.status = {st.RUNNING} THEN NULL ELSE clock_timestamp() END"""
+RETRY_SET = f"""status = {st.QUEUED}, attempt = 0, run_at = clock_timestamp(),
+    updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
+    result = NULL, error = NULL, cancel_requested = false, progress = NULL,
+    lease_expires_at = NULL, worker_id = NULL, admitted = {_UNGATED}"""
 
 
 def _task(row: asyncpg.Record) -> Task:
@@ -49,6 +62,38 @@ class ListFilter:
     created_before: datetime | None = None
     queue: str | None = None
     schedule_id: UUID | None = None
+    limit_key: str | None = None  # tasks naming this limit key
+    error_type: str | None = None  # the error.type of the task's last failed attempt
+    payload: dict[str, Any] | None = None  # containment: payload @> this (GIN tasks_payload_idx)
+    # A new filter is a field here and a line in _CONDITIONS: the list, the dashboard and bulk
+    # actions (taskcore/store/bulk.py) all build their WHERE with filter_conditions().
+
+
+# ListFilter field -> its condition over ``tasks`` ({} is the bound value's $n), applied when the
+# field is not None. A new filter (workflow_id) is a field on ListFilter and a line here.
+_CONDITIONS: tuple[tuple[str, str], ...] = (
+    ("task_type", "tasks.task_type = {}"),
+    ("queue", "tasks.queue = {}"),
+    ("schedule_id", "tasks.schedule_id = {}"),
+    ("created_after", "tasks.created_at > {}"),
+    ("created_before", "tasks.created_at < {}"),
+    ("limit_key", "tasks.limit_keys @> ARRAY[{}::text]"),
+    ("error_type", "tasks.error->>'type' = {}"),
+)
+
+
+def filter_conditions(filters: ListFilter, arg: Callable[[Any], str]) -> list[str]:
+    """The SQL conditions of ``filters`` over ``tasks``; ``arg`` binds a value and returns its $n."""
+    conditions: list[str] = []
+    if filters.statuses:
+        conditions.append(f"tasks.status = ANY({arg([s.value for s in filters.statuses])}::text[])")
+    for name, condition in _CONDITIONS:
+        value = getattr(filters, name)
+        if value is not None:
+            conditions.append(condition.format(arg(value)))
+    if filters.payload is not None:
+        conditions.append(f"tasks.payload @> {arg(orjson.dumps(filters.payload).decode())}::text::jsonb")
+    return conditions
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,37 +279,25 @@ class TaskRepository:
 
     async def get(self, task_id: UUID) -> Task:
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1", task_id)
+            row = await conn.fetchrow(f"SELECT {_READ_COLUMNS} FROM tasks WHERE id = $1", task_id)
         if row is None:
             raise TaskNotFound(task_id)
         return _task(row)
 
     async def list_page(self, filters: ListFilter, *, limit: int, cursor: str | None = None) -> Page:
         """Newest first, keyset-paginated on (created_at, id)."""
-        conditions: list[str] = []
         args: list[Any] = []
 
         def arg(value: Any) -> str:
             args.append(value)
             return f"${len(args)}"
 
-        if filters.statuses:
-            conditions.append(f"status = ANY({arg([s.value for s in filters.statuses])}::text[])")
-        if filters.task_type is not None:
-            conditions.append(f"task_type = {arg(filters.task_type)}")
-        if filters.queue is not None:
-            conditions.append(f"queue = {arg(filters.queue)}")
-        if filters.schedule_id is not None:
-            conditions.append(f"schedule_id = {arg(filters.schedule_id)}")
-        if filters.created_after is not None:
-            conditions.append(f"created_at > {arg(filters.created_after)}")
-        if filters.created_before is not None:
-            conditions.append(f"created_at < {arg(filters.created_before)}")
+        conditions = filter_conditions(filters, arg)
         if cursor is not None:
             created, last_id = decode_cursor(cursor)
             conditions.append(f"(created_at, id) < ({arg(created)}, {arg(last_id)})")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, id DESC LIMIT {arg(limit + 1)}"
+        sql = f"SELECT {_READ_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, id DESC LIMIT {arg(limit + 1)}"
         async with self._conn() as conn:
             rows = await conn.fetch(sql, *args)
         items = [_task(r) for r in rows[:limit]]
@@ -299,10 +332,7 @@ class TaskRepository:
             if TaskStatus(status).terminal:
                 raise InvalidTransition(task_id, status, "cancel")
             row = await conn.fetchrow(
-                f"""UPDATE tasks SET cancel_requested = true, updated_at = clock_timestamp(),
-                        status = CASE WHEN status = {st.RUNNING} THEN status ELSE {st.CANCELLED} END,
-                        finished_at = CASE WHEN status = {st.RUNNING} THEN NULL ELSE clock_timestamp() END
-                    WHERE id = $1 RETURNING {_COLUMNS}""",
+                f"UPDATE tasks SET {CANCEL_SET} WHERE id = $1 RETURNING {_READ_COLUMNS}",
                 task_id,
             )
         return _task(row)
@@ -316,21 +346,13 @@ class TaskRepository:
             if TaskStatus(status) not in RETRYABLE_STATES:
                 raise InvalidTransition(task_id, status, "retry")
             try:
-                row = await self._requeue(conn, task_id)
+                row = await conn.fetchrow(
+                    f"UPDATE tasks SET {RETRY_SET} WHERE id = $1 RETURNING {_READ_COLUMNS}",
+                    task_id,
+                )
             except asyncpg.UniqueViolationError as exc:  # its unique_key is held by another waiting task
                 raise InvalidTransition(task_id, status, "retry (its unique_key is held by another task)") from exc
         return _task(row)
-
-    async def _requeue(self, conn: asyncpg.Connection, task_id: UUID) -> asyncpg.Record:
-        row: asyncpg.Record = await conn.fetchrow(
-            f"""UPDATE tasks SET status = {st.QUEUED}, attempt = 0, run_at = clock_timestamp(),
-                    updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
-                    result = NULL, error = NULL, cancel_requested = false,
-                    lease_expires_at = NULL, worker_id = NULL, admitted = {_UNGATED}
-                WHERE id = $1 RETURNING {_COLUMNS}""",
-            task_id,
-        )
-        return row
 
     # -- worker transitions -----------------------------------------------------------------
 

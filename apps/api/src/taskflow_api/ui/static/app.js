@@ -79,10 +79,42 @@ function renderOverview(data) {
     }
     workers.replaceChildren(...rows);
   }
+  const types = document.getElementById("by-type");
+  if (types && data.by_type) renderByType(types, data.by_type);
   const chart = document.getElementById("chart");
   if (chart) drawChart(chart, data.minutes);
   const summary = document.getElementById("chart-summary");
   if (summary) summary.textContent = `${data.finished_last_hour} finished in the last hour.`;
+}
+
+// Throughput and failure rate by task type over the last hour.
+function renderByType(body, rows) {
+  const trs = rows.map((t) => {
+    const tr = document.createElement("tr");
+    const name = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = `/ui/tasks?task_type=${encodeURIComponent(t.task_type)}`;
+    link.textContent = t.task_type;
+    name.append(link);
+    tr.append(name);
+    const cells = [t.per_minute.toFixed(2), String(t.succeeded), String(t.failed), String(t.cancelled), fmtRate(t.failure_rate)];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i === 4 && t.failure_rate !== null && t.failure_rate > 0.05) td.className = "stale";
+      tr.append(td);
+    });
+    return tr;
+  });
+  if (trs.length === 0) {
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.colSpan = 6;
+    td.textContent = "No task finished in the last hour.";
+    tr.append(td);
+    trs.push(tr);
+  }
+  body.replaceChildren(...trs);
 }
 
 // A fetch that follows the dashboard's rules: cookies only, a login redirect reloads the page.
@@ -140,6 +172,7 @@ function startTask() {
   const terminal = new Set(["succeeded", "failed", "cancelled"]);
   if (window.EventSource) {
     const events = new EventSource(detail.dataset.events);
+    events.addEventListener("progress", () => refresh()); // at most about once a second (the worker throttles)
     events.addEventListener("status", async (event) => {
       const state = JSON.parse(event.data);
       if (terminal.has(state.status)) events.close(); // the server ends the stream; do not reconnect
