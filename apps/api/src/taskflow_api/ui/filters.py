@@ -62,7 +62,10 @@ def checked(value: str, pattern: str, what: str) -> tuple[str | None, str | None
 
 
 def queue_filter(value: str) -> tuple[str | None, str | None]:
-    return checked(value, QUEUE_PATTERN, "Queue")
+    name, error = checked(value, QUEUE_PATTERN, "Queue")
+    if error is not None:
+        error = f"Queue {value.strip()!r} is not a queue name (lower-case letters, digits, - and _)."
+    return name, error
 
 
 def limit_key_filter(value: str) -> tuple[str | None, str | None]:
