@@ -53,7 +53,8 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )
         service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
-        listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
+        # LISTEN needs a session of its own: never through a transaction-pooling PgBouncer.
+        listener = StatusListener(settings.direct_database_url, connect_timeout=settings.dependency_timeout_seconds)
         await listener.start()
         deps.attach(
             app,

@@ -16,7 +16,7 @@ import structlog
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
-from taskcore.store import TaskRepository, open_pool
+from taskcore.store import TaskRepository, open_leader_pool, open_pool
 from taskcore.telemetry import Tracing
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
@@ -50,6 +50,7 @@ class WorkerResources:
         self.tracing = tracing
         self.runner: TaskRunner | None = None
         self._pool: asyncpg.Pool | None = None
+        self._leader_pool: asyncpg.Pool | None = None
         self._repo: TaskRepository | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
@@ -65,7 +66,8 @@ class WorkerResources:
     async def start(self, queue: TaskQueue) -> None:
         settings = self.settings
         self._pool = await open_pool(settings)
-        self._repo = repo = TaskRepository(self._pool)
+        self._leader_pool = await open_leader_pool(settings, self._pool)
+        self._repo = repo = TaskRepository(self._pool, leader_pool=self._leader_pool)
         self.runner = runner = TaskRunner(
             repo=repo,
             registry=self.registry,
@@ -106,6 +108,8 @@ class WorkerResources:
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not deregister worker", error=str(exc))
             await self._pool.close()
+        if self._leader_pool is not None and self._leader_pool is not self._pool:
+            await self._leader_pool.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

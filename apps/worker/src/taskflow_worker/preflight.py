@@ -23,7 +23,9 @@ log = structlog.get_logger("taskflow.worker")
 async def check_dependencies(settings: Settings) -> dict[str, str]:
     """Ping both; log one line for each that does not answer; return {dependency: why} for those."""
     timeout = settings.dependency_timeout_seconds
-    pool = await create_pool(settings.database_url, max_size=1, connect_timeout=timeout)
+    pool = await create_pool(
+        settings.database_url, max_size=1, connect_timeout=timeout, statement_cache_size=settings.statement_cache_size
+    )
     queue = TaskQueue(connect(settings.redis_url, queue_name=settings.queue_name, timeout=timeout))
     down: dict[str, str] = {}
     try:
