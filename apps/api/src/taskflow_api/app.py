@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await open_pool(settings)
+        pool = await open_pool(settings, application_name="taskflow-api")
         queue = TaskQueue(
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )

@@ -65,7 +65,7 @@ class WorkerResources:
 
     async def start(self, queue: TaskQueue) -> None:
         settings = self.settings
-        self._pool = await open_pool(settings)
+        self._pool = await open_pool(settings, application_name="taskflow-worker")
         self._leader_pool = await open_leader_pool(settings, self._pool)
         self._repo = repo = TaskRepository(self._pool, leader_pool=self._leader_pool)
         self.runner = runner = TaskRunner(

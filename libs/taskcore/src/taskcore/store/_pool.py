@@ -78,6 +78,7 @@ async def create_pool(
     command_timeout: float = 30.0,
     connect_timeout: float = 5.0,
     statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
+    application_name: str | None = None,
 ) -> asyncpg.Pool:
     """A pool that connects on demand (min_size 0), so a process starts, and reports not ready,
     while PostgreSQL is down; connection failures surface per query through translate_errors.
@@ -92,13 +93,15 @@ async def create_pool(
         command_timeout=command_timeout,
         timeout=connect_timeout,
         statement_cache_size=statement_cache_size,
+        # Names the process's connections in pg_stat_activity (PgBouncer passes it on to the server).
+        server_settings={"application_name": application_name} if application_name else None,
         init=_init_connection,
         reset=_no_session_reset,
     )
     return pool
 
 
-async def open_pool(settings: Settings) -> asyncpg.Pool:
+async def open_pool(settings: Settings, *, application_name: str | None = None) -> asyncpg.Pool:
     """The pool a TaskFlow process uses, sized and timed by its settings: through the pooler, if any."""
     return await create_pool(
         settings.database_url,
@@ -106,7 +109,11 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
         command_timeout=settings.db_command_timeout_seconds,
         connect_timeout=settings.dependency_timeout_seconds,
         statement_cache_size=settings.statement_cache_size,
+        application_name=application_name,
     )
+
+
+LEADER_APPLICATION_NAME = "taskflow-leader"
 
 
 async def open_leader_pool(settings: Settings, main: asyncpg.Pool) -> asyncpg.Pool:
@@ -122,6 +129,7 @@ async def open_leader_pool(settings: Settings, main: asyncpg.Pool) -> asyncpg.Po
         max_size=1,
         command_timeout=settings.db_command_timeout_seconds,
         connect_timeout=settings.dependency_timeout_seconds,
+        application_name=LEADER_APPLICATION_NAME,
     )
 
 
