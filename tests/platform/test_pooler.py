@@ -4,14 +4,16 @@ TASKFLOW_DATABASE_DIRECT_URL at the server, on the Key Vault path and on the cha
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from taskcore.settings import Settings
 from tests.platform._support import CHART, ROOT, Rendered, hcl_to_json, helm_env, helm_template, run, values_files
-from tests.platform.test_terraform import MODULES, STACK, blocks, resources
+from tests.platform.test_terraform import MODULES, STACK, TF_ENVIRONMENTS, blocks, resources
 
 POOLER_PORT = 6432
 WORKLOADS = (("Deployment", "api"), ("Deployment", "worker"), ("Job", "migrate"))
@@ -142,6 +144,7 @@ def test_terraform_turns_on_azures_pgbouncer_and_hands_out_the_pooled_url(tools:
 
     variables = dict(blocks(_doc(docs, module / "variables.tf"), "variable"))
     assert variables["pgbouncer_enabled"]["default"] is False
+    assert variables["pgbouncer_default_pool_size"]["default"] == PGBOUNCER_POOL  # what the budget counts
     assert "B_" in str(variables["pgbouncer_enabled"]["validation"])  # Azure has no PgBouncer on Burstable
 
     stack_call = dict(blocks(_doc(docs, STACK / "main.tf"), "module"))["postgres"]
@@ -160,3 +163,84 @@ def test_the_chart_and_terraform_agree_on_the_port_and_the_secret_name() -> None
     assert values["secrets"]["keyVault"]["objects"]["database-pooled-url"] == "database-pooled-url"
     assert '"database-pooled-url"' in (STACK / "locals.tf").read_text()
     assert (ROOT / "platform" / "terraform" / "modules" / "postgres" / "locals.tf").read_text().count("6432") == 1
+
+
+# Azure Database for PostgreSQL flexible server, "Limits" (learn.microsoft.com/azure/postgresql/flexible-server/
+# concepts-limits): maximum user connections by compute size at the default max_connections (the total less the 15
+# Azure reserves). docs/operations.md#connection-budget quotes the same table.
+AZURE_USER_CONNECTIONS = {
+    "B1ms": 35,
+    "B2s": 414,
+    "B2ms": 844,
+    "B4ms": 1703,
+    "B8ms": 3422,
+    "D2ds_v5": 844,
+    "D4ds_v5": 1703,
+    "D8ds_v5": 3422,
+    "D16ds_v5": 4985,
+    "E2ds_v5": 1703,
+    "E4ds_v5": 3422,
+    "E8ds_v5": 4985,
+}
+# The in-cluster development PostgreSQL (the official image): max_connections 100 less 3 reserved for superusers.
+IN_CLUSTER_USER_CONNECTIONS = 97
+# What operators, psql and monitoring may take beside TaskFlow.
+HEADROOM = 0.8
+# Server connections of Azure's PgBouncer per user and database (the module's pgbouncer_default_pool_size).
+PGBOUNCER_POOL = 50
+
+
+def connection_budget(rendered: Rendered) -> int:
+    """PostgreSQL connections the rendered release may open at once, with every autoscaler at its maximum and a
+    rolling update in flight (docs/operations.md#connection-budget)."""
+    config = rendered.one("ConfigMap", "config")["data"]
+    pool = int(config.get("TASKFLOW_DB_POOL_MAX_SIZE", Settings.model_fields["db_pool_max_size"].default))
+    processes = int(config.get("TASKFLOW_API_WORKERS", Settings.model_fields["api_workers"].default))
+    pooled = "TASKFLOW_DATABASE_DIRECT_URL" in _database_env(rendered, "Deployment", "api")
+    # Per pod: the API's pool and LISTEN connection per uvicorn process; a worker's pool (its leader lock takes one
+    # of those connections). Behind the pooler only the direct ones reach the server, plus PgBouncer's own pool.
+    per_pod = {"api": processes * (1 if pooled else pool + 1), "worker": 1 if pooled else pool}
+    most = {o["spec"]["scaleTargetRef"]["name"]: o["spec"]["maxReplicaCount"] for o in rendered.of_kind("ScaledObject")}
+    most |= {
+        o["spec"]["scaleTargetRef"]["name"]: o["spec"]["maxReplicas"]
+        for o in rendered.of_kind("HorizontalPodAutoscaler")
+    }
+    total = 1 + (PGBOUNCER_POOL if pooled else 0)  # the migration Job; PgBouncer's server connections
+    for deployment in rendered.of_kind("Deployment"):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        role = "api" if component == "api" else "worker" if component.startswith("worker") else None
+        if role is None:
+            continue
+        replicas = most.get(deployment["metadata"]["name"], deployment["spec"].get("replicas", 1))
+        surge = deployment["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%")
+        replicas += -(-replicas * int(surge[:-1]) // 100) if isinstance(surge, str) else surge
+        total += replicas * per_pod[role]
+    return total
+
+
+def test_every_environment_fits_its_databases_connections(
+    tools: dict[str, Path], scenarios: dict[str, Rendered]
+) -> None:
+    """The chart's and the environments' replica counts and pool sizes follow from the connection budget: each
+    environment, scaled out to its maximum during a rolling update, fits its server's max_connections with room."""
+    stack_variables = hcl_to_json(tools["hcl2tojson"], [STACK / "variables.tf"])[(STACK / "variables.tf").resolve()]
+    postgres_type = str(dict(blocks(stack_variables, "variable"))["postgres"]["type"])
+    default_sku = re.search(r'sku_name\s*=\s*optional\(string,\s*"([^"]+)"\)', postgres_type)
+    assert default_sku, postgres_type
+    for env in ("dev", "staging", "prod"):
+        rendered = scenarios[env]
+        if any(
+            s["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql"
+            for s in rendered.of_kind("StatefulSet")
+        ):
+            capacity = IN_CLUSTER_USER_CONNECTIONS
+        else:
+            tfvars = next(iter(hcl_to_json(tools["hcl2tojson"], [TF_ENVIRONMENTS / env / "terraform.tfvars"]).values()))
+            sku = tfvars.get("postgres", {}).get("sku_name", default_sku.group(1))
+            size = sku.split("_Standard_")[1]
+            assert size in AZURE_USER_CONNECTIONS, f"{env}: add {sku}'s connections (Azure's limits page) to the table"
+            capacity = AZURE_USER_CONNECTIONS[size]
+        budget = connection_budget(rendered)
+        assert budget <= HEADROOM * capacity, f"{env}: up to {budget} connections, the server takes {capacity}"
+    # Behind the pooler a pod holds one direct connection: the same release needs a fraction of them.
+    assert connection_budget(scenarios["prod-pooler"]) < connection_budget(scenarios["prod"]) / 4
