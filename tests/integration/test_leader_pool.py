@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_leader_pool, open_pool
 from taskcore.store._pool import LEADER_APPLICATION_NAME
+from taskflow_worker.preflight import check_dependencies
+from tests.conftest import database_url
 
 HOLDER = """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
              WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted"""
@@ -45,3 +49,11 @@ async def test_behind_a_pooler_the_lock_is_held_on_the_direct_session(settings: 
     finally:
         await leader.close()
         await main.close()
+
+
+async def test_the_worker_says_at_start_when_the_direct_url_is_wrong(settings: Settings) -> None:
+    name = f"taskflow_test_missing_{uuid.uuid4().hex[:8]}"
+    bad = settings.model_copy(update={"database_direct_url": database_url(name)})
+    down = await check_dependencies(bad)
+    assert down.keys() == {"postgresql (TASKFLOW_DATABASE_DIRECT_URL)"}, down
+    assert f'database "{name}" does not exist' in next(iter(down.values()))
