@@ -182,8 +182,8 @@ AZURE_USER_CONNECTIONS = {
     "E4ds_v5": 3422,
     "E8ds_v5": 4985,
 }
-# The in-cluster development PostgreSQL (the official image): max_connections 100 less 3 reserved for superusers.
-IN_CLUSTER_USER_CONNECTIONS = 97
+# The in-cluster development PostgreSQL keeps 3 of its max_connections for superusers.
+SUPERUSER_RESERVED = 3
 # What operators, psql and monitoring may take beside TaskFlow.
 HEADROOM = 0.8
 # Server connections of Azure's PgBouncer per user and database (the module's pgbouncer_default_pool_size).
@@ -229,11 +229,14 @@ def test_every_environment_fits_its_databases_connections(
     assert default_sku, postgres_type
     for env in ("dev", "staging", "prod"):
         rendered = scenarios[env]
-        if any(
-            s["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql"
+        in_cluster = [
+            s
             for s in rendered.of_kind("StatefulSet")
-        ):
-            capacity = IN_CLUSTER_USER_CONNECTIONS
+            if s["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql"
+        ]
+        if in_cluster:  # dev: the chart's own server, whose max_connections the chart sets
+            args = in_cluster[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            capacity = int(args[args.index("-c") + 1].removeprefix("max_connections=")) - SUPERUSER_RESERVED
         else:
             tfvars = next(iter(hcl_to_json(tools["hcl2tojson"], [TF_ENVIRONMENTS / env / "terraform.tfvars"]).values()))
             sku = tfvars.get("postgres", {}).get("sku_name", default_sku.group(1))
