@@ -289,8 +289,8 @@ async def test_pooled_traffic_went_through_pgbouncer_and_sessions_did_not(
     name = database_of(pooled)
     stats = {row["database"]: row for row in pgbouncer.show("STATS")}
     assert name in stats, stats.keys()
-    assert int(stats[name]["total_query_count"]) > 100, stats[name]
-    assert int(stats[name]["total_xact_count"]) > 50, stats[name]
+    assert int(stats[name]["total_query_count"]) > 20, stats[name]
+    assert int(stats[name]["total_xact_count"]) > 10, stats[name]
 
     clients = [row for row in pgbouncer.show("CLIENTS") if row["database"] == name]
     names = {row["application_name"] for row in clients}
