@@ -29,6 +29,7 @@ SCENARIOS = {
     "own-secret": ("staging", "own-secret-values.yaml"),
     "dev-monitoring": ("dev", "monitoring-values.yaml"),
     "prod-azure": ("prod", "azure-values.yaml"),
+    "prod-pooler": ("prod", "pooler-values.yaml"),
 }
 
 

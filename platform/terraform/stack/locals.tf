@@ -33,7 +33,12 @@ locals {
     for name, scopes in local.api_key_scopes : { name = name, sha256 = sha256(local.api_key_raw[name]), scopes = scopes }
   ])
 
-  # What the chart's existingSecret (taskflow-secrets) holds, key for key, plus each client's raw key.
+  # Azure's built-in PgBouncer: on unless asked otherwise or the SKU is Burstable (which has none).
+  pgbouncer_enabled = coalesce(var.postgres.pgbouncer_enabled, !startswith(var.postgres.sku_name, "B_"))
+
+  # What the chart's existingSecret (taskflow-secrets) holds, key for key, plus each client's raw key. database-url
+  # is always the direct URL (5432); database-pooled-url (6432) exists while the PgBouncer is on, for the chart's
+  # global.postgresql.external.pooler.
   secrets = merge(
     {
       "database-url"     = module.postgres.database_url
@@ -41,6 +46,7 @@ locals {
       "api-keys"         = local.api_keys_json
       "autoscaler-token" = local.api_key_raw[local.autoscaler_key]
     },
+    { for key, url in { "database-pooled-url" = module.postgres.database_pooled_url } : key => url if local.pgbouncer_enabled },
     { for name, _ in var.api_keys : "api-key-${name}" => local.api_key_raw[name] },
   )
 }

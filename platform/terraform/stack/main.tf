@@ -95,6 +95,7 @@ module "postgres" {
   high_availability            = var.postgres.high_availability ? { mode = "ZoneRedundant", standby_zone = var.postgres.standby_zone } : null
   backup_retention_days        = var.postgres.backup_retention_days
   geo_redundant_backup_enabled = var.postgres.geo_redundant_backup_enabled
+  pgbouncer_enabled            = local.pgbouncer_enabled
   tags                         = local.tags
 }
 

@@ -50,6 +50,11 @@ output "postgres_fqdn" {
   value       = module.postgres.fqdn
 }
 
+output "postgres_pooled_port" {
+  description = "Port of the server's built-in PgBouncer (null while it is off): the chart's global.postgresql.external.pooler.port."
+  value       = module.postgres.pooled_port
+}
+
 output "redis_hostname" {
   description = "Host name of the Redis cache (TLS on 6380, private endpoint)."
   value       = module.redis.hostname

@@ -141,13 +141,15 @@ variable "log_retention_in_days" {
 
 variable "postgres" {
   description = <<-EOT
-    Azure Database for PostgreSQL flexible server 15: compute SKU, storage, backups, and high availability (a
-    zone-redundant standby in standby_zone while the primary stays in zone; not on Burstable B_ SKUs).
+    Azure Database for PostgreSQL flexible server 15: compute SKU, storage, backups, high availability (a
+    zone-redundant standby in standby_zone while the primary stays in zone; not on Burstable B_ SKUs), and the
+    built-in PgBouncer on 6432 (pgbouncer_enabled; unset: on unless the SKU is Burstable, where Azure has none).
   EOT
   type = object({
     backup_retention_days        = optional(number, 7)
     geo_redundant_backup_enabled = optional(bool, false)
     high_availability            = optional(bool, false)
+    pgbouncer_enabled            = optional(bool)
     sku_name                     = optional(string, "GP_Standard_D2ds_v5")
     standby_zone                 = optional(string, "2")
     storage_mb                   = optional(number, 32768)
@@ -158,6 +160,11 @@ variable "postgres" {
   validation {
     condition     = !(var.postgres.high_availability && startswith(var.postgres.sku_name, "B_"))
     error_message = "postgres.high_availability needs a General Purpose (GP_) or Memory Optimized (MO_) SKU."
+  }
+
+  validation {
+    condition     = !(coalesce(var.postgres.pgbouncer_enabled, false) && startswith(var.postgres.sku_name, "B_"))
+    error_message = "postgres.pgbouncer_enabled needs a General Purpose (GP_) or Memory Optimized (MO_) SKU."
   }
 
   validation {

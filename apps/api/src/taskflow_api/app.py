@@ -48,12 +48,13 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await open_pool(settings)
+        pool = await open_pool(settings, application_name="taskflow-api")
         queue = TaskQueue(
             connect(settings.redis_url, queue_name=settings.queue_name, timeout=settings.dependency_timeout_seconds)
         )
         service = TaskService(repo=TaskRepository(pool), queue=queue, registry=registry, settings=settings)
-        listener = StatusListener(settings.database_url, connect_timeout=settings.dependency_timeout_seconds)
+        # LISTEN needs a session of its own: never through a transaction-pooling PgBouncer.
+        listener = StatusListener(settings.direct_database_url, connect_timeout=settings.dependency_timeout_seconds)
         await listener.start()
         deps.attach(
             app,

@@ -21,7 +21,7 @@ from taskcore.registry import TaskRegistry, load_registry
 from taskcore.scheduler import ScheduleService
 from taskcore.service import TaskService
 from taskcore.settings import Settings
-from taskcore.store import TaskRepository, open_pool
+from taskcore.store import TaskRepository, open_leader_pool, open_pool
 from taskcore.store.bulk import BulkRepository
 from taskcore.store.flow import FlowRepository
 from taskcore.store.schedules import ScheduleRepository
@@ -68,6 +68,7 @@ class WorkerResources:
         self.tracing = tracing
         self.runner: TaskRunner | None = None
         self._pool: asyncpg.Pool | None = None
+        self._leader_pool: asyncpg.Pool | None = None
         self._repo: TaskRepository | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
@@ -82,8 +83,9 @@ class WorkerResources:
 
     async def start(self, queue: TaskQueue) -> None:
         settings = self.settings
-        self._pool = await open_pool(settings)
-        self._repo = repo = TaskRepository(self._pool)
+        self._pool = await open_pool(settings, application_name="taskflow-worker")
+        self._leader_pool = await open_leader_pool(settings, self._pool)
+        self._repo = repo = TaskRepository(self._pool, leader_pool=self._leader_pool)
         queues = tuple(name for name, _ in settings.worker_queues)
         flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=settings)
         try:
@@ -159,6 +161,8 @@ class WorkerResources:
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not deregister worker", error=str(exc))
             await self._pool.close()
+        if self._leader_pool is not None and self._leader_pool is not self._pool:
+            await self._leader_pool.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -21,13 +21,24 @@ log = structlog.get_logger("taskflow.worker")
 
 
 async def check_dependencies(settings: Settings) -> dict[str, str]:
-    """Ping both; log one line for each that does not answer; return {dependency: why} for those."""
+    """Ping both (and the direct PostgreSQL URL behind a pooler, where the leader lock lives); log one line for
+    each that does not answer; return {dependency: why} for those."""
     timeout = settings.dependency_timeout_seconds
-    pool = await create_pool(settings.database_url, max_size=1, connect_timeout=timeout)
+    pool = await create_pool(
+        settings.database_url, max_size=1, connect_timeout=timeout, statement_cache_size=settings.statement_cache_size
+    )
+    direct = (
+        await create_pool(settings.direct_database_url, max_size=1, connect_timeout=timeout)
+        if settings.pooled
+        else None
+    )
     queue = TaskQueue(connect(settings.redis_url, queue_name=settings.queue_name, timeout=timeout))
+    probes = [("postgresql", TaskRepository(pool).ping), ("redis", queue.ping)]
+    if direct is not None:
+        probes.append(("postgresql (TASKFLOW_DATABASE_DIRECT_URL)", TaskRepository(direct).ping))
     down: dict[str, str] = {}
     try:
-        for name, probe in (("postgresql", TaskRepository(pool).ping), ("redis", queue.ping)):
+        for name, probe in probes:
             try:
                 await asyncio.wait_for(probe(), timeout * 2)
             except DependencyUnavailable as exc:
@@ -37,6 +48,8 @@ async def check_dependencies(settings: Settings) -> dict[str, str]:
     finally:
         await queue.close()
         await pool.close()
+        if direct is not None:
+            await direct.close()
     for name, why in down.items():
         log.error(f"worker starting without {name}: {why}; waiting for it as for an outage", dependency=name)
     return down

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskcore.flow import QUEUE_PATTERN
 
+# asyncpg's own default of statement_cache_size.
+DEFAULT_STATEMENT_CACHE_SIZE = 100
+
 
 class Profile(StrEnum):
     DEVELOPMENT = "development"
@@ -41,10 +44,17 @@ class Settings(BaseSettings):
 
     # PostgreSQL and Redis
     database_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/taskflow", repr=False)
+    # A session of its own, not through a transaction-pooling PgBouncer: the LISTEN connection, the reconciler's
+    # leader lock and migrations. Unset: database_url (docs/operations.md#connection-budget).
+    database_direct_url: str | None = Field(default=None, repr=False)
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     queue_name: str = Field(default="taskflow:queue", min_length=1)
     db_pool_max_size: int = Field(default=10, ge=1, le=200)
     db_command_timeout_seconds: float = Field(default=30.0, gt=0)
+    # asyncpg's per-connection cache of named prepared statements. Unset: 0 (unnamed statements only) when
+    # database_direct_url differs from database_url, i.e. database_url goes through a transaction-pooling PgBouncer,
+    # which may hand the next query to another server connection; else asyncpg's 100.
+    db_statement_cache_size: int | None = Field(default=None, ge=0, le=10_000)
     dependency_timeout_seconds: float = Field(default=2.0, gt=0)
 
     # API server
@@ -141,10 +151,10 @@ class Settings(BaseSettings):
             raise ValueError("each queue once")
         return tuple(parsed)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
-    def _check_database_url(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):  # "" leaves the direct URL unset
             raise ValueError("must be a postgresql:// URL")
         return value
 
@@ -170,6 +180,22 @@ class Settings(BaseSettings):
     def auth_required(self) -> bool:
         """Whether /api/v1 callers must present a key: TASKFLOW_AUTH_ENABLED, else on outside development."""
         return self.env is not Profile.DEVELOPMENT if self.auth_enabled is None else self.auth_enabled
+
+    @property
+    def direct_database_url(self) -> str:
+        """Where a session of TaskFlow's own is needed (LISTEN, the leader lock, migrations)."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def pooled(self) -> bool:
+        """Whether database_url is taken to go through a pooler: a separate direct URL is configured."""
+        return self.direct_database_url != self.database_url
+
+    @property
+    def statement_cache_size(self) -> int:
+        if self.db_statement_cache_size is not None:
+            return self.db_statement_cache_size
+        return 0 if self.pooled else DEFAULT_STATEMENT_CACHE_SIZE
 
     @property
     def lease_renew_interval(self) -> float:

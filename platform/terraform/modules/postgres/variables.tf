@@ -101,6 +101,28 @@ variable "maintenance_window" {
   }
 }
 
+variable "pgbouncer_default_pool_size" {
+  description = "Server connections the built-in PgBouncer keeps per user and database (Azure's default: 50); docs/operations.md#connection-budget."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.pgbouncer_default_pool_size >= 1 && var.pgbouncer_default_pool_size <= 4950
+    error_message = "pgbouncer_default_pool_size is between 1 and 4950."
+  }
+}
+
+variable "pgbouncer_enabled" {
+  description = "Turn on Azure's built-in PgBouncer (port 6432, transaction pooling); not on the Burstable (B_) tier."
+  type        = bool
+  default     = false
+
+  validation {
+    condition     = !var.pgbouncer_enabled || !startswith(var.sku_name, "B_")
+    error_message = "pgbouncer_enabled needs a General Purpose (GP_) or Memory Optimized (MO_) SKU: Azure offers no PgBouncer on Burstable."
+  }
+}
+
 variable "postgresql_version" {
   description = "PostgreSQL major version (TaskFlow needs 15 or later)."
   type        = string

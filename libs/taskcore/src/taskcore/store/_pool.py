@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 
 from taskcore.errors import DependencyUnavailable, outage_reason, unavailable_on
-from taskcore.settings import Settings
+from taskcore.settings import DEFAULT_STATEMENT_CACHE_SIZE, Settings
 
 # Settings PostgreSQL refuses: they surface when a connection opens (in a pool, at acquire), or, for a
 # database never migrated, at the first query. Not outages, but the same to a caller: nothing can be
@@ -64,35 +64,72 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _no_session_reset(conn: asyncpg.Connection) -> None:
-    """TaskFlow keeps no session state (no LISTEN, SET or session-level advisory lock; the
-    leader lock is transaction-scoped), so a released connection needs no RESET ALL: that
-    would be one more round trip per query. asyncpg still rolls back an open transaction."""
+    """TaskFlow keeps no session state on a pooled connection (no LISTEN, SET, temporary table or
+    session-level advisory lock: the listener and the leader lock have connections of their own), so a
+    released connection needs no RESET ALL: that would be one more round trip per query, and through a
+    transaction-pooling PgBouncer it would reset whichever server session ran it. asyncpg still rolls
+    back an open transaction."""
 
 
 async def create_pool(
-    dsn: str, *, max_size: int = 10, command_timeout: float = 30.0, connect_timeout: float = 5.0
+    dsn: str,
+    *,
+    max_size: int = 10,
+    command_timeout: float = 30.0,
+    connect_timeout: float = 5.0,
+    statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
+    application_name: str | None = None,
 ) -> asyncpg.Pool:
     """A pool that connects on demand (min_size 0), so a process starts, and reports not ready,
-    while PostgreSQL is down; connection failures surface per query through translate_errors."""
+    while PostgreSQL is down; connection failures surface per query through translate_errors.
+
+    ``statement_cache_size=0`` is for a transaction-pooling PgBouncer: asyncpg then prepares every
+    query as the unnamed statement and sends Parse again with each Bind, so nothing outlives the
+    query on whichever server connection ran it (a named statement would be missing on the next)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=max_size,
         command_timeout=command_timeout,
         timeout=connect_timeout,
+        statement_cache_size=statement_cache_size,
+        # Names the process's connections in pg_stat_activity (PgBouncer passes it on to the server).
+        server_settings={"application_name": application_name} if application_name else None,
         init=_init_connection,
         reset=_no_session_reset,
     )
     return pool
 
 
-async def open_pool(settings: Settings) -> asyncpg.Pool:
-    """The pool a TaskFlow process uses, sized and timed by its settings."""
+async def open_pool(settings: Settings, *, application_name: str | None = None) -> asyncpg.Pool:
+    """The pool a TaskFlow process uses, sized and timed by its settings: through the pooler, if any."""
     return await create_pool(
         settings.database_url,
         max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout_seconds,
         connect_timeout=settings.dependency_timeout_seconds,
+        statement_cache_size=settings.statement_cache_size,
+        application_name=application_name,
+    )
+
+
+LEADER_APPLICATION_NAME = "taskflow-leader"
+
+
+async def open_leader_pool(settings: Settings, main: asyncpg.Pool) -> asyncpg.Pool:
+    """Where the reconciler's leader lock is held: ``main`` without a pooler, else one direct connection.
+
+    The lock is transaction-scoped and held for a whole reconciler pass, Redis calls included: through
+    a transaction-pooling PgBouncer that would pin one of its few server connections for the pass, so
+    it gets a session of its own (opened on demand, one per worker) on the direct URL."""
+    if not settings.pooled:
+        return main
+    return await create_pool(
+        settings.direct_database_url,
+        max_size=1,
+        command_timeout=settings.db_command_timeout_seconds,
+        connect_timeout=settings.dependency_timeout_seconds,
+        application_name=LEADER_APPLICATION_NAME,
     )
 
 

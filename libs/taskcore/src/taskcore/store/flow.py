@@ -6,7 +6,9 @@ transition that ends a run frees its slots in the statement that records it, a c
 leak one (lease recovery ends the run) and a duplicate delivery cannot take a second (the claim
 guard). Rate tokens are one GCRA timestamp per key in ``limit_rates``, written by the admitter.
 The admitter holds a transaction-scoped advisory lock, so two processes never admit at once;
-every process may try, and one that finds the lock taken leaves the work to the holder.
+every process may try, and one that finds the lock taken leaves the work to the holder. It runs on
+the main pool even through a transaction-pooling PgBouncer: the try-lock, the reads and the UPDATE
+are one short transaction, which PgBouncer keeps on one server connection, and the lock ends with it.
 """
 
 from __future__ import annotations

@@ -123,14 +123,16 @@ async def migrate(dsn: str, *, create_database: bool = True) -> list[Migration]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="taskflow-migrate", description="Apply TaskFlow's database migrations (TASKFLOW_DATABASE_URL)."
+        prog="taskflow-migrate",
+        description="Apply TaskFlow's database migrations (TASKFLOW_DATABASE_DIRECT_URL, else TASKFLOW_DATABASE_URL).",
     )
     parser.add_argument("--no-create-database", action="store_true", help="fail instead of creating a missing database")
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     try:
-        applied = asyncio.run(migrate(settings.database_url, create_database=not args.no_create_database))
+        # Direct, never through a transaction-pooling PgBouncer: the migration lock is a session advisory lock.
+        applied = asyncio.run(migrate(settings.direct_database_url, create_database=not args.no_create_database))
     except DependencyUnavailable as exc:
         log.error("migration failed", error=str(exc))
         return 2

@@ -170,8 +170,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 class TaskRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, leader_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
+        # A direct session for leadership when ``pool`` goes through a transaction-pooling PgBouncer.
+        self._leader_pool = leader_pool or pool
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -532,8 +534,11 @@ class TaskRepository:
 
     @asynccontextmanager
     async def leadership(self, key: int) -> AsyncIterator[bool]:
-        """Hold advisory lock ``key`` for the block if no other process holds it; yield whether we do."""
-        async with self._conn() as conn, conn.transaction():
+        """Hold advisory lock ``key`` for the block if no other process holds it; yield whether we do.
+
+        Transaction-scoped, on the leader pool: the lock goes when the block ends or the connection
+        dies, and the block's own queries run on the main pool meanwhile."""
+        async with translate_errors(), self._leader_pool.acquire() as conn, conn.transaction():
             yield bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
 
     # -- workers ------------------------------------------------------------------------------

@@ -142,15 +142,46 @@ affinity:
     name: {{ include "taskflow.configMapName" . }}
 {{- end -}}
 
-{{/* Credentials as env entries: (list $ true) also maps api-keys (only the API needs it). */}}
+{{/* Whether TASKFLOW_DATABASE_URL goes through a transaction-pooling PgBouncer (global.postgresql.external.pooler). */}}
+{{- define "taskflow.pooled" -}}
+{{- $pooler := .Values.global.postgresql.external.pooler -}}
+{{- if $pooler.enabled -}}
+{{- if .Values.global.postgresql.enabled -}}
+{{- fail "global.postgresql.external.pooler: for an external PostgreSQL with a PgBouncer in front (Azure's built-in one); the in-cluster PostgreSQL (global.postgresql.enabled) has none" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* A postgresql:// URL moved to the pooler's port on the same host (user, password, database and options kept):
+     (list $ url) */}}
+{{- define "taskflow.pooledUrl" -}}
+{{- $ctx := index . 0 -}}
+{{- $url := urlParse (index . 1) -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $url.host "" -}}
+{{- $_ := set $url "host" (printf "%s:%v" $host $ctx.Values.global.postgresql.external.pooler.port) -}}
+{{- urlJoin $url -}}
+{{- end -}}
+
+{{/* Credentials as env entries: (list $ true) also maps api-keys (only the API needs it). The Secret's database-url
+     is always the direct one; with the pooler on, TASKFLOW_DATABASE_URL reads database-pooled-url instead and
+     TASKFLOW_DATABASE_DIRECT_URL (the LISTEN connection, the leader lock, migrations) reads database-url. */}}
 {{- define "taskflow.secretEnv" -}}
 {{- $ctx := index . 0 -}}
 {{- $secret := include "taskflow.secretName" $ctx -}}
+{{- $pooled := include "taskflow.pooled" $ctx -}}
 - name: TASKFLOW_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
+      key: {{ ternary "database-pooled-url" "database-url" (eq $pooled "true") }}
+{{- if $pooled }}
+- name: TASKFLOW_DATABASE_DIRECT_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
       key: database-url
+{{- end }}
 - name: TASKFLOW_REDIS_URL
   valueFrom:
     secretKeyRef:
@@ -179,6 +210,14 @@ affinity:
     volumeAttributes:
       secretProviderClass: {{ include "taskflow.componentName" (list . "keyvault") }}
 {{- end }}
+{{- end -}}
+
+{{/* global.secrets.keyVault.objects as YAML, without database-pooled-url while the pooler is off (a vault without that
+     secret must still mount). */}}
+{{- define "taskflow.keyVaultObjects" -}}
+{{- $objects := deepCopy .Values.global.secrets.keyVault.objects -}}
+{{- if not (include "taskflow.pooled" .) }}{{ $_ := unset $objects "database-pooled-url" }}{{ end -}}
+{{- toYaml $objects -}}
 {{- end -}}
 
 {{- define "taskflow.keyVaultVolumeMount" -}}
@@ -271,6 +310,10 @@ azure.workload.identity/use: "true"
   ports:
     - port: {{ $target.port }}
       protocol: TCP
+    {{- if and (eq $service "postgresql") (include "taskflow.pooled" $ctx) }}
+    - port: {{ $ctx.Values.global.postgresql.external.pooler.port }}
+      protocol: TCP
+    {{- end }}
 {{- end }}
 {{- with index . 1 }}
 {{ toYaml . }}
