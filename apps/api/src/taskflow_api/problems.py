@@ -19,6 +19,7 @@ from taskcore.errors import (
     PayloadTooLarge,
     TaskNotFound,
     TaskValidationError,
+    WorkflowNotFound,
 )
 from taskflow_api.schemas import Problem
 
@@ -100,6 +101,10 @@ async def _limit_not_found(request: Request, exc: Exception) -> Response:
     return problem(404, "limit-not-found", "Limit not found", str(exc), instance=request.url.path)
 
 
+async def _workflow_not_found(request: Request, exc: Exception) -> Response:
+    return problem(404, "workflow-not-found", "Workflow not found", str(exc), instance=request.url.path)
+
+
 async def _conflict(request: Request, exc: Exception) -> Response:
     slug = "idempotency-conflict" if isinstance(exc, IdempotencyConflict) else "invalid-transition"
     title = "Idempotency-Key reused" if isinstance(exc, IdempotencyConflict) else "Invalid state for this action"
@@ -148,6 +153,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TaskValidationError, _task_validation)
     app.add_exception_handler(TaskNotFound, _not_found)
     app.add_exception_handler(LimitNotFound, _limit_not_found)
+    app.add_exception_handler(WorkflowNotFound, _workflow_not_found)
     app.add_exception_handler(IdempotencyConflict, _conflict)
     app.add_exception_handler(InvalidTransition, _conflict)
     app.add_exception_handler(DependencyUnavailable, _unavailable)

@@ -114,6 +114,7 @@ async def list_tasks(
     created_after: UtcDatetime | None = None,
     created_before: UtcDatetime | None = None,
     queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
+    workflow_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskPage:
@@ -124,6 +125,7 @@ async def list_tasks(
             created_after=created_after,
             created_before=created_before,
             queue=queue,
+            workflow_id=workflow_id,
         ),
         limit=limit,
         cursor=cursor,

@@ -80,6 +80,11 @@ class TaskCreate(BaseModel):
         max_length=MAX_LIMIT_KEYS,
         description="Up to 4 keys whose limits apply (e.g. tenant:42, stripe); the first is the fair-share key",
     )
+    depends_on: list[UUID] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Tasks that must succeed first: the task is blocked until then (see docs/workflows.md)",
+    )
 
     @field_validator("limit_keys")
     @classmethod
@@ -107,6 +112,7 @@ class TaskCreate(BaseModel):
             delay_seconds=self.delay_seconds,
             queue=self.queue,
             limit_keys=self.limit_keys,
+            depends_on=self.depends_on,
         )
 
 
@@ -132,6 +138,9 @@ class TaskOut(BaseModel):
     cancel_requested: bool
     queue: str
     limit_keys: list[str]
+    workflow_id: UUID | None = None
+    ref: str | None = Field(default=None, description="Its step's ref in its workflow")
+    depends_on: list[UUID] = Field(default_factory=list, description="Tasks that must succeed before it runs")
     result: Any = None
     error: dict[str, Any] | None = None
     links: TaskLinks
@@ -155,6 +164,9 @@ class TaskOut(BaseModel):
             cancel_requested=task.cancel_requested,
             queue=task.queue,
             limit_keys=list(task.limit_keys),
+            workflow_id=task.workflow_id,
+            ref=task.ref,
+            depends_on=list(task.depends_on),
             result=task.result,
             error=task.error,
             links=TaskLinks.model_construct(self=base, cancel=f"{base}/cancel", retry=f"{base}/retry"),

@@ -73,6 +73,7 @@ class WorkerResources:
             worker_id=self.worker_id,
             metrics=self.metrics,
             tracing=self.tracing,
+            queue=queue,
         )
         heartbeat = Heartbeat(
             runner=runner,

@@ -27,6 +27,7 @@ from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store.flow import FlowRepository
 from taskcore.store.repository import Inserted, TaskRepository
+from taskcore.store.workflows import WorkflowRepository
 
 log = structlog.get_logger("taskflow.service")
 
@@ -72,6 +73,7 @@ class TaskRequest:
     delay_seconds: float | None = None
     queue: str | None = None  # None: the task type's declared queue, else "default"
     limit_keys: Sequence[str] = ()
+    depends_on: Sequence[UUID] = ()  # tasks that must succeed first (taskcore.workflows)
 
     def fingerprint(self) -> str:
         """What a repeat with the same Idempotency-Key must match: what the client sent (a delay,
@@ -88,6 +90,8 @@ class TaskRequest:
         ]
         if self.queue is not None or self.limit_keys:  # appended only when set: older fingerprints stay valid
             sent += [self.queue, list(self.limit_keys)]
+        if self.depends_on:
+            sent += [[str(p) for p in self.depends_on]]
         return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -115,7 +119,10 @@ class TaskService:
         """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
         new = self._prepare(request, origin=origin, idempotency_key=idempotency_key)
         await self._note_queues((new.queue,))
-        task, created = await self.repo.insert(new)
+        if request.depends_on:
+            task, created = await self._insert_dependent(new, request.depends_on)
+        else:
+            task, created = await self.repo.insert(new)
         if created:
             await self._enqueue(task)
         return task, created
@@ -127,6 +134,16 @@ class TaskService:
         news: list[NewTask] = []
         errors: list[dict[str, Any]] = []
         for index, (request, task_id) in enumerate(zip(requests, new_ids(len(requests)), strict=True)):
+            if request.depends_on:
+                errors.append(
+                    {
+                        "field": f"tasks.{index}.depends_on",
+                        "message": "not accepted in a batch: submit a workflow (POST /api/v1/workflows)",
+                        "type": "not_supported",
+                        "index": index,
+                    }
+                )
+                continue
             try:
                 news.append(self._prepare(request, origin=origin, task_id=task_id))
             except TaskValidationError as exc:
@@ -145,6 +162,22 @@ class TaskService:
         if len(admitted) < len(stored):
             await self.flow.admit_quietly()
         return stored
+
+    async def _insert_dependent(self, new: NewTask, parents: Sequence[UUID]) -> tuple[Task, bool]:
+        if len(set(parents)) != len(parents):
+            error = {"field": "depends_on", "message": "must not repeat a task", "type": "value_error"}
+            raise TaskValidationError("depends_on repeats a task", [error])
+        task = await WorkflowRepository(self.repo.pool).insert_dependent(new, parents)
+        if task is None:  # the Idempotency-Key is taken: the original, or a conflict
+            return await self.repo.insert(new)
+        return task, True
+
+    def prepare(self, request: TaskRequest, *, origin: Origin, task_id: UUID | None = None) -> NewTask:
+        """Check one request as a submit would (for callers that store it their own way: workflows)."""
+        return self._prepare(request, origin=origin, task_id=task_id)
+
+    async def note_queues(self, names: Iterable[str]) -> None:
+        await self._note_queues(names)
 
     async def _note_queues(self, names: Iterable[str]) -> None:
         new = [n for n in names if n not in self._known_queues]
@@ -235,5 +268,5 @@ class TaskService:
         except DependencyUnavailable as exc:
             # Stored is what counts: the reconciler enqueues it once Redis answers.
             log.warning("task stored but not enqueued", task_id=str(task.id), error=str(exc))
-        if not task.admitted:
+        if not task.admitted and task.status not in (TaskStatus.BLOCKED, TaskStatus.CANCELLED):
             await self.flow.admit_quietly()
