@@ -409,7 +409,7 @@ class WorkflowRepository:
         out = []
         for r in rows:
             counts = {s: 0 for s in TaskStatus}
-            for status, n in orjson.loads(r["counts"] or "{}").items():
+            for status, n in (r["counts"] or {}).items():  # the pool decodes jsonb
                 counts[TaskStatus(status)] = n
             out.append(Workflow(r["id"], r["name"], r["created_at"], [], counts))
         return out
