@@ -76,7 +76,8 @@ async def test_a_failing_step_cancels_its_descendants_with_upstream_failed(api: 
     for ref in "de":
         error = steps[ref]["error"]
         assert error["type"] == "UpstreamFailed"
-        assert error["upstream_task_id"] == created["tasks"]["b"] and error["upstream_ref"] == "b"
+        assert error["upstream_task_id"] == created["tasks"]["b"]
+        assert error["upstream_ref"] == "b"
         assert steps[ref]["attempt"] == 0  # it never ran
 
 

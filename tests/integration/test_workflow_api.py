@@ -93,22 +93,28 @@ async def test_a_workflow_is_stored_whole_and_readable(api: httpx.AsyncClient, p
     assert response.headers["Location"] == f"{WORKFLOWS}/{created['id']}"
 
     workflow = (await api.get(f"{WORKFLOWS}/{created['id']}")).json()
-    assert workflow["name"] == "diamond" and workflow["status"] == "running"
-    assert workflow["counts"]["queued"] == 1 and workflow["counts"]["blocked"] == 3
+    assert workflow["name"] == "diamond"
+    assert workflow["status"] == "running"
+    assert workflow["counts"]["queued"] == 1
+    assert workflow["counts"]["blocked"] == 3
     steps = {s["ref"]: s for s in workflow["steps"]}
-    assert steps["d"]["depends_on"] == ["b", "c"] and steps["d"]["status"] == "blocked"
+    assert steps["d"]["depends_on"] == ["b", "c"]
+    assert steps["d"]["status"] == "blocked"
     assert steps["a"]["task_id"] == created["tasks"]["a"]
 
     task = (await api.get(f"/api/v1/tasks/{created['tasks']['d']}")).json()
-    assert task["workflow_id"] == created["id"] and task["ref"] == "d"
+    assert task["workflow_id"] == created["id"]
+    assert task["ref"] == "d"
     assert set(task["depends_on"]) == {created["tasks"]["b"], created["tasks"]["c"]}
     listed = (await api.get("/api/v1/tasks", params={"workflow_id": created["id"]})).json()
     assert {t["ref"] for t in listed["items"]} == {"a", "b", "c", "d"}
     page = (await api.get(WORKFLOWS)).json()
-    assert [w["id"] for w in page["items"]] == [created["id"]] and page["items"][0]["steps"] is None
+    assert [w["id"] for w in page["items"]] == [created["id"]]
+    assert page["items"][0]["steps"] is None
 
     cancelled = (await api.post(f"{WORKFLOWS}/{created['id']}/cancel")).json()
-    assert cancelled["status"] == "cancelled" and cancelled["counts"]["cancelled"] == 4
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["counts"]["cancelled"] == 4
 
 
 async def test_an_unknown_workflow_is_404(api: httpx.AsyncClient) -> None:
@@ -124,7 +130,9 @@ async def test_depends_on_a_plain_submit(api: httpx.AsyncClient, pool: asyncpg.P
     )
     assert response.status_code == 202, response.text
     child = response.json()
-    assert child["status"] == "blocked" and child["depends_on"] == [parent["id"]] and child["workflow_id"] is None
+    assert child["status"] == "blocked"
+    assert child["depends_on"] == [parent["id"]]
+    assert child["workflow_id"] is None
 
     before = await stored(pool)
     unknown = await api.post(

@@ -47,11 +47,15 @@ async def run(repo: TaskRepository, task_id: UUID, *, worker: str = "w") -> int:
     return claimed.attempt
 
 
-async def test_a_workflow_is_stored_blocked_below_its_roots(repo: TaskRepository, workflows: WorkflowRepository) -> None:
+async def test_a_workflow_is_stored_blocked_below_its_roots(
+    repo: TaskRepository, workflows: WorkflowRepository
+) -> None:
     ids = await diamond(workflows)
     assert [await status(repo, ids[r]) for r in "abcd"] == [S.QUEUED, S.BLOCKED, S.BLOCKED, S.BLOCKED]
     d = await repo.get(ids["d"])
-    assert d.ref == "d" and set(d.depends_on) == {ids["b"], ids["c"]} and not d.admitted
+    assert d.ref == "d"
+    assert set(d.depends_on) == {ids["b"], ids["c"]}
+    assert not d.admitted
     assert await repo.claim(ids["b"], worker_id="w", lease_seconds=60) is None  # blocked: never claimable
 
 
@@ -71,7 +75,8 @@ async def test_two_parents_finishing_at_once_unblock_their_child_exactly_once(
         unblocked = [c.id for c in first.unblocked + second.unblocked]
         assert unblocked == [ids["d"]], unblocked  # once, by whichever committed second
         child = await repo.get(ids["d"])
-        assert child.status is S.QUEUED and child.admitted
+        assert child.status is S.QUEUED
+        assert child.admitted
         parents = await workflows.parent_results(child.depends_on)
         assert parents == {"b": "b", "c": "c"}
 
@@ -95,10 +100,12 @@ async def test_a_failure_cancels_every_blocked_descendant_naming_it(
     assert await repo.mark_failed(ids["a"], attempt, {"type": "Boom", "message": "no"})
     for ref in "bcd":
         task = await repo.get(ids[ref])
-        assert task.status is S.CANCELLED and task.finished_at is not None
+        assert task.status is S.CANCELLED
+        assert task.finished_at is not None
         assert task.error is not None
         assert task.error["type"] == "UpstreamFailed"
-        assert task.error["upstream_task_id"] == str(ids["a"]) and task.error["upstream_ref"] == "a"
+        assert task.error["upstream_task_id"] == str(ids["a"])
+        assert task.error["upstream_ref"] == "a"
         assert "failed" in task.error["message"]
 
 
@@ -150,7 +157,8 @@ async def test_a_descendant_with_another_failed_parent_stays_cancelled(
     assert await repo.mark_failed(ids["c"], await run(repo, ids["c"]), {"type": "Boom", "message": "c"})
     await repo.retry(ids["b"])
     d = await repo.get(ids["d"])
-    assert d.status is S.CANCELLED and d.error is not None
+    assert d.status is S.CANCELLED
+    assert d.error is not None
     assert d.error["upstream_task_id"] == str(ids["c"])  # c is still failed
 
 
@@ -159,7 +167,8 @@ async def test_depends_on_task_ids(repo: TaskRepository, workflows: WorkflowRepo
     done = await stored(repo)
     await repo.succeed_many([Success(done.id, await run(repo, done.id), '{"n": 1}')])
     child = await workflows.insert_dependent(new_task(), [parent.id, done.id])
-    assert child is not None and child.status is S.BLOCKED  # one parent still to succeed
+    assert child is not None
+    assert child.status is S.BLOCKED
     finished = await repo.succeed_many([Success(parent.id, await run(repo, parent.id), '{"n": 2}')])
     assert [u.id for u in finished.unblocked] == [child.id]
     assert await workflows.parent_results(child.depends_on) == {str(parent.id): {"n": 2}, str(done.id): {"n": 1}}
@@ -167,8 +176,10 @@ async def test_depends_on_task_ids(repo: TaskRepository, workflows: WorkflowRepo
     failed = await stored(repo, max_retries=0)
     assert await repo.mark_failed(failed.id, await run(repo, failed.id), {"type": "Boom", "message": "x"})
     orphan = await workflows.insert_dependent(new_task(), [failed.id])
-    assert orphan is not None and orphan.status is S.CANCELLED
-    assert orphan.error is not None and orphan.error["type"] == "UpstreamFailed"
+    assert orphan is not None
+    assert orphan.status is S.CANCELLED
+    assert orphan.error is not None
+    assert orphan.error["type"] == "UpstreamFailed"
 
     with pytest.raises(TaskValidationError) as unknown:
         await workflows.insert_dependent(new_task(), [parent.id, uuid4()])

@@ -3,10 +3,10 @@
 Hypothesis drives random sequences of everything that changes a task — submit, claim (with a
 live or an already expired lease), succeed / fail / retry later / release / record a cancel,
 each by the current attempt or by a stale one (a late worker or a duplicate delivery), a user's
-cancel and retry, and the reconciler's lease recovery, and tasks that depend on others (blocked
-until their parents succeed, cancelled as UpstreamFailed when one fails for good or is cancelled,
-re-armed when it is retried) — through ``TaskRepository``'s guarded UPDATEs on PostgreSQL. A plain Python model says what each step must do. After every step the
-database must match the model exactly, and every status change observed must be one that
+cancel and retry, the reconciler's lease recovery, and tasks that depend on others (blocked until
+their parents succeed, cancelled as UpstreamFailed when one fails for good or is cancelled,
+re-armed when it is retried) — through ``TaskRepository``'s guarded UPDATEs on PostgreSQL. A
+plain Python model says what each step must do. After every step the database must match the model exactly, and every status change observed must be one that
 ``taskcore.domain.TRANSITIONS`` allows.
 """
 
@@ -291,8 +291,8 @@ class TaskLifecycle(RuleBasedStateMachine):
         task = self.run(self.repo.retry(task_id))
         blocked = any(s is not S.SUCCEEDED for s in upstream)
         assert (task.status, task.attempt) == (S.BLOCKED if blocked else S.QUEUED, 0)
-        m.status, m.attempt, m.due, m.cancel_requested = (S.BLOCKED, 0, False, False) if blocked else (S.QUEUED, 0, True, False)
-        m.upstream, m.delayed = False, False
+        m.status, m.due = (S.BLOCKED, False) if blocked else (S.QUEUED, True)
+        m.attempt, m.cancel_requested, m.upstream, m.delayed = 0, False, False, False
         self._rearm(task_id)
 
     @rule()
