@@ -6,8 +6,9 @@ each by the current attempt or by a stale one (a late worker or a duplicate deli
 cancel and retry, the reconciler's lease recovery, and tasks that depend on others (blocked until
 their parents succeed, cancelled as UpstreamFailed when one fails for good or is cancelled,
 re-armed when it is retried) — through ``TaskRepository``'s guarded UPDATEs on PostgreSQL. A
-plain Python model says what each step must do. After every step the database must match the model exactly, and every status change observed must be one that
-``taskcore.domain.TRANSITIONS`` allows.
+plain Python model says what each step must do. After every step the database must match the
+model exactly, and every status change observed must be one that ``taskcore.domain.TRANSITIONS``
+allows.
 """
 
 from __future__ import annotations
