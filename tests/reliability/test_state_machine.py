@@ -175,7 +175,12 @@ class TaskLifecycle(RuleBasedStateMachine):
         for child in rearmed:
             m = self.model[child]
             m.status, m.attempt, m.cancel_requested, m.upstream, m.delayed, m.due = (
-                S.BLOCKED, 0, False, False, False, False
+                S.BLOCKED,
+                0,
+                False,
+                False,
+                False,
+                False,
             )
         still_failed = {
             p
