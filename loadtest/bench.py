@@ -8,7 +8,9 @@
    scheduled send time, at every rate of ``--rates`` (wrk as a cross-check when installed);
    no worker runs meanwhile, so the API's cost is what is measured;
 4. queue wait (due → started) while the worker is idle;
-5. batch submits alone (no worker): tasks/s, and CPU per 1,000 tasks of the API and PostgreSQL.
+5. batch submits alone (no worker): tasks/s, and CPU per 1,000 tasks of the API and PostgreSQL;
+6. flow control (``loadtest/flowbench.py``): the drain over two queues, tasks under a
+   ``max_running`` key, and a fair-share run (``--no-flow`` skips them).
 
 Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
 rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
@@ -35,7 +37,7 @@ import asyncpg
 import httpx
 import orjson
 
-from loadtest import latency
+from loadtest import flowbench, latency
 from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect
 
@@ -281,6 +283,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     f"+ PostgreSQL {flow.postgres_cpu_ms_per_job:.3f}; load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
+            if args.flow:
+                report["flow"] = await flowbench.run(system, jobs=args.jobs, log=lambda line: print(line, flush=True))
             worker = system.start_worker()
             await wait_for_worker(system.url)
             report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)
@@ -336,6 +340,21 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "submit_generator_cpu_share": fixed["generator_cpu_share"],
         "idle_wait_p50_ms": percentile(wait, 50),
         "idle_wait_p99_ms": percentile(wait, 99),
+        **_flow_summary(report.get("flow"), best_flow),
+    }
+
+
+def _flow_summary(flow: dict[str, Any] | None, single_queue_per_s: float) -> dict[str, Any]:
+    if flow is None:
+        return {}
+    return {
+        "two_queues_per_s": flow["two_queues"]["per_s"],
+        "two_queues_ratio": flow["two_queues"]["per_s"] / single_queue_per_s,
+        "under_a_key_per_s": flow["under_a_key"]["per_s"],
+        "under_a_key_max_running": flow["under_a_key"]["max_running"],
+        "fair_small_seconds": flow["fair_share"]["small_key_seconds"],
+        "fair_small_durations": flow["fair_share"]["small_key_in_task_durations"],
+        "fair_flood_seconds": flow["fair_share"]["flood_seconds"],
     }
 
 
@@ -373,6 +392,28 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
             mark(summary["idle_wait_p50_ms"] <= TARGETS["idle_wait_p50_ms"]),
         ),
     ]
+    if "two_queues_ratio" in summary:
+        rows += [
+            (
+                "two queues / one queue (e2e)",
+                f"{summary['two_queues_ratio']:.2f}x ({summary['two_queues_per_s']:,.0f}/s)",
+                "≥ 0.90x",
+                mark(summary["two_queues_ratio"] >= TARGETS["ratio"]),
+            ),
+            (
+                f"under a key (max_running {summary['under_a_key_max_running']})",
+                f"{summary['under_a_key_per_s']:,.0f}/s",
+                "",
+                "",
+            ),
+            (
+                "fair share: small key's 5 tasks during a flood",
+                f"{summary['fair_small_seconds']:.2f} s ({summary['fair_small_durations']:.1f} task durations; "
+                f"flood {summary['fair_flood_seconds']:.1f} s)",
+                "a few task durations",
+                "",
+            ),
+        ]
     rows.append(
         (
             "  API CPU per submit (that rate)",
@@ -474,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-generators", default="openloop,wrk", help="wrk is skipped when not installed")
     parser.add_argument("--idle-samples", type=int, default=100)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--flow", action=argparse.BooleanOptionalAction, default=True, help="the flow-control runs (two queues, ...)"
+    )
     args = parser.parse_args(argv)
     import uvloop
 

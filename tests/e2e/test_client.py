@@ -116,3 +116,25 @@ async def test_async_client(stack: Stack) -> None:
             await tf.retry(UNKNOWN)
         with pytest.raises(Conflict):
             await tf.retry(task.id)
+
+
+def test_flow_control_with_the_blocking_client(client: Client) -> None:
+    key = f"e2e-client-{datetime.now(UTC).timestamp():.0f}"
+    limit = client.set_limit(key, max_running=1, per_second=50, burst=2)
+    try:
+        assert (limit.max_running, limit.per_second, limit.burst) == (1, 50, 2)
+        task = client.submit("test", {"message": "limited"}, limit_keys=[key], wait=True, wait_timeout=60)
+        assert task.status is TaskStatus.SUCCEEDED
+        assert (task.queue, task.limit_keys) == ("default", [key])
+        assert client.limit(key).in_use == 0  # the finished task freed its slot
+        assert key in {item.key for item in client.limits()}
+        default = client.queue("default")
+        assert default.workers >= 1
+        assert "default" in {q.name for q in client.queues()}
+        assert client.load(["default"]).queues == ["default"]
+        with pytest.raises(ValidationFailed):
+            client.set_limit(key, burst=1)
+    finally:
+        client.delete_limit(key)
+    with pytest.raises(NotFound):
+        client.limit(key)

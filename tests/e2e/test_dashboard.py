@@ -220,3 +220,22 @@ async def test_keyboard_reaches_the_skip_link_and_navigation(page: Page, stack: 
     await expect(page.locator("#main")).to_be_focused()
     await page.set_viewport_size({"width": 390, "height": 800})  # a phone: the table scrolls, the page does not
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+async def test_pause_and_resume_a_queue_from_the_queues_page(page: Page, stack: Stack, client: Client) -> None:
+    queue = f"ui-{os.getpid()}"
+    task = client.submit("test", {"message": "stranded"}, queue=queue)  # the stack's worker consumes default only
+    try:
+        await page.get_by_role("link", name="Queues").click()
+        await expect(page).to_have_url(f"{stack.url}/ui/queues")
+        await expect(page.get_by_role("alert")).to_contain_text(queue)  # due, and no live worker consumes it
+        row = page.locator(f'tr[data-queue="{queue}"]')
+        await row.get_by_role("button", name=f"Pause {queue}").click()
+        await expect(row.locator(".badge.paused")).to_have_text("paused")
+        assert client.queue(queue).paused
+        await row.get_by_role("button", name=f"Resume {queue}").click()
+        await expect(row.locator(".badge.paused")).to_have_count(0)
+        assert not client.queue(queue).paused
+    finally:
+        client.resume_queue(queue)
+        client.cancel(task.id)

@@ -37,6 +37,17 @@ OPERATIONS = [
     ("POST", "/api/v1/tasks/{task_id}/retry"),
     ("GET", "/api/v1/task-types"),
     ("GET", "/api/v1/queue"),
+    ("GET", "/api/v1/queues"),
+    ("GET", "/api/v1/queues/{name}"),
+    ("POST", "/api/v1/queues/{name}/pause"),
+    ("POST", "/api/v1/queues/{name}/resume"),
+    ("POST", "/api/v1/task-types/{name}/pause"),
+    ("POST", "/api/v1/task-types/{name}/resume"),
+    ("GET", "/api/v1/limits"),
+    ("GET", "/api/v1/limits/{key}"),
+    ("PUT", "/api/v1/limits/{key}"),
+    ("DELETE", "/api/v1/limits/{key}"),
+    ("GET", "/api/v1/load"),
 ]
 
 

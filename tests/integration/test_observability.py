@@ -109,7 +109,7 @@ async def test_api_metrics_count_submits_and_requests_by_route_template(
     assert 'taskflow_http_requests_total{method="GET",route="/api/v1/tasks/{task_id}",status="404"} 1.0' in text
     assert 'taskflow_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
     assert 'taskflow_queue_depth{state="queued"} 4.0' in text
-    assert "taskflow_queue_due 4.0" in text
+    assert 'taskflow_queue_due{queue="default"} 4.0' in text
     assert 'taskflow_dependency_up{dependency="postgresql"} 1.0' in text
     assert 'taskflow_dependency_up{dependency="redis"} 1.0' in text
     assert 'taskflow_http_request_duration_seconds_count{method="POST",route="/api/v1/tasks"} 2.0' in text

@@ -88,6 +88,17 @@ class Rendered:
         assert len(found) == 1, f"{self.name}: expected one {kind} for {component}, found {len(found)}"
         return found[0]
 
+    def pools(self, kind: str) -> dict[str, dict[str, Any]]:
+        """The worker objects of one kind, one per pool: pool name → object (a pool rendering two fails)."""
+        found: dict[str, dict[str, Any]] = {}
+        for obj in self.of_kind(kind):
+            labels = obj["metadata"]["labels"]
+            if labels["app.kubernetes.io/component"] == "worker":
+                pool = labels["taskflow/pool"]
+                assert pool not in found, f"{self.name}: two {kind} objects for pool {pool}"
+                found[pool] = obj
+        return found
+
     def builtin_text(self) -> str:
         """The objects Kubernetes' own schemas cover (custom resources left out by name)."""
         keep = [o for o in self.objects if (o["apiVersion"], o["kind"]) not in CUSTOM_RESOURCES]

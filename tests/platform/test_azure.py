@@ -98,7 +98,8 @@ def test_the_synced_secret_holds_exactly_the_keys_the_release_reads(scenarios: d
     workloads = {w.split(": ", 1)[1].split(" container ")[0] for w in readers if " container " in w}
     assert workloads == {
         "Deployment/taskflow-api",
-        "Deployment/taskflow-worker",
+        "Deployment/taskflow-worker-default",
+        "Deployment/taskflow-worker-reports",
         "Job/taskflow-migrate",
     }, readers
     assert "TriggerAuthentication/taskflow-worker" in readers, readers
@@ -163,9 +164,14 @@ def test_workload_identities_sit_on_the_service_accounts_terraform_federates(sce
         assert account["metadata"]["namespace"] == "taskflow-prod"
         client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
         assert client_id == CI_GLOBAL["azureWorkloadIdentity"][f"{component}ClientId"]
-        pod = rendered.one("Deployment", component)["spec"]["template"]
-        assert pod["spec"]["serviceAccountName"] == federated.group(1)
-        assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+        # Every worker pool runs under the one worker account Terraform federates.
+        deployments = (
+            [rendered.one("Deployment", "api")] if component == "api" else rendered.pools("Deployment").values()
+        )
+        for deployment in deployments:
+            pod = deployment["spec"]["template"]
+            assert pod["spec"]["serviceAccountName"] == federated.group(1)
+            assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
     # The migration Job runs under the namespace's default account: no identity, no label.
     (job,) = rendered.of_kind("Job")
     assert "azure.workload.identity/use" not in job["spec"]["template"]["metadata"]["labels"]

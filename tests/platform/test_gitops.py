@@ -105,7 +105,11 @@ def test_bump_of_dev_re_renders_the_checked_in_manifests(repo: Path) -> None:
     ok(gitops(repo, "bump", "--env", "dev", "--tag", SHA))
     changed = changed_files(before, snapshot(repo))
     assert "environments/dev/version.yaml" in changed
-    assert {"platform/kubernetes/dev/api-deployment.yaml", "platform/kubernetes/dev/worker-deployment.yaml"} <= changed
+    assert {
+        "platform/kubernetes/dev/api-deployment.yaml",
+        "platform/kubernetes/dev/worker-default-deployment.yaml",
+        "platform/kubernetes/dev/worker-reports-deployment.yaml",
+    } <= changed
     assert all(p == "environments/dev/version.yaml" or p.startswith("platform/kubernetes/dev/") for p in changed)
     images = IMAGE_LINE.findall((repo / "platform/kubernetes/dev/api-deployment.yaml").read_text())
     assert images, "the api Deployment names its image"
@@ -227,7 +231,7 @@ def test_render_writes_an_environment_at_a_tag(repo: Path, tmp_path: Path) -> No
     out = tmp_path / "out"
     ok(gitops(repo, "render", "--env", "staging", "--tag", "0.3.0", "--out", str(out)))
     names = {p.name for p in out.iterdir()}
-    assert {"kustomization.yaml", "api-deployment.yaml", "worker-deployment.yaml", "migrate-job.yaml"} <= names
+    assert {"kustomization.yaml", "api-deployment.yaml", "worker-default-deployment.yaml", "migrate-job.yaml"} <= names
     kustomization = yaml.safe_load((out / "kustomization.yaml").read_text())
     assert kustomization["namespace"] == "taskflow-staging"
     assert set(kustomization["resources"]) == names - {"kustomization.yaml"}

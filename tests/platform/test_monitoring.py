@@ -87,15 +87,24 @@ def test_pod_monitor_scrapes_every_worker_metrics_port(scenarios: dict[str, Rend
         (monitor,) = rendered.of_kind("PodMonitor")
         spec = monitor["spec"]
         selector = spec["selector"]["matchLabels"].items()
-        assert selector <= _pod_labels(rendered, "worker").items()
         assert not selector <= _pod_labels(rendered, "api").items(), f"{rendered.name}: the PodMonitor scrapes the API"
         assert spec["namespaceSelector"] == {"matchNames": [monitor["metadata"]["namespace"]]}
         (endpoint,) = spec["podMetricsEndpoints"]
-        container = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert endpoint["port"] == "metrics"
-        assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
         assert endpoint["path"] == "/metrics"
+        # Every pool's pods, their series labelled with the pool (the dashboard's per-pool panel groups by it).
+        pools = rendered.pools("Deployment")
+        assert len(pools) >= 2, rendered.name
+        assert endpoint["relabelings"] == [
+            {"sourceLabels": ["__meta_kubernetes_pod_label_taskflow_pool"], "targetLabel": "pool"}
+        ]
+        for pool, deployment in pools.items():
+            pod = deployment["spec"]["template"]["metadata"]["labels"]
+            assert selector <= pod.items(), f"{rendered.name}: the PodMonitor misses pool {pool}"
+            assert pod["taskflow/pool"] == pool
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
 
 
 def test_monitors_carry_the_operator_selector_labels_and_settings(scenarios: dict[str, Rendered]) -> None:
@@ -199,3 +208,43 @@ def test_bad_monitoring_values_are_refused_by_name(tools: dict[str, Path], overr
     with pytest.raises(ToolError) as refused:
         helm_template(tools["helm"], "dev", *override)
     assert message in str(refused.value), f"the error for {override} does not name {message!r}:\n{refused.value}"
+
+
+def _rule(alert: str) -> dict[str, Any]:
+    source = yaml.safe_load((FILES / "prometheus-rules.yaml").read_text())
+    (rule,) = [r for g in source["spec"]["groups"] for r in g["rules"] if r.get("alert") == alert]
+    return rule  # type: ignore[no-any-return]
+
+
+def test_a_queue_without_live_workers_alerts_per_queue() -> None:
+    """Tasks due in a queue that no live worker consumes (a typo in a submitter, a pool that is down or never woke)
+    fire TaskflowQueueWithoutWorkers for that queue, after a few minutes (a pool KEDA wakes from zero is not
+    stranded), with a runbook naming where queues are configured and what to look at."""
+    rule = _rule("TaskflowQueueWithoutWorkers")
+    expr = " ".join(rule["expr"].split())
+    # Per queue on both sides (one alert per stranded queue; max: every API pod exports the same gauges), and
+    # "unless ... > 0" so a queue whose workers gauge is missing altogether still fires.
+    assert expr == ("max by (queue) (taskflow_queue_due) > 0 unless max by (queue) (taskflow_queue_workers) > 0"), expr
+    minutes = int(rule["for"].removesuffix("m"))
+    assert 2 <= minutes <= 15, rule["for"]
+    assert rule["labels"]["severity"] in {"warning", "critical"}
+    assert "{{ $labels.queue }}" in rule["annotations"]["summary"]
+    runbook = rule["annotations"]["description"]
+    for clue in ("TASKFLOW_WORKER_QUEUES", "worker.pools", "taskflow/pool", "/api/v1/tasks?queue=", "ScaledObject"):
+        assert clue in runbook, f"the runbook does not mention {clue}"
+    # docs/operations.md lists every alert with what to look at.
+    assert "`TaskflowQueueWithoutWorkers`" in (CHART.parents[2] / "docs" / "operations.md").read_text()
+
+
+def test_dashboard_shows_load_and_workers_per_queue() -> None:
+    dashboard = json.loads((FILES / "grafana-dashboard.json").read_text())
+    exprs = {t["expr"] for panel in dashboard["panels"] for t in panel["targets"]}
+    assert {
+        "max by (queue) (taskflow_queue_due)",
+        "max by (queue) (taskflow_queue_running)",
+        "max by (queue) (taskflow_queue_workers)",
+    } <= exprs
+    # The per-pool series carry `pool`, which the PodMonitor relabels from the pods' taskflow/pool.
+    assert any("by (pool)" in e for e in exprs)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"

@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from taskcore.settings import Settings
-from taskflow_api.schemas import QueueOut
 from tests.platform._support import ENV_NAMES, ENVIRONMENTS, Rendered, env_value, helm_template, pod_specs
 
 pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when `make tools` has not
@@ -18,6 +16,13 @@ pytestmark = pytest.mark.timeout(600)  # the first test installs the tools when 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def _deployments(rendered: Rendered, component: str) -> list[dict[str, Any]]:
+    """The API's Deployment, or every worker pool's."""
+    if component == "worker":
+        return list(rendered.pools("Deployment").values())
+    return [rendered.one("Deployment", component)]
 
 
 def test_every_pod_runs_restricted(scenarios: dict[str, Rendered]) -> None:
@@ -55,9 +60,9 @@ def test_service_accounts_mount_no_token(environments: list[Rendered]) -> None:
         assert {a["metadata"]["labels"]["app.kubernetes.io/component"] for a in accounts} == {"api", "worker"}
         assert all(a["automountServiceAccountToken"] is False for a in accounts), rendered.name
         for component in ("api", "worker"):
-            deployment = rendered.one("Deployment", component)
             name = rendered.one("ServiceAccount", component)["metadata"]["name"]
-            assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
+            for deployment in _deployments(rendered, component):
+                assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
 
 
 def test_api_probes_liveness_on_health_and_readiness_on_ready(environments: list[Rendered]) -> None:
@@ -72,67 +77,96 @@ def test_api_probes_liveness_on_health_and_readiness_on_ready(environments: list
         assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
-def test_keda_scales_the_worker_deployment_on_due_tasks(environments: list[Rendered]) -> None:
+def test_worker_liveness_probes_its_event_loop(environments: list[Rendered]) -> None:
+    """/healthz on the metrics port (the loop's age, apps/worker metrics.py), restarting a hung worker in well under
+    a lease-reconciler cycle of minutes; no readiness probe (no Service routes to workers)."""
     for rendered in environments:
-        scaled = rendered.one("ScaledObject", "worker")
-        worker = rendered.one("Deployment", "worker")
-        assert scaled["spec"]["scaleTargetRef"] == {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": worker["metadata"]["name"],
-        }
-        assert "replicas" not in worker["spec"], f"{rendered.name}: the scaler owns the worker replica count"
-        (trigger,) = scaled["spec"]["triggers"]
-        meta = trigger["metadata"]
+        for deployment in _deployments(rendered, "worker"):
+            worker = deployment["spec"]["template"]["spec"]["containers"][0]
+            probe = worker["livenessProbe"]
+            assert probe["httpGet"] == {"path": "/healthz", "port": "metrics"}, rendered.name
+            assert "metrics" in {p["name"] for p in worker["ports"]}
+            assert probe["periodSeconds"] * probe["failureThreshold"] <= 60, probe
+            assert probe["timeoutSeconds"] >= 2, "the endpoint answers from its own thread, but a loaded node is slow"
+            assert "readinessProbe" not in worker
+
+
+def test_keda_scales_each_pool_on_the_work_it_holds(environments: list[Rendered]) -> None:
+    """One ScaledObject per pool, on its own Deployment, polling GET /api/v1/load for the pool's queues, with one
+    replica's share = the pool's concurrency x targetUtilisation (test_pools.py checks the arithmetic)."""
+    for rendered in environments:
+        deployments, scaled_objects = rendered.pools("Deployment"), rendered.pools("ScaledObject")
+        assert set(scaled_objects) == set(deployments), rendered.name
         api_service = rendered.one("Service", "api")
         ns = api_service["metadata"]["namespace"]
         port = api_service["spec"]["ports"][0]["port"]
-        assert meta["url"] == f"http://{api_service['metadata']['name']}.{ns}.svc.cluster.local:{port}/api/v1/queue"
-        # The JSON path KEDA reads must be the API's own field for due tasks, an integer.
-        assert meta["valueLocation"] == "due"
-        assert QueueOut.model_fields["due"].annotation is int
-        assert trigger["metricType"] == "AverageValue"
-        # More due tasks per worker than it runs at once would be a backlog nobody works on (docs/scaling.md).
-        config = rendered.one("ConfigMap", "config")["data"]
-        default_concurrency = Settings.model_fields["worker_concurrency"].default
-        concurrency = int(config.get("TASKFLOW_WORKER_CONCURRENCY", default_concurrency))
-        assert int(meta["targetValue"]) <= concurrency, f"{rendered.name}: target {meta['targetValue']} > {concurrency}"
-        assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+        for pool, scaled in scaled_objects.items():
+            worker = deployments[pool]
+            assert scaled["spec"]["scaleTargetRef"] == {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": worker["metadata"]["name"],
+            }
+            assert "replicas" not in worker["spec"], f"{rendered.name}: the scaler owns the {pool} replica count"
+            (trigger,) = scaled["spec"]["triggers"]
+            meta = trigger["metadata"]
+            container = worker["spec"]["template"]["spec"]["containers"][0]
+            queues = [q.split(":")[0] for q in env_value(container, "TASKFLOW_WORKER_QUEUES").split(",")]
+            query = "&".join(f"queue={q}" for q in queues)
+            host = f"http://{api_service['metadata']['name']}.{ns}.svc.cluster.local:{port}"
+            assert meta["url"] == f"{host}/api/v1/load?{query}", f"{rendered.name} {pool}"
+            assert meta["valueLocation"] == "load"
+            assert trigger["metricType"] == "AverageValue"
+            # The share of one replica never exceeds its slots: past that, work would wait with no worker for it.
+            concurrency = int(env_value(container, "TASKFLOW_WORKER_CONCURRENCY"))
+            assert 0 < float(meta["targetValue"]) <= concurrency, f"{rendered.name} {pool}: {meta['targetValue']}"
+            assert 0 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
 @pytest.mark.parametrize(
-    ("due", "target", "low", "high", "expected"), [(0, 50, 1, 10, 1), (120, 50, 1, 10, 3), (10_000, 50, 1, 10, 10)]
+    ("load", "target", "low", "high", "expected"),
+    [(0, 40, 1, 10, 1), (120, 40, 1, 10, 3), (10_000, 40, 1, 10, 10), (3, 4, 0, 4, 1), (0, 4, 0, 4, 0)],
 )
-def test_scaling_math_in_docs(due: int, target: int, low: int, high: int, expected: int) -> None:
-    """docs/scaling.md's rule, the one the HPA applies to an AverageValue target: clamp(ceil(due / target))."""
-    assert min(high, max(low, math.ceil(due / target))) == expected
+def test_scaling_math_in_docs(load: int, target: float, low: int, high: int, expected: int) -> None:
+    """docs/scaling.md's rule, the one the HPA applies to an AverageValue target: clamp(ceil(load / target)), where
+    load = due + running of the pool's queues and target = concurrency x targetUtilisation."""
+    assert min(high, max(low, math.ceil(load / target))) == expected
 
 
 def test_autoscaler_authenticates_exactly_when_the_api_does(environments: list[Rendered]) -> None:
     for rendered in environments:
         config = rendered.one("ConfigMap", "config")["data"]
-        (trigger,) = rendered.one("ScaledObject", "worker")["spec"]["triggers"]
         auths = rendered.of_kind("TriggerAuthentication")
-        if config["TASKFLOW_AUTH_ENABLED"] == "true":
-            assert trigger["metadata"]["authMode"] == "bearer"
-            assert trigger["authenticationRef"]["name"] == auths[0]["metadata"]["name"]
-            (ref,) = auths[0]["spec"]["secretTargetRef"]
-            assert ref["parameter"] == "token"
-            assert ref["key"] == "autoscaler-token"
-        else:
-            assert not auths
-            assert "authMode" not in trigger["metadata"]
+        scaled_objects = rendered.pools("ScaledObject").values()
+        assert len(scaled_objects) >= 2, rendered.name
+        for scaled in scaled_objects:
+            (trigger,) = scaled["spec"]["triggers"]
+            if config["TASKFLOW_AUTH_ENABLED"] == "true":
+                assert trigger["metadata"]["authMode"] == "bearer"
+                # One TriggerAuthentication (one token) serves every pool.
+                (auth,) = auths
+                assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+                (ref,) = auth["spec"]["secretTargetRef"]
+                assert ref["parameter"] == "token"
+                assert ref["key"] == "autoscaler-token"
+            else:
+                assert not auths
+                assert "authMode" not in trigger["metadata"]
 
 
-def test_hpa_mode_scales_on_an_external_metric(scenarios: dict[str, Rendered]) -> None:
+def test_hpa_mode_scales_each_pool_on_an_external_metric(scenarios: dict[str, Rendered]) -> None:
     rendered = scenarios["prod-hpa"]
     assert not rendered.of_kind("ScaledObject")
-    hpa = rendered.one("HorizontalPodAutoscaler", "worker")
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"]["name"] == rendered.one("Deployment", "worker")["metadata"]["name"]
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["type"] == "External"
-    assert metric["external"]["target"]["type"] == "AverageValue"
+    deployments, hpas = rendered.pools("Deployment"), rendered.pools("HorizontalPodAutoscaler")
+    assert set(hpas) == set(deployments)
+    assert len(hpas) >= 2
+    for pool, hpa in hpas.items():
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"]["name"] == deployments[pool]["metadata"]["name"]
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["type"] == "External"
+        assert metric["external"]["target"]["type"] == "AverageValue"
+        assert hpa["spec"]["minReplicas"] >= 1, "an HPA cannot scale to zero"
 
 
 def test_prod_and_staging_have_auth_on_and_redundant_apis(environments: list[Rendered]) -> None:
@@ -143,7 +177,7 @@ def test_prod_and_staging_have_auth_on_and_redundant_apis(environments: list[Ren
         assert config["TASKFLOW_AUTH_ENABLED"] == "true"
         assert by_name[name].one("Deployment", "api")["spec"]["replicas"] >= 2
         assert by_name[name].one("Ingress", "api")["spec"]["tls"], f"{name} serves the API without TLS"
-    assert by_name["prod"].one("ScaledObject", "worker")["spec"]["minReplicaCount"] >= 2
+    assert by_name["prod"].pools("ScaledObject")["default"]["spec"]["minReplicaCount"] >= 2
     assert by_name["dev"].one("ConfigMap", "config")["data"]["TASKFLOW_ENV"] == "development"
 
 
@@ -159,32 +193,46 @@ def test_the_ingress_never_publishes_probes_or_metrics(environments: list[Render
                 )
 
 
-def test_pod_disruption_budgets_cover_api_and_worker(environments: list[Rendered]) -> None:
+def test_pod_disruption_budgets_cover_api_and_every_pool(environments: list[Rendered]) -> None:
     for rendered in environments:
-        for component in ("api", "worker"):
-            pdb = rendered.one("PodDisruptionBudget", component)
-            labels = rendered.one("Deployment", component)["spec"]["template"]["metadata"]["labels"]
-            assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        budgets = {"api": rendered.one("PodDisruptionBudget", "api"), **rendered.pools("PodDisruptionBudget")}
+        deployments = {"api": rendered.one("Deployment", "api"), **rendered.pools("Deployment")}
+        assert set(budgets) == set(deployments), rendered.name
+        for name, pdb in budgets.items():
+            selector = pdb["spec"]["selector"]["matchLabels"].items()
+            labels = {d: dep["spec"]["template"]["metadata"]["labels"].items() for d, dep in deployments.items()}
+            covered = [d for d, pod in labels.items() if selector <= pod]
+            assert covered == [name], f"{rendered.name}: the {name} budget selects {covered}"
             assert pdb["spec"].get("maxUnavailable", 0) >= 1 or "minAvailable" in pdb["spec"]
 
 
-def _grace(rendered: Rendered) -> tuple[int, int]:
-    spec = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]
-    return spec["terminationGracePeriodSeconds"], int(
-        env_value(spec["containers"][0], "TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS")
-    )
+def _grace(rendered: Rendered) -> dict[str, tuple[int, int]]:
+    """Per pool: (terminationGracePeriodSeconds, TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS)."""
+    graces = {}
+    for pool, deployment in rendered.pools("Deployment").items():
+        spec = deployment["spec"]["template"]["spec"]
+        drain = int(env_value(spec["containers"][0], "TASKFLOW_WORKER_SHUTDOWN_GRACE_SECONDS"))
+        graces[pool] = (spec["terminationGracePeriodSeconds"], drain)
+    return graces
 
 
 def test_termination_grace_covers_the_worker_drain(tools: dict[str, Path], environments: list[Rendered]) -> None:
     for rendered in environments:
-        termination, drain = _grace(rendered)
-        assert termination > drain, f"{rendered.name}: SIGKILL after {termination}s cuts a {drain}s drain short"
-    changed = Rendered("grace", helm_template(tools["helm"], "prod", "--set", "worker.shutdownGraceSeconds=300"))
-    assert _grace(changed) == (310, 300), "one value must move both"
+        for pool, (termination, drain) in _grace(rendered).items():
+            assert termination > drain, f"{rendered.name} {pool}: SIGKILL after {termination}s cuts a {drain}s drain"
+    changed = Rendered("grace", helm_template(tools["helm"], "prod", "--set", "worker.shutdownGraceSeconds=200"))
+    graces = _grace(changed)
+    # The shared value moves both numbers of the pools that do not set their own; reports sets 300 (base).
+    assert graces["default"] == (210, 200), "one value must move both"
+    assert graces["reports"] == (310, 300), "a pool's own grace wins over the shared one"
 
 
 def test_network_policies_confine_api_and_worker(environments: list[Rendered]) -> None:
     for rendered in environments:
+        # One worker policy selects every pool's pods (they share the component's labels).
+        worker_selector = rendered.one("NetworkPolicy", "worker")["spec"]["podSelector"]["matchLabels"].items()
+        for pool, deployment in rendered.pools("Deployment").items():
+            assert worker_selector <= deployment["spec"]["template"]["metadata"]["labels"].items(), pool
         for component in ("api", "worker"):
             policy = rendered.one("NetworkPolicy", component)["spec"]
             assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
@@ -203,8 +251,9 @@ def test_migrations_run_before_the_new_pods(environments: list[Rendered]) -> Non
         if rendered.name == "dev":
             assert not jobs
             for component in ("api", "worker"):
-                (init,) = rendered.one("Deployment", component)["spec"]["template"]["spec"]["initContainers"]
-                assert init["command"] == ["taskflow-migrate"]
+                for deployment in _deployments(rendered, component):
+                    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+                    assert init["command"] == ["taskflow-migrate"]
         else:
             (job,) = jobs
             assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
@@ -236,13 +285,14 @@ def test_settings_come_from_the_configmap_and_credentials_from_the_secret(enviro
         assert all(key.startswith("TASKFLOW_") for key in config["data"])
         assert not {"TASKFLOW_DATABASE_URL", "TASKFLOW_REDIS_URL", "TASKFLOW_API_KEYS"} & set(config["data"])
         for component in ("api", "worker"):
-            container = rendered.one("Deployment", component)["spec"]["template"]["spec"]["containers"][0]
-            assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
-            keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
-            expected = {"TASKFLOW_DATABASE_URL": "database-url", "TASKFLOW_REDIS_URL": "redis-url"}
-            if component == "api":
-                expected["TASKFLOW_API_KEYS"] = "api-keys"
-            assert keys == expected, f"{rendered.name} {component}: {keys}"
+            for deployment in _deployments(rendered, component):
+                container = deployment["spec"]["template"]["spec"]["containers"][0]
+                assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+                keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+                expected = {"TASKFLOW_DATABASE_URL": "database-url", "TASKFLOW_REDIS_URL": "redis-url"}
+                if component == "api":
+                    expected["TASKFLOW_API_KEYS"] = "api-keys"
+                assert keys == expected, f"{rendered.name} {component}: {keys}"
     assert not [r for r in environments if r.name != "dev" and r.of_kind("Secret")], (
         "outside dev the Secret is external"
     )
@@ -250,17 +300,22 @@ def test_settings_come_from_the_configmap_and_credentials_from_the_secret(enviro
 
 def test_worker_declares_its_metrics_port(environments: list[Rendered]) -> None:
     for rendered in environments:
-        container = rendered.one("Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
+        for deployment in rendered.pools("Deployment").values():
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert str(ports["metrics"]) == env_value(container, "TASKFLOW_WORKER_METRICS_PORT")
 
 
 def test_pods_spread_over_zones_and_nodes(environments: list[Rendered]) -> None:
     for rendered in environments:
         for component in ("api", "worker"):
-            spec = rendered.one("Deployment", component)["spec"]["template"]["spec"]
-            keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
-            assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+            for deployment in _deployments(rendered, component):
+                spec = deployment["spec"]["template"]["spec"]
+                keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+                assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+                # Each Deployment spreads its own pods: a pool's spread ignores the other pools' pods.
+                for constraint in spec["topologySpreadConstraints"]:
+                    assert constraint["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)

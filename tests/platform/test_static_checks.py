@@ -91,9 +91,10 @@ def test_dockerfiles_cache_dependencies_and_run_unprivileged() -> None:
         assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE), f"{dockerfile}: runs as root"
         assert re.search(rf'^ENTRYPOINT \["{package}"\]$', runtime, flags=re.MULTILINE), f"{dockerfile}: exec form"
         assert "org.opencontainers.image.version" in runtime
-    api_healthcheck = re.search(r"^HEALTHCHECK .*\n.*", DOCKERFILES[0].read_text(), flags=re.MULTILINE)
-    assert api_healthcheck, "the API image has no HEALTHCHECK"
-    assert "/health" in api_healthcheck.group(0)
+    for dockerfile, path in zip(DOCKERFILES, ("/health'", "/healthz'"), strict=True):
+        healthcheck = re.search(r"^HEALTHCHECK .*\n.*", dockerfile.read_text(), flags=re.MULTILINE)
+        assert healthcheck, f"{dockerfile}: no HEALTHCHECK"
+        assert path in healthcheck.group(0), f"{dockerfile}: the HEALTHCHECK polls {path}"
 
 
 def test_the_two_dockerfiles_build_alike() -> None:
@@ -123,6 +124,8 @@ def test_compose_file_is_valid_and_scalable(tools: dict[str, Path]) -> None:
     # --scale worker=3 needs no fixed name and no host port.
     assert not {"container_name", "ports"} & set(services["worker"])
     assert all("healthcheck" in services[name] for name in ("postgres", "redis"))
+    # The worker's liveness is its event loop (/healthz), as in the image and the chart.
+    assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
 
 
 def test_checked_in_manifests_are_up_to_date(tools: dict[str, Path], scenarios: dict[str, Rendered]) -> None:

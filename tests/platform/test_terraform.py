@@ -3,14 +3,17 @@ nothing else, variables are typed, described and validated, outputs that carry a
 environments' backend and tfvars agree with the stack, `terraform fmt` and checkov pass.
 
 `terraform validate` and `plan` need the azurerm provider, which cannot be downloaded here: the infra workflow
-runs them. Three tool runs in all (hcl2tojson once over the whole tree, terraform fmt, checkov).
+runs them. With a real Terraform (>= 1.9) on the machine, `terraform init -backend=false` checks the module graph
+(every module source, every file loads, one provider version range); with only the bundled 1.0.3 that test skips.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from platform_tools import TERRAFORM_MIN, terraform_version
 from tests.platform._support import (
     ENV_NAMES,
     ENVIRONMENTS,
@@ -36,7 +40,9 @@ pytestmark = pytest.mark.timeout(600)  # checkov takes ~15 s, more on a loaded m
 TERRAFORM = ROOT / "platform" / "terraform"
 MODULES = TERRAFORM / "modules"
 STACK = TERRAFORM / "stack"
-TF_ENVIRONMENTS = TERRAFORM / "environments"
+# Each environment's Terraform overlay (terraform.tfvars, backend.hcl) lives with its Helm overlay.
+TF_ENVIRONMENTS = ENVIRONMENTS
+TF_ENV_FILES = ("backend.hcl", "terraform.tfvars")
 MODULE_NAMES = ("network", "registry", "aks", "postgres", "redis", "storage", "keyvault", "monitoring")
 MODULE_FILES = (
     "terraform.tf",
@@ -227,9 +233,10 @@ def tfvars_problems(value: Any, type_expr: str, path: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tf(tools: dict[str, Path]) -> Tree:
-    """Every .tf, .tfvars and .hcl file under platform/terraform, parsed by one hcl2tojson run."""
+    """Every .tf, .tfvars and .hcl file under platform/terraform and environments/, parsed by one hcl2tojson run."""
     files = [p for pattern in ("*.tf", "*.tfvars", "*.hcl") for p in TERRAFORM.rglob(pattern)]
     assert len(files) > 50, f"platform/terraform holds only {len(files)} HCL files"
+    files += [p for pattern in ("*.tfvars", "*.hcl") for p in TF_ENVIRONMENTS.rglob(pattern)]
     return Tree(hcl_to_json(tools["hcl2tojson"], files))
 
 
@@ -337,7 +344,11 @@ def test_environments_have_a_backend_each(tf: Tree) -> None:
         assert backend["use_azuread_auth"] is True
         keys.add(backend["key"])
     assert len(keys) == len(ENV_NAMES), "every environment has a state of its own"
-    assert sorted(p.name for p in TF_ENVIRONMENTS.iterdir()) == sorted(ENV_NAMES)
+    with_terraform = {p.parent.name for name in TF_ENV_FILES for p in TF_ENVIRONMENTS.glob(f"*/{name}")}
+    assert with_terraform == set(ENV_NAMES), f"environments with Terraform files: {sorted(with_terraform)}"
+    # One tree of environments: nothing per-environment is left among the reusable modules.
+    assert not (TERRAFORM / "environments").exists()
+    assert not [p for p in TERRAFORM.rglob("*") if p.suffix in {".tfvars"} or p.name == "backend.hcl"]
 
 
 def test_tfvars_carry_only_differences_the_stack_declares(tf: Tree) -> None:
@@ -395,8 +406,52 @@ def test_subnets_are_the_ones_the_chart_allows(tf: Tree) -> None:
 
 
 def test_terraform_fmt(tools: dict[str, Path]) -> None:
-    proc = run([tools["terraform"], "fmt", "-check", "-recursive", "-diff", TERRAFORM])
-    assert proc.returncode == 0, explain(proc)
+    for tree in (TERRAFORM, TF_ENVIRONMENTS):
+        proc = run([tools["terraform"], "fmt", "-check", "-recursive", "-diff", tree])
+        assert proc.returncode == 0, explain(proc)
+
+
+# An empty provider mirror: `terraform init` then never reaches a registry, here or on a runner, and stops exactly
+# at the provider download — after it has installed the module tree and loaded every file of every module.
+NO_REGISTRY_RC = 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n'
+PROVIDER_DOWNLOAD_ERROR = "Error: Failed to query available provider packages"
+
+
+def test_terraform_init_loads_the_module_graph(tools: dict[str, Path], tmp_path: Path) -> None:
+    """`terraform init -backend=false` (a real Terraform >= 1.9) on the stack and every module's example: each
+    module source resolves, every file of every module loads, and the module tree asks for one version range per
+    provider. `validate` and `plan` need the azurerm provider's schema and run in the infra workflow only."""
+    version = terraform_version(tools["terraform"])
+    if version is None or version < TERRAFORM_MIN:
+        pytest.skip(
+            f"no Terraform >= {'.'.join(map(str, TERRAFORM_MIN))} here (only {tools['terraform']}, "
+            f"version {version}): terraform init needs one; the infra workflow installs it"
+        )
+    tree = tmp_path / "terraform"  # a copy: init writes .terraform/ and a lock file next to the configuration
+    shutil.copytree(TERRAFORM, tree)
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "terraformrc").write_text(NO_REGISTRY_RC % (tmp_path / "mirror"))
+    env = {
+        **os.environ,
+        "CHECKPOINT_DISABLE": "1",
+        "TF_IN_AUTOMATION": "1",
+        "TF_CLI_CONFIG_FILE": str(tmp_path / "terraformrc"),
+    }
+    expected_modules = {"stack": set(MODULE_NAMES)} | {f"modules/{m}/examples/basic": {m} for m in MODULE_NAMES}
+    for where, modules in expected_modules.items():
+        directory = tree / where
+        proc = run([tools["terraform"], f"-chdir={directory}", "init", "-backend=false", "-input=false", "-no-color"],
+                   env=env, timeout=120)  # fmt: skip
+        output = proc.stdout + proc.stderr
+        errors = [line.strip() for line in output.splitlines() if line.strip().startswith("Error:")]
+        assert set(errors) == {PROVIDER_DOWNLOAD_ERROR}, f"{where}: {explain(proc)}"
+        installed = json.loads((directory / ".terraform" / "modules" / "modules.json").read_text())["Modules"]
+        calls = {m["Key"] for m in installed if m["Key"]}
+        assert {c for c in calls if "." not in c} >= modules, f"{where}: modules installed: {sorted(calls)}"
+        ranges = dict(re.findall(r'- Finding (\S+) versions matching "([^"]+)"', output))
+        assert "hashicorp/azurerm" in ranges, f"{where}: {output}"
+        split = {provider: r.split(", ") for provider, r in ranges.items()}
+        assert all(len(r) == 1 for r in split.values()), f"{where}: modules disagree on provider versions: {split}"
 
 
 def test_checkov_finds_nothing_but_the_listed_skips(tools: dict[str, Path]) -> None:

@@ -395,7 +395,7 @@ def test_every_path_a_workflow_names_exists(workflows: dict[str, dict[str, Any]]
     assert not missing, "paths that do not exist:\n" + "\n".join(missing)
     # The checker sees what matters: both Dockerfiles, the scripts, each environment's Terraform files.
     expected = {"apps/api/Dockerfile", "apps/worker/Dockerfile", "scripts/gitops.py", "platform/terraform/stack"}
-    expected |= {f"platform/terraform/environments/{env}/{f}" for env in ("dev", "staging", "prod") for f in
+    expected |= {f"environments/{env}/{f}" for env in ("dev", "staging", "prod") for f in
                  ("backend.hcl", "terraform.tfvars")}  # fmt: skip
     assert expected <= seen, f"not found by the checker: {expected - seen}"
 

@@ -32,9 +32,15 @@ ARQ_CONSTANTS = {
     "health_check_key_suffix": ":health-check",
 }
 
-# Worker methods the adapter overrides (start_jobs) or calls, with the parameters it passes.
+# Worker methods the adapter overrides (start_jobs, _poll_iteration, main, finish_job, finish_failed_job)
+# or calls, with the parameters it passes.
 WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "start_jobs": ("self", "job_ids"),
+    "_poll_iteration": ("self",),
+    "main": ("self",),
+    "_cancel_aborted_jobs": ("self",),
+    "heart_beat": ("self",),
+    "finish_failed_job": ("self", "job_id", "result_data"),
     "run_job": ("self", "job_id", "score"),
     "finish_job": (
         "self",
@@ -70,6 +76,10 @@ WORKER_ATTRIBUTES = (
     "keep_result_forever",
     "job_timeout_s",
     "in_progress_timeout_s",
+    "allow_pick_jobs",
+    "allow_abort_jobs",
+    "queue_read_limit",
+    "burst",
     "jobs_complete",
     "jobs_retried",
     "jobs_failed",
@@ -190,3 +200,66 @@ def test_a_defer_is_arqs_retry_with_its_delay_in_milliseconds() -> None:
     exc = adapter.defer(1.5)
     assert isinstance(exc, Retry), "taskcore.queue.defer no longer raises arq's Retry"
     assert exc.defer_score == 1500, f"arq's Retry(defer=1.5).defer_score is {exc.defer_score}, expected 1500 (ms)"
+
+
+# Where arq names "the" queue: TaskflowWorker with several queues overrides each of these steps to
+# use the job's own queue (or every consumed queue); one that arq adds or moves must be handled too.
+QUEUE_NAME_USES = {
+    "_poll_iteration": "self.queue_name, min=float('-inf')",
+    "finish_job": "tr.zincrby(self.queue_name, incr_score, job_id)",
+    "finish_failed_job": "tr.zrem(self.queue_name, job_id)",
+    "main": "await self.pool.zcard(self.queue_name)",
+    "record_health": "await self.pool.zcard(self.queue_name)",
+}
+# The Worker steps TaskflowWorker leaves to arq: they must not touch a queue by its name.
+QUEUE_FREE = ("run_job", "_cancel_aborted_jobs", "heart_beat", "close", "async_run")
+
+
+@pytest.mark.parametrize(("method", "line"), sorted(QUEUE_NAME_USES.items()))
+def test_arqs_uses_of_its_one_queue_are_those_the_adapter_overrides(method: str, line: str) -> None:
+    source = inspect.getsource(getattr(Worker, method))
+    assert line in source, (
+        f"arq's Worker.{method} no longer does `{line}`: TaskflowWorker's override of it for several queues "
+        "(taskcore/queue.py) was written against that; re-check it"
+    )
+
+
+def test_arqs_other_steps_do_not_name_the_queue() -> None:
+    for method in QUEUE_FREE:
+        source = inspect.getsource(getattr(Worker, method))
+        uses = [line.strip() for line in source.splitlines() if "self.queue_name" in line]
+        # run_job names the queue only in the result it keeps (TaskFlow keeps none)
+        uses = [u for u in uses if not u.startswith(("queue_name=self.queue_name", "self.queue_name,"))]
+        assert not uses, f"arq's Worker.{method} now uses its queue_name ({uses}): a job of another queue would be lost"
+
+
+def test_arqs_poll_loop_calls_the_poll_iteration_and_lets_its_errors_through() -> None:
+    source = inspect.getsource(Worker.main)
+    assert "async for _ in poll(self.poll_delay_s):\n            await self._poll_iteration()" in source, (
+        "arq's Worker.main no longer awaits _poll_iteration() in its poll loop: TaskflowWorker's multi-queue poll "
+        "and its burst end (_BurstDone raised from _poll_iteration) rely on it"
+    )
+    assert "except" not in source.split("async for _ in poll", 1)[1], (
+        "arq's Worker.main now catches errors in its poll loop: TaskflowWorker ends a multi-queue burst by raising"
+    )
+
+
+async def test_a_worker_of_several_queues_keys_each_and_weighs_them() -> None:
+    spec = WorkerSpec(
+        queue="adapter-test",
+        concurrency=3,
+        poll_delay_seconds=0.1,
+        max_timeout_seconds=10,
+        shutdown_grace_seconds=1,
+        health_check_interval_seconds=5,
+        redis=redis_settings("redis://127.0.0.1:1/0", timeout_seconds=1, outage_tolerance_seconds=1),
+        queues=(("critical", 3), ("default", 1)),
+    )
+    worker = build_worker(_noop, spec, ready_to_pick=_ready, on_startup=_nothing, on_shutdown=_nothing, burst=True)
+    assert worker.queue_keys == ("adapter-test:critical", "adapter-test")
+    assert worker.queue_name == "adapter-test:critical"
+    assert worker.burst is False, "arq's own burst check (its one queue) must be off: the adapter checks every queue"
+    single = _worker()
+    assert single.queue_keys == ("adapter-test",)
+    assert single.queue_name == "adapter-test"
+    assert single.burst

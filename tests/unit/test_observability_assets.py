@@ -25,6 +25,8 @@ def exported() -> set[str]:
             names.update(sample.name for sample in family.samples)
     # The API's queue gauges exist once a snapshot was taken; they are declared here.
     names.update({"taskflow_queue_depth", "taskflow_queue_due", "taskflow_queue_oldest_due_age_seconds"})
+    # Per queue (issue 13's contract): what the pools scale on and who consumes each queue.
+    names.update({"taskflow_queue_running", "taskflow_queue_workers"})
     names.add("taskflow_workers_seen")
     return names
 
@@ -41,11 +43,17 @@ def test_alert_rules_use_exported_metrics() -> None:
         "TaskflowTaskFailureRatioHigh",
         "TaskflowNoWorkerHeartbeats",
         "TaskflowApiErrors",
+        "TaskflowQueueWithoutWorkers",
     }
     names = exported()
     for rule in rules:
         for metric in used_in(rule["expr"]):
             assert metric in names or metric.removesuffix("_total") in names, (rule["alert"], metric)
+
+
+def test_the_per_queue_gauges_are_declared_before_the_first_snapshot() -> None:
+    names = {family.name for family in ApiMetrics().registry.collect()}
+    assert {"taskflow_queue_due", "taskflow_queue_running", "taskflow_queue_workers", "taskflow_queue_paused"} <= names
 
 
 def test_dashboard_panels_use_exported_metrics() -> None:

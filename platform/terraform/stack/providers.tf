@@ -12,7 +12,7 @@ terraform {
     }
   }
 
-  # Filled per environment: terraform init -backend-config=../environments/<env>/backend.hcl
+  # Filled per environment: terraform init -backend-config=../../../environments/<env>/backend.hcl
   backend "azurerm" {}
 }
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskcore.flow import LIMIT_NAME_PATTERN, QUEUE_PATTERN
 from taskcore.flowservice import Load
@@ -49,16 +49,36 @@ class TaskTypePause(BaseModel):
     paused: bool
 
 
+# The bounds keep a limit storable (integer columns) and its GCRA interval a representable time.
+MAX_COUNT = 2**31 - 1
+MIN_PER_SECOND = 1 / 86400  # one a day
+MAX_PER_SECOND = 1_000_000
+
+
 class LimitIn(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"max_running": 3}, {"per_second": 5, "burst": 10}]}
+        extra="forbid",
+        strict=True,  # "3" is not a count: a typed client never sends one, a typo should not pass
+        json_schema_extra={"examples": [{"max_running": 3}, {"per_second": 5, "burst": 10}]},
     )
 
-    max_running: int | None = Field(default=None, gt=0, description="Tasks under the key running at once")
-    per_second: float | None = Field(default=None, gt=0, description="Tasks under the key started per second")
-    burst: int | None = Field(
-        default=None, gt=0, description="Starts allowed at once above the rate (needs per_second)"
+    max_running: int | None = Field(default=None, gt=0, le=MAX_COUNT, description="Tasks under the key running at once")
+    per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_PER_SECOND,
+        description=f"Tasks under the key started per second (at least {MIN_PER_SECOND:.3g}, one a day)",
     )
+    burst: int | None = Field(
+        default=None, gt=0, le=MAX_COUNT, description="Starts allowed at once above the rate (needs per_second)"
+    )
+
+    @field_validator("per_second")
+    @classmethod
+    def _not_too_slow(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < MIN_PER_SECOND:
+            raise ValueError(f"must be at least {MIN_PER_SECOND:.3g} (one a day)")
+        return value
 
 
 class KeyUsage(BaseModel):
@@ -214,7 +234,7 @@ async def get_limit(key: LimitKey, flow: FlowServiceDep) -> LimitOut:
 @router.put(
     "/limits/{key}",
     response_model=LimitOut,
-    responses={201: {"model": LimitOut, "description": "Created"}, **problem_responses(422, 503)},
+    responses={201: {"model": LimitOut, "description": "Created"}, **problem_responses(400, 422, 503)},
     summary="Set the limit on a key (max_running and/or per_second with burst); takes effect at once",
     dependencies=[require_scope(Scope.ADMIN)],
 )

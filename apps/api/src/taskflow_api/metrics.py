@@ -1,6 +1,7 @@
 """The API's Prometheus metrics, in a registry of the app's own (``AppState.metrics``).
 
-Queue depth, the oldest due task's age, workers seen and dependency health come from
+Queue depth, the oldest due task's age, workers seen, per-queue due / running / live workers /
+pause, and dependency health come from
 PostgreSQL and Redis; a background loop refreshes them every ``metrics_refresh_seconds``
 so that a scrape never queries PostgreSQL. Labels are bounded: task types are registered
 names, routes are templates (``/api/v1/tasks/{task_id}``), never raw paths or ids.
@@ -33,6 +34,7 @@ from prometheus_client.registry import Collector
 from taskcore.domain import QueueStats
 from taskcore.errors import DependencyUnavailable
 from taskcore.service import TaskService
+from taskcore.store.flow import QueueInfo
 
 log = structlog.get_logger("taskflow.api")
 
@@ -45,6 +47,7 @@ class _QueueCollector(Collector):
 
     def __init__(self) -> None:
         self.stats: QueueStats | None = None
+        self.queues: list[QueueInfo] | None = None
         self.up: dict[str, float] = {}
 
     def collect(self) -> Iterable[Metric]:
@@ -55,19 +58,38 @@ class _QueueCollector(Collector):
             if name in self.up:
                 up.add_metric([name], self.up[name])
         yield up
+        yield from self._per_queue()  # declared (empty) before the first snapshot, so rules can name them
         if self.stats is None:
             return
         depth = GaugeMetricFamily("taskflow_queue_depth", "Tasks waiting or running, by state", labels=["state"])
         for state, n in self.stats.depth.items():
             depth.add_metric([state.value], n)
         yield depth
-        yield GaugeMetricFamily("taskflow_queue_due", "Waiting tasks whose time has come", value=self.stats.due)
         yield GaugeMetricFamily(
             "taskflow_queue_oldest_due_age_seconds",
             "How long the oldest due task has waited (0 when none is due)",
             value=self.stats.oldest_due_age_seconds or 0.0,
         )
         yield GaugeMetricFamily("taskflow_workers_seen", "Workers with a recent heartbeat", value=self.stats.workers)
+
+    def _per_queue(self) -> Iterable[Metric]:
+        """One series per queue; ``sum(taskflow_queue_due)`` is what the unlabelled gauge used to be."""
+        families = {
+            "due": GaugeMetricFamily("taskflow_queue_due", "Waiting tasks whose time has come", labels=["queue"]),
+            "running": GaugeMetricFamily("taskflow_queue_running", "Tasks running now", labels=["queue"]),
+            "workers": GaugeMetricFamily(
+                "taskflow_queue_workers",
+                "Live workers consuming the queue (0 with due > 0: stranded)",
+                labels=["queue"],
+            ),
+            "paused": GaugeMetricFamily("taskflow_queue_paused", "1 while the queue is paused", labels=["queue"]),
+        }
+        for info in self.queues or ():
+            families["due"].add_metric([info.name], info.due)
+            families["running"].add_metric([info.name], info.running)
+            families["workers"].add_metric([info.name], info.workers)
+            families["paused"].add_metric([info.name], 1 if info.paused else 0)
+        yield from families.values()
 
 
 class ApiMetrics:
@@ -111,6 +133,7 @@ class ApiMetrics:
         try:
             async with asyncio.timeout(limit):
                 self.queue.stats = await service.repo.queue_stats(worker_seen_within=worker_seen_within)
+                self.queue.queues = await service.flow.queues()
             self.queue.up["postgresql"] = 1
         except (DependencyUnavailable, TimeoutError):
             self.queue.up["postgresql"] = 0

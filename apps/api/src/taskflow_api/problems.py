@@ -113,14 +113,15 @@ async def _conflict(request: Request, exc: Exception) -> Response:
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DependencyUnavailable)
-    log.warning("dependency unavailable", dependency=exc.dependency, path=request.url.path)
+    # Not logged here: taskcore logs each cause once when it changes, the access log has each 503.
     return problem(
         503,
         "dependency-unavailable",
         "Service unavailable",
-        f"{exc.dependency} is unavailable",
+        f"{exc.dependency} is unavailable: {exc.why}",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         instance=request.url.path,
+        extra={"dependency": exc.dependency, "reason": exc.reason or exc.why},
     )
 
 

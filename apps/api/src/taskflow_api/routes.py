@@ -221,7 +221,7 @@ async def ready(service: ServiceDep) -> Response:
         503,
         "not-ready",
         "Not ready",
-        f"unavailable: {', '.join(down)}",
+        "; ".join(f"{name}: {checks[name].removeprefix('unavailable: ')}" for name in down),
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         instance="/ready",
         extra={"checks": checks},
@@ -231,8 +231,10 @@ async def ready(service: ServiceDep) -> Response:
 async def _check(probe: Awaitable[None], limit: float) -> str:
     try:
         await asyncio.wait_for(probe, limit)
-    except (DependencyUnavailable, TimeoutError) as exc:
-        return f"unavailable: {type(exc).__name__}"
+    except DependencyUnavailable as exc:
+        return f"unavailable: {exc.why}"
+    except TimeoutError:
+        return f"unavailable: no answer within {limit:g} s"
     return "ok"
 
 

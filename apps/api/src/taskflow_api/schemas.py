@@ -225,3 +225,5 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    dependency: str | None = Field(None, description="dependency-unavailable: postgresql or redis")
+    reason: str | None = Field(None, description='dependency-unavailable: why, e.g. database "x" does not exist')

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskflow_client import QueueStats, Task, TaskType
+from taskflow_client import Limit, Queue, QueueStats, Task, TaskType
 
 STATUS_STYLE = {
     "scheduled": "cyan",
@@ -68,6 +68,8 @@ def task_detail(console: Console, task: Task) -> None:
         ("status", status_text(task.status.value)),
         ("attempt", f"{task.attempt} of {task.max_retries + 1}"),
         ("priority", str(task.priority)),
+        ("queue", task.queue),
+        ("limit keys", ", ".join(task.limit_keys) or "-"),
         ("created", task.created_at.isoformat()),
         ("run at", task.run_at.isoformat()),
         ("started", task.started_at.isoformat() if task.started_at else "-"),
@@ -107,3 +109,65 @@ def queue_table(stats: QueueStats) -> Table:
     table.add_row("oldest due", "-" if oldest is None else f"{oldest:.1f}s")
     table.add_row("workers", str(stats.workers))
     return table
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def queues_table(queues: Sequence[Queue]) -> Table:
+    table = Table(header_style="bold")
+    for column in ("queue", "due", "running", "scheduled", "oldest due", "workers", "paused"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for item in queues:
+        workers = Text(f"{item.workers} !", style="bold red") if item.stranded else Text(str(item.workers))
+        table.add_row(
+            item.name,
+            str(item.due),
+            str(item.running),
+            str(item.depth.get("scheduled", 0)),
+            _seconds(item.oldest_due_age_seconds),
+            workers,
+            Text("paused", style="bold yellow") if item.paused else Text("-"),
+        )
+    if any(q.stranded for q in queues):
+        table.caption = "! due tasks and no live worker consumes the queue (TASKFLOW_WORKER_QUEUES)"
+    return table
+
+
+def _usage(limit: Limit) -> str:
+    return f"{limit.in_use}/{limit.max_running}" if limit.max_running is not None else str(limit.in_use)
+
+
+def _rate(limit: Limit) -> str:
+    if limit.per_second is None:
+        return "-"
+    return f"{limit.per_second:g}/s burst {limit.burst or 1}"
+
+
+def limits_table(limits: Sequence[Limit]) -> Table:
+    table = Table(header_style="bold")
+    for column in ("key", "in use/max", "running", "rate", "busiest"):
+        table.add_column(column)
+    for limit in limits:
+        busiest = ", ".join(f"{k.key}={k.in_use}" for k in limit.busiest) or "-"
+        table.add_row(limit.key, _usage(limit), str(limit.running), _rate(limit), busiest)
+    return table
+
+
+def limit_detail(console: Console, limit: Limit) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("key", limit.key + ("  (template: each key counted on its own)" if limit.template else "")),
+        ("max running", "-" if limit.max_running is None else str(limit.max_running)),
+        ("rate", _rate(limit)),
+        ("in use", _usage(limit)),
+        ("running", str(limit.running)),
+    ]
+    if limit.template:
+        rows.append(("busiest", ", ".join(f"{k.key}={k.in_use}" for k in limit.busiest) or "-"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)

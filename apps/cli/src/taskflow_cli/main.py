@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 import uuid
@@ -9,23 +10,68 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
+from typer.core import TyperGroup, TyperOption
 
 from taskflow_cli._exit import Exit, exit_code_for
-from taskflow_cli._render import dumps, queue_table, task_detail, tasks_table, types_table
+from taskflow_cli._render import dumps, task_detail, tasks_table, types_table
 from taskflow_client import Client, Task, TaskflowError, TaskStatus
 
+if TYPE_CHECKING:  # the click Typer bundles: its callbacks take these
+    from typer._click.core import Context as ClickContext
+    from typer._click.core import Parameter as ClickParameter
+
 T = TypeVar("T")
+GLOBAL_PANEL = "Global options (before or after the command)"
+
+
+def _given_after_the_command(ctx: ClickContext, param: ClickParameter, value: Any) -> None:
+    """A global option typed after the command overrides the one before it (or its default)."""
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if source is not None and source.name == "COMMANDLINE":
+        setattr(ctx.obj, param.name, value)
+
+
+class GlobalOptionsGroup(TyperGroup):
+    """Lets the group's options (--json, --url, ...) also follow the command, as people type them:
+    each command gets a copy of each, which writes into the group's Context when given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        shared = [p for p in self.params if isinstance(p, TyperOption) and p.name]
+        for option in shared:
+            option.rich_help_panel = GLOBAL_PANEL
+        _share(self.commands.values(), shared)
+
+
+def _share(commands: Any, shared: list[TyperOption]) -> None:
+    """Each command, and each command of a sub-group (`queue pause`, `limits set`), gets the copies."""
+    for command in commands:
+        taken = {opt for p in command.params for opt in p.opts}
+        command.params.extend(_after_command(p) for p in shared if not taken & set(p.opts))
+        _share(getattr(command, "commands", {}).values(), shared)
+
+
+def _after_command(option: TyperOption) -> TyperOption:
+    after = copy.copy(option)
+    after.expose_value = False  # the command's function does not take it: it reads the Context
+    after.callback = _given_after_the_command
+    after.envvar = None  # the environment was read once, by the group's option
+    after.show_envvar = False
+    after.show_default = False  # unless given here, the value is the group's, not this declaration's default
+    return after
+
 
 app = typer.Typer(
     name="taskflow",
-    help="Submit, inspect and drive TaskFlow tasks (docs/cli.md). Put --json before the command.",
+    cls=GlobalOptionsGroup,
+    help="Submit, inspect and drive TaskFlow tasks (docs/cli.md). Global options go before or after the command.",
     epilog=(
         "Exit codes: 0 ok · 1 task failed or cancelled (--wait) · 2 usage or input refused · 3 not found · "
         "4 auth · 5 unavailable · 6 conflict · 7 wait timed out · 8 other error"
@@ -142,6 +188,11 @@ def submit(
     max_retries: Annotated[int | None, typer.Option(min=0, help="Retries after the first attempt")] = None,
     timeout_seconds: Annotated[int | None, typer.Option(min=1, help="Per-attempt time limit")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="A repeat with the same key returns the original")] = None,
+    queue: Annotated[str | None, typer.Option(help="The queue [default: the task type's, else default]")] = None,
+    limit_key: Annotated[
+        list[str] | None,
+        typer.Option("--limit-key", "-k", help="Repeatable (up to 4); the first is the fair-share key"),
+    ] = None,
 ) -> None:
     """Submit a task (and with --wait, wait for its result)."""
     state = _state(ctx)
@@ -156,6 +207,8 @@ def submit(
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
+            queue=queue,
+            limit_keys=limit_key,
             wait=wait,
             wait_timeout=wait_timeout,
         ),
@@ -183,12 +236,13 @@ def list_tasks(
     ctx: typer.Context,
     status: Annotated[list[TaskStatus] | None, typer.Option("--status", "-s", help="Repeatable")] = None,
     task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this task type")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="Page size")] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
 ) -> None:
     """List tasks, newest first (one page; --json includes next_cursor)."""
     state = _state(ctx)
-    page = call(state, lambda c: c.list(status=status, task_type=task_type, limit=limit, cursor=cursor))
+    page = call(state, lambda c: c.list(status=status, task_type=task_type, queue=queue, limit=limit, cursor=cursor))
 
     def human() -> None:
         out.print(tasks_table(page.items))
@@ -222,14 +276,6 @@ def types(ctx: typer.Context) -> None:
     state = _state(ctx)
     found = call(state, lambda c: c.task_types())
     emit(state, list(found), lambda: out.print(types_table(found)))
-
-
-@app.command()
-def queue(ctx: typer.Context) -> None:
-    """Queue depth, oldest due task and workers."""
-    state = _state(ctx)
-    stats = call(state, lambda c: c.queue())
-    emit(state, stats, lambda: out.print(queue_table(stats)))
 
 
 @app.command()
@@ -272,6 +318,11 @@ def _task_id(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a task id (UUID)", param_hint="ID") from None
+
+
+from taskflow_cli import flow as _flow  # noqa: E402 - its commands use the helpers above
+
+_flow.register(app)
 
 
 def main() -> None:

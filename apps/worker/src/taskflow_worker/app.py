@@ -13,10 +13,13 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
+from taskcore.errors import DependencyUnavailable
+from taskcore.flowservice import FlowService, admission_loop
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
+from taskcore.store.flow import FlowRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
@@ -34,6 +37,16 @@ async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]
         except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
             log.warning("background step failed", loop=name, error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(seconds)
+
+
+async def _restarting(name: str, run: Callable[[], Awaitable[None]], *, pause: float = 1.0) -> None:
+    """Run a loop that should never end; restarted (after ``pause``) if it fails, until cancelled."""
+    while True:
+        try:
+            await run()
+        except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
+            log.warning("background loop failed; restarting", loop=name, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(pause)
 
 
 class WorkerResources:
@@ -66,6 +79,14 @@ class WorkerResources:
         settings = self.settings
         self._pool = await open_pool(settings)
         self._repo = repo = TaskRepository(self._pool)
+        queues = tuple(name for name, _ in settings.worker_queues)
+        flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=settings)
+        try:
+            await flow.flow.note_queues(queues)  # a queue exists once a worker names it
+        except DependencyUnavailable as exc:
+            # The worker starts without PostgreSQL, as before; its heartbeat still records what it consumes.
+            log.warning("could not record the queues consumed", queues=queues, error=str(exc))
+        slot_freed = asyncio.Event()
         self.runner = runner = TaskRunner(
             repo=repo,
             registry=self.registry,
@@ -73,7 +94,11 @@ class WorkerResources:
             worker_id=self.worker_id,
             metrics=self.metrics,
             tracing=self.tracing,
+<<<<<<< HEAD
             queue=queue,
+=======
+            slot_freed=slot_freed,
+>>>>>>> main
         )
         heartbeat = Heartbeat(
             runner=runner,
@@ -82,19 +107,26 @@ class WorkerResources:
             metrics=self.metrics,
             worker_id=self.worker_id,
             concurrency=settings.worker_concurrency,
+            queues=queues,
         )
         reconciler = Reconciler(repo=repo, queue=queue, settings=settings)
         self._metrics_server = self.metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
         self._loops = [
             asyncio.create_task(_every(settings.lease_renew_interval, "heartbeat", heartbeat.beat)),
             asyncio.create_task(_every(settings.reconcile_interval_seconds, "reconcile", reconciler.tick)),
+            asyncio.create_task(
+                _restarting(
+                    "admission",
+                    lambda: admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds),
+                )
+            ),
         ]
         log.info(
             "worker started",
             worker_id=self.worker_id,
             task_types=[t.name for t in self.registry],
             concurrency=settings.worker_concurrency,
-            queue=settings.queue_name,
+            queues=dict(settings.worker_queues),
         )
 
     async def stop(self) -> None:
@@ -122,6 +154,7 @@ def worker_spec(settings: Settings) -> WorkerSpec:
         max_timeout_seconds=settings.max_timeout_seconds,
         shutdown_grace_seconds=settings.worker_shutdown_grace_seconds,
         health_check_interval_seconds=max(5, int(settings.lease_seconds)),
+        queues=settings.worker_queues,
         redis=redis_settings(
             settings.redis_url,
             timeout_seconds=settings.dependency_timeout_seconds,

@@ -26,6 +26,7 @@ class Heartbeat:
     metrics: WorkerMetrics
     worker_id: str
     concurrency: int
+    queues: tuple[str, ...] = ("default",)  # the queues this worker consumes (GET /api/v1/queues counts it)
 
     async def beat(self) -> None:
         """One beat; raises DependencyUnavailable (after setting its gauge) when a dependency is down."""
@@ -37,7 +38,11 @@ class Heartbeat:
         try:
             await self.runner.renew_leases()
             await self.repo.worker_seen(
-                worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(), concurrency=self.concurrency
+                worker_id=self.worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                concurrency=self.concurrency,
+                queues=self.queues,
             )
         except DependencyUnavailable:
             self.metrics.dependency_up.labels("postgresql").set(0)

@@ -10,6 +10,7 @@ import sys
 from taskcore.logging import configure_logging
 from taskcore.settings import Settings
 from taskflow_worker.app import create_worker
+from taskflow_worker.preflight import check_dependencies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(check_dependencies(settings))  # says what is wrong; the worker starts anyway
     worker = create_worker(settings, burst=args.burst)
     worker.run()
     return 0

@@ -62,8 +62,14 @@ class Reconciler:
             limit=self.settings.reconcile_batch_size, error=LeaseExpired.as_error()
         )
         for task in recovered:
-            if task.status is TaskStatus.SCHEDULED:
-                await self.queue.requeue_stale(task.id, run_at=task.run_at, priority=task.priority)
+            if task.status is TaskStatus.SCHEDULED and task.admitted:
+                await self.queue.requeue_stale(task.id, run_at=task.run_at, priority=task.priority, queue=task.queue)
+        # Not admitted (under a limit, or paused): the admitter's. Their dead worker's job goes, so that
+        # the admitter's enqueue is not refused by a job still marked in progress.
+        waiting = [t for t in recovered if t.status is TaskStatus.SCHEDULED and not t.admitted]
+        if waiting:
+            await self.queue.clear_in_progress([t.id for t in waiting])
+            await self.queue.remove_many([(t.id, t.queue) for t in waiting])
         return len(recovered)
 
     async def _enqueue_missing(self) -> tuple[int, int]:
@@ -81,7 +87,8 @@ class Reconciler:
         lost = set(missing)
         for task_id in missing:
             task = by_id[task_id]
-            await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority)
+            # waiting_batch returns admitted tasks only: nothing here enqueues a task that may not start
+            await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority, queue=task.queue)
         stuck = await self.queue.stale_in_progress(
             [t for t in by_id if t not in lost],
             marked_before=timedelta(seconds=self.settings.lease_seconds),

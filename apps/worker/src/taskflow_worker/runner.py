@@ -71,11 +71,19 @@ class TaskRunner:
         worker_id: str,
         metrics: WorkerMetrics | None = None,
         tracing: Tracing | None = None,
+<<<<<<< HEAD
         queue: TaskQueue | None = None,
     ) -> None:
         self.repo = repo
         self.queue = queue  # enqueues the children a success unblocked (else the reconciler does)
         self.workflows = WorkflowRepository(repo.pool)
+=======
+        slot_freed: asyncio.Event | None = None,
+    ) -> None:
+        self.repo = repo
+        # Set when a run under a limit key ends: the admission loop admits the key's next task at once.
+        self.slot_freed = slot_freed or asyncio.Event()
+>>>>>>> main
         self.metrics = metrics or WorkerMetrics()
         self.tracing = tracing or Tracing(None, "taskflow-worker")
         self.registry = registry
@@ -182,12 +190,16 @@ class TaskRunner:
         with structlog.contextvars.bound_contextvars(
             task_id=str(task.id), task_type=task.task_type, attempt=task.attempt, request_id=task.request_id
         ):
-            if self.tracing.enabled:
-                attributes = {"taskflow.task_id": str(task.id), "taskflow.task_type": task.task_type}
-                with self.tracing.run_span(f"run {task.task_type}", task.traceparent, attributes):
+            try:
+                if self.tracing.enabled:
+                    attributes = {"taskflow.task_id": str(task.id), "taskflow.task_type": task.task_type}
+                    with self.tracing.run_span(f"run {task.task_type}", task.traceparent, attributes):
+                        await self._run_claimed(task)
+                else:
                     await self._run_claimed(task)
-            else:
-                await self._run_claimed(task)
+            finally:
+                if task.limit_keys:  # however the run ended (success, failure, retry, cancel, release)
+                    self.slot_freed.set()
 
     async def _run_claimed(self, task: Task) -> None:
         log.debug("task started")
@@ -214,13 +226,15 @@ class TaskRunner:
             log.warning("result discarded: the task changed while it ran (lease lost or cancelled)")
 
     async def _not_claimed(self, task_id: UUID) -> None:
-        """Cancelled, finished or already running elsewhere: skip. Waiting but early: come back when due."""
+        """Cancelled, finished or already running elsewhere: skip. Waiting but early: come back when due.
+        Waiting but not admitted (paused, or waiting for its limit): skip too; the admitter enqueues it
+        again when it may start, so a deferred job would only hold a place in the queue."""
         try:
             task = await self.repo.get(task_id)
         except TaskNotFound:
             return
         wait = (task.run_at - datetime.now(UTC)).total_seconds()
-        if task.status in WAITING_STATES and wait > 0:
+        if task.status in WAITING_STATES and task.admitted and wait > 0:
             raise defer(wait)
         log.debug("delivery skipped", task_id=str(task_id), status=task.status)
 
@@ -257,10 +271,13 @@ class TaskRunner:
         error = describe_error(exc, task.attempt)
         if task.retries_left and retried(exc):
             delay = self.backoff.delay(task.attempt)
-            if await self._persist(self.repo.mark_retry, task.id, task.attempt, error, delay):
+            due = await self._persist(self.repo.mark_retry, task.id, task.attempt, error, delay)
+            if due is not None:
                 self.metrics.retries.labels(task.task_type).inc()
                 log.warning("task failed, will retry", error=error["message"], retry_in=round(delay, 3))
-                raise defer(delay)  # arq re-queues this same job (id = task id)
+                if due.admitted:
+                    raise defer(delay)  # arq re-queues this same job (id = task id)
+                return  # under a limit or paused: the job ends here; the admitter enqueues the retry when due
         elif await self._persist(self.repo.mark_failed, task.id, task.attempt, error):
             self.metrics.finished.labels(task.task_type, "failed").inc()
             log.error("task failed", error=error["message"])

@@ -8,7 +8,7 @@ TaskflowError
 ├── IdempotencyConflict     — same Idempotency-Key, different request
 ├── TaskValidationError     — unknown task type or payload not matching its schema
 │   └── PayloadTooLarge     — serialised payload over the configured limit
-├── DependencyUnavailable   — PostgreSQL or Redis does not answer
+├── DependencyUnavailable   — PostgreSQL or Redis does not answer, or refuses TaskFlow's settings
 └── TaskError               — why an attempt of a task ended badly: its name is the task's ``error.type``
     ├── TaskTimeout         — the handler ran past ``timeout_seconds`` (retried)
     ├── PermanentError      — the task's type or payload is no longer valid (not retried)
@@ -23,10 +23,14 @@ docs/api.md lists these for users.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 from uuid import UUID
+
+import structlog
+
+log = structlog.get_logger("taskflow.dependencies")
 
 
 class TaskflowError(Exception):
@@ -85,9 +89,68 @@ class PayloadTooLarge(TaskValidationError):
 
 
 class DependencyUnavailable(TaskflowError):
-    def __init__(self, dependency: str, reason: str = "") -> None:
-        super().__init__(f"{dependency} is unavailable" + (f": {reason}" if reason else ""))
+    """``reason`` says why, in the driver's words where they help (``database "x" does not exist``);
+    ``hint`` says what an operator can do when the cause is a setting rather than an outage."""
+
+    def __init__(self, dependency: str, reason: str = "", *, hint: str = "") -> None:
+        super().__init__(f"{dependency} is unavailable" + (f": {_join(reason, hint)}" if reason else ""))
         self.dependency = dependency
+        self.reason = reason
+        self.hint = hint
+
+    @property
+    def why(self) -> str:
+        """The reason and the hint, for a log line or a problem detail."""
+        return _join(self.reason, self.hint) or "no answer"
+
+
+def _join(reason: str, hint: str) -> str:
+    return f"{reason} ({hint})" if hint else reason
+
+
+def outage_reason(exc: BaseException) -> str:
+    """A short, stable reason for a network failure (stable so that a repeated failure is not a new cause)."""
+    underlying = exc.__cause__ or exc.__context__  # a driver's wrapper around the socket's error
+    if not isinstance(exc, OSError) and isinstance(underlying, OSError):
+        exc = underlying
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+# (reason, hint) for a driver error: each dependency's module knows its driver's errors.
+Describe = Callable[[BaseException], tuple[str, str]]
+
+
+def _as_outage(exc: BaseException) -> tuple[str, str]:
+    return outage_reason(exc), ""
+
+
+class _CauseLog:
+    """Logs a dependency's failure once per change of cause, and its recovery, rather than once per
+    request: a wrong setting would otherwise log the same line for every call until it is fixed."""
+
+    def __init__(self) -> None:
+        self.down: dict[str, str] = {}
+
+    def failed(self, exc: DependencyUnavailable) -> None:
+        if self.down.get(exc.dependency) == exc.why:
+            return
+        self.down[exc.dependency] = exc.why
+        # A hint means a setting is wrong: it will not heal by itself.
+        report = log.error if exc.hint else log.warning
+        report(f"{exc.dependency} unavailable", dependency=exc.dependency, reason=exc.reason, hint=exc.hint or None)
+
+    def answered(self, dependency: str) -> None:
+        if self.down.pop(dependency, None) is not None:
+            log.info(f"{dependency} answers again", dependency=dependency)
+
+
+causes = _CauseLog()
 
 
 class TaskError(TaskflowError):
@@ -143,9 +206,17 @@ class UpstreamFailed(TaskError):
 
 
 @asynccontextmanager
-async def unavailable_on(dependency: str, errors: tuple[type[BaseException], ...]) -> AsyncIterator[None]:
-    """Raise DependencyUnavailable(dependency) for any of ``errors`` raised in the block."""
+async def unavailable_on(
+    dependency: str, errors: tuple[type[BaseException], ...], describe: Describe = _as_outage
+) -> AsyncIterator[None]:
+    """Raise DependencyUnavailable(dependency) for any of ``errors`` raised in the block, with the
+    reason and hint ``describe`` gives; the cause is logged when it changes."""
     try:
         yield
     except errors as exc:
-        raise DependencyUnavailable(dependency, type(exc).__name__) from exc
+        reason, hint = describe(exc)
+        unavailable = DependencyUnavailable(dependency, reason, hint=hint)
+        causes.failed(unavailable)
+        raise unavailable from exc
+    if causes.down:  # a dict check on the hot path; the bookkeeping only while something is down
+        causes.answered(dependency)

@@ -4,8 +4,9 @@ its Worker's internals. Everything else calls it (``TaskQueue`` for the queue si
 changed, when an arq internal relied on here changes (arq is pinned to its minor release).
 
 Queues: one job per task, job id = task id, carrying only the id. Every call that touches a
-queue takes its name (``queue=``; the client's default queue when omitted), and the worker
-picks from the queue it was built for: arq keeps one sorted set per queue.
+queue takes its name (``queue=``; the client's default queue when omitted). arq keeps one sorted
+set per queue; a worker consumes one or several, by weight (``TaskflowWorker``), and every step
+that ends or re-scores a job uses the job's own queue.
 
 Priority: arq runs due jobs in score order (the due time in ms). A task due now is
 enqueued with its score moved back ``priority`` hours, so among tasks that are due,
@@ -74,12 +75,12 @@ from arq.worker import Function, Retry, Worker, func
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from taskcore.batching import Coalescer
-from taskcore.errors import unavailable_on
+from taskcore.errors import outage_reason, unavailable_on
 from taskcore.flow import DEFAULT_QUEUE
 
 RUN_TASK = "run_task"  # the single arq function every task runs through
@@ -159,19 +160,39 @@ def connect(redis_url: str, *, queue_name: str, timeout: float = 2.0) -> ArqRedi
     return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
 
+# InvalidResponse: something answers at that address, not in Redis's protocol (a wrong port).
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, WatchError, OSError, InvalidResponse, NoPermissionError)
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(reason, hint) for a Redis failure: a password Redis wants (NOAUTH), a wrong one (WRONGPASS) or an
+    ACL user without the commands TaskFlow runs are settings to fix, the rest an outage."""
+    if isinstance(exc, AuthenticationError):
+        if "without any password configured" in str(exc) or "no password is set" in str(exc):
+            return f"authentication failed: {exc}", "this Redis has no password: remove it from TASKFLOW_REDIS_URL"
+        return f"authentication failed: {exc}", "set its password in TASKFLOW_REDIS_URL (':PASSWORD@' before the host)"
+    if isinstance(exc, InvalidResponse):  # something answers there, not in Redis's protocol
+        return f"not a Redis server: {exc}", "check the host and port in TASKFLOW_REDIS_URL"
+    if isinstance(exc, NoPermissionError):
+        return f"permission denied: {exc}", "give the Redis user of TASKFLOW_REDIS_URL the commands TaskFlow runs"
+    return outage_reason(exc), ""
+
+
 def _translate_errors() -> AbstractAsyncContextManager[None]:
     # redis-py reports a connection lost inside WATCH (arq's enqueue_job) as WatchError; arq itself
     # catches the WatchError of a real concurrent change, so one that reaches us means Redis went away.
-    return unavailable_on("redis", (RedisConnectionError, RedisTimeoutError, WatchError, OSError))
+    # AuthenticationError (NOAUTH, WRONGPASS) is a ConnectionError; describe_error tells it apart.
+    return unavailable_on("redis", _UNAVAILABLE, describe_error)
 
 
 class TaskQueue:
     """The task side of arq's queues. A ``queue`` is a queue's name (taskcore.flow); the default
     queue's sorted set is the client's ``default_queue_name`` and the others' derive from it."""
 
-    def __init__(self, redis: ArqRedis) -> None:
+    def __init__(self, redis: ArqRedis, *, base: str | None = None) -> None:
         self.redis = redis
-        self.queue_name: str = redis.default_queue_name
+        # The default queue's key (a worker's arq client defaults to the first queue it consumes).
+        self.queue_name: str = base or redis.default_queue_name
         self._enqueue_script = redis.register_script(_ENQUEUE_SCRIPT)
         self._exists_script = redis.register_script(_EXISTS_SCRIPT)
 
@@ -207,7 +228,9 @@ class TaskQueue:
                 # In integer milliseconds (datetime arithmetic costs more than the rest for a batch).
                 ahead_ms = int(job.run_at.timestamp() * 1000) - now_ms
                 priority_ms = job.priority * _PRIORITY_STEP_MS
-                if ahead_ms > 0:  # due later: enters at its due time
+                if ahead_ms > 0:  # due later: enters at its due time, the next whole ms (never picked early,
+                    # a rate-limited start included: the pick compares with arq's rounded clock)
+                    ahead_ms += 2
                     due_ms, expires_ms = now_ms + ahead_ms, ahead_ms + priority_ms + _JOB_EXPIRY_EXTRA_MS
                 else:  # due now: moved back by its priority
                     due_ms, expires_ms = now_ms - priority_ms, priority_ms + _JOB_EXPIRY_EXTRA_MS
@@ -382,23 +405,147 @@ async def _always_ready() -> bool:
     return True
 
 
-class TaskflowWorker(Worker):
-    """arq's Worker picking from ``queue_name``; ``ready_to_pick`` is asked before each pick (no:
-    the due jobs stay for other workers)."""
+class _BurstDone(Exception):
+    """Every consumed queue is empty: a burst worker's poll loop ends (see TaskflowWorker.main)."""
 
-    def __init__(self, *args: Any, ready_to_pick: ReadyToPick = _always_ready, **kwargs: Any) -> None:
+
+def split_room(room: int, weights: Sequence[int], available: Sequence[int], credit: list[int]) -> list[int]:
+    """How many of ``room`` free slots each queue gets: in proportion to its weight among the queues
+    with due jobs (``available`` per queue), a queue with fewer due jobs than its share leaving the rest
+    to the others. One slot at a time by smooth weighted round robin, ``credit`` carried from call to call,
+    so that a worker freeing one slot at a time still serves queues 3:1 and not always the heaviest."""
+    shares = [0] * len(weights)
+    for index, count in enumerate(available):
+        if not count:
+            credit[index] = 0  # an idle queue banks no turns for later
+    for _ in range(room):
+        active = [i for i, count in enumerate(available) if shares[i] < count]
+        if not active:
+            break
+        for i in active:
+            credit[i] += weights[i]
+        best = max(active, key=lambda i: credit[i])
+        credit[best] -= sum(weights[i] for i in active)
+        shares[best] += 1
+    return shares
+
+
+class TaskflowWorker(Worker):
+    """arq's Worker picking from ``queues`` ((Redis key, weight) pairs; arq's ``queue_name`` alone by
+    default); ``ready_to_pick`` is asked before each pick (no: the due jobs stay for other workers).
+
+    One queue is arq's own poll (one read, then the picks). Several: one pipelined read of every queue,
+    the free slots split by weight among those with due jobs (``split_room``), one pipelined pick per
+    round. Each picked job remembers its queue, so every arq step that names "the" queue (finishing,
+    a deferred retry's new score, a failed job) uses the job's own."""
+
+    def __init__(
+        self,
+        *args: Any,
+        ready_to_pick: ReadyToPick = _always_ready,
+        queues: Sequence[tuple[str, int]] = (),
+        **kwargs: Any,
+    ) -> None:
+        burst = bool(kwargs.get("burst", False))
+        if len(queues) > 1:
+            kwargs["burst"] = False  # arq's burst ends when its one queue is empty; ours checks them all
         super().__init__(*args, **kwargs)
+        self._queues: tuple[tuple[str, int], ...] = tuple(queues) or ((self.queue_name, 1),)
+        self._multi = len(self._queues) > 1
+        self._burst_all = burst and self._multi
+        self._credit = [0] * len(self._queues)
+        # Only with several queues: the queue of each running job (one queue: arq's queue_name).
+        self._job_queue: dict[str, str] = {}
         self._ready_to_pick = ready_to_pick
         self._pick_script: Any = None
         self._token_prefix = uuid.uuid4().hex[:12]
         self._calls = itertools.count()
-        self._finished: Coalescer[str, None] = Coalescer(
+        self._finished: Coalescer[tuple[str, str], None] = Coalescer(
             self._remove_finished, max_batch=FINISH_BATCH, linger=0, name="finish"
         )
 
+    @property
+    def queue_keys(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self._queues)
+
+    def _queue_of(self, job_id: str) -> str:
+        """The queue of a job this worker picked, forgotten as it finishes (each finish asks once)."""
+        if not self._multi:
+            return self.queue_name
+        return self._job_queue.pop(job_id, self.queue_name)
+
+    # -- polling --------------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        try:
+            await super().main()
+        except _BurstDone:
+            await asyncio.gather(*self.tasks.values())
+
+    async def _poll_iteration(self) -> None:
+        if not self._multi:
+            return await super()._poll_iteration()
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            await self._poll_queues()
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # as arq's poll: an error in a job's task surfaces here
+        await self.heart_beat()
+        if self._burst_all and await self._all_empty():
+            raise _BurstDone
+
+    async def _all_empty(self) -> bool:
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for key in self.queue_keys:
+                pipe.zcard(key)
+            sizes = await pipe.execute()
+        return not any(sizes)
+
+    async def _poll_queues(self) -> None:
+        """Read every queue's due jobs in one round trip, then pick by weight."""
+        now = timestamp_ms()
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for key in self.queue_keys:
+                pipe.zrangebyscore(key, min=float("-inf"), max=now, start=0, num=self.queue_read_limit)
+            read: list[list[bytes]] = await pipe.execute()
+        if any(read) and await self._ready_to_pick():
+            await self._start_weighted([self._not_mine(ids) for ids in read])
+
+    def _not_mine(self, job_ids: list[bytes]) -> list[str]:
+        """Due job ids as read, without the jobs this worker runs (they stay queued until they finish)."""
+        out = []
+        for raw in job_ids:
+            job_id = raw.decode()
+            task = self.tasks.get(job_id)
+            if task is None or task.done():
+                out.append(job_id)
+        return out
+
+    async def _start_weighted(self, candidates: list[list[str]]) -> None:
+        """Rounds of one pipelined pick per queue, each queue asked for its share of the free slots; a
+        queue whose jobs were taken by other workers leaves its share to the others in the next round."""
+        weights = [weight for _, weight in self._queues]
+        while (room := self.max_jobs - self.job_counter) > 0:
+            shares = split_room(room, weights, [len(c) for c in candidates], self._credit)
+            asks = [(i, share, candidates[i][: share * PICK_FACTOR]) for i, share in enumerate(shares) if share]
+            if not asks:
+                return
+            for index, _, asked in asks:
+                del candidates[index][: len(asked)]
+            answers = await self._pick_many([(self._queues[i][0], share, asked) for i, share, asked in asks])
+            if answers is None:
+                return
+            for (index, _, _), picked in zip(asks, answers, strict=True):
+                await self._start_picked(self._queues[index][0], picked)
+
+    # -- picking --------------------------------------------------------------------------------
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Pick as many of these due jobs as there is room for, a round trip per PICK_FACTOR * room
-        job ids asked about (one, unless other workers hold many of them), and start them."""
+        """arq's poll read these due jobs of the one queue: pick as many as there is room for, a round
+        trip per PICK_FACTOR * room job ids asked about (one, unless other workers hold many of them)."""
         if not await self._ready_to_pick():
             return
         remaining = iter(job_ids)
@@ -416,31 +563,56 @@ class TaskflowWorker(Worker):
             picked = await self._pick(self.queue_name, room, candidates)
             if picked is None:
                 return
-            for raw_id, raw_score, data, job_try in picked:
-                await self.sem.acquire()  # never waits: there is room for every job picked
-                self.job_counter += 1
-                job_id, score = raw_id.decode(), int(float(raw_score))
-                # data None: expired, or an abort waits for it; arq's run_job reads it again and deals with it
-                task = self.loop.create_task(
-                    self.run_job(job_id, score) if data is None else self._run_picked(job_id, score, data, job_try)
-                )
-                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-                self.tasks[job_id] = task
+            await self._start_picked(self.queue_name, picked)
+
+    async def _start_picked(self, queue: str, picked: list[Any]) -> None:
+        for raw_id, raw_score, data, job_try in picked:
+            await self.sem.acquire()  # never waits: there is room for every job picked
+            self.job_counter += 1
+            job_id, score = raw_id.decode(), int(float(raw_score))
+            if self._multi:
+                self._job_queue[job_id] = queue
+            # data None: expired, or an abort waits for it; arq's run_job reads it again and deals with it
+            task = self.loop.create_task(
+                self.run_job(job_id, score) if data is None else self._run_picked(job_id, score, data, job_try)
+            )
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    def _pick_args(self, room: int, candidates: list[str]) -> list[Any]:
+        token = f"{self._token_prefix}:{next(self._calls)}"
+        return [timestamp_ms(), int(self.in_progress_timeout_s * 1000), room, token, *candidates]
+
+    def _script(self) -> Any:
+        if self._pick_script is None:
+            self._pick_script = self.pool.register_script(PICK_SCRIPT)
+        return self._pick_script
 
     async def _pick(self, queue: str, room: int, candidates: list[str]) -> list[Any] | None:
         """One PICK_SCRIPT call on ``queue``; None when Redis could not be reached (the next poll tries again)."""
-        if self._pick_script is None:
-            self._pick_script = self.pool.register_script(PICK_SCRIPT)
-        token = f"{self._token_prefix}:{next(self._calls)}"
         try:
-            picked: list[Any] = await self._pick_script(
-                keys=[queue, abort_jobs_ss],
-                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), room, token, *candidates],
+            picked: list[Any] = await self._script()(
+                keys=[queue, abort_jobs_ss], args=self._pick_args(room, candidates)
             )
         except LOST_CONNECTION as exc:
             log.warning("redis connection lost while picking jobs; next poll retries", error=str(exc))
             return None
         return picked
+
+    async def _pick_many(self, asks: list[tuple[str, int, list[str]]]) -> list[list[Any]] | None:
+        """PICK_SCRIPT on several queues in one round trip (each call keeps its own token)."""
+        script = self._script()
+        try:
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for queue, room, candidates in asks:
+                    await script(keys=[queue, abort_jobs_ss], args=self._pick_args(room, candidates), client=pipe)
+                answers: list[list[Any]] = await pipe.execute()
+        except LOST_CONNECTION as exc:
+            log.warning("redis connection lost while picking jobs; next poll retries", error=str(exc))
+            return None
+        return answers
+
+    # -- running --------------------------------------------------------------------------------
 
     def _common_path(self, function: Any, job_try: int, enqueue_job_try: int | None) -> bool:
         """Whether this picked job can run here rather than through arq's run_job."""
@@ -503,19 +675,74 @@ class TaskflowWorker(Worker):
             self.jobs_complete += 1
         finally:
             self.job_tasks.pop(job_id, None)
-        # Shielded as arq's finish_job: a cancel while waiting still removes the job.
-        await asyncio.shield(self._finished.add(job_id))
+        # Shielded as arq's finish_job: a cancel while waiting still removes the job. The queue is
+        # read now: by the time the batch is written this job's task may be gone.
+        await asyncio.shield(self._finished.add((job_id, self._queue_of(job_id))))
 
-    async def _remove_finished(self, job_ids: Sequence[str]) -> list[None]:
+    # -- finishing, in the job's own queue --------------------------------------------------------
+
+    async def _remove_finished(self, jobs: Sequence[tuple[str, str]]) -> list[None]:
         """arq's finish_job (result not kept) for many jobs: one MULTI/EXEC."""
+        job_ids = [job_id for job_id, _ in jobs]
         keys = [prefix + job_id for job_id in job_ids for prefix in (in_progress_key_prefix, retry_key_prefix)]
         keys += [job_key_prefix + job_id for job_id in job_ids]
+        by_queue: dict[str, list[str]] = {}
+        for job_id, queue in jobs:
+            by_queue.setdefault(queue, []).append(job_id)
         async with self.pool.pipeline(transaction=True) as tr:
             tr.delete(*keys)
             tr.zrem(abort_jobs_ss, *job_ids)
-            tr.zrem(self.queue_name, *job_ids)
+            for queue, ids in by_queue.items():
+                tr.zrem(queue, *ids)
             await tr.execute()
-        return [None] * len(job_ids)
+        return [None] * len(jobs)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's finish_job in the job's own queue (arq's removes from, or re-scores in, ``queue_name``)."""
+        if not self._multi:
+            return await super().finish_job(
+                job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
+            )
+        queue = self._queue_of(job_id)
+        async with self.pool.pipeline(transaction=True) as tr:
+            delete_keys = []
+            in_progress_key = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                delete_keys.append(in_progress_key)
+            else:
+                tr.pexpire(in_progress_key, int(keep_in_progress * 1000))
+            if finish:
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    tr.set(result_key_prefix + job_id, result_data, px=None if expire is None else int(expire * 1000))
+                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(queue, job_id)
+            elif incr_score:
+                tr.zincrby(queue, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            await tr.execute()
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq's finish_failed_job in the job's own queue; results are never kept (keep_result=0)."""
+        if not self._multi:
+            return await super().finish_failed_job(job_id, result_data)
+        queue = self._queue_of(job_id)
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(retry_key_prefix + job_id, in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            tr.zrem(abort_jobs_ss, job_id)
+            tr.zrem(queue, job_id)
+            await tr.execute()
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +756,8 @@ class WorkerSpec:
     shutdown_grace_seconds: float
     health_check_interval_seconds: int
     redis: RedisSettings
+    # The queues consumed, by name, with their weights; ``queue`` is the default queue's key they derive from.
+    queues: tuple[tuple[str, int], ...] = ((DEFAULT_QUEUE, 1),)
 
 
 def build_worker(
@@ -540,12 +769,13 @@ def build_worker(
     on_shutdown: Callable[[], Awaitable[None]],
     burst: bool = False,
 ) -> TaskflowWorker:
-    """The arq Worker running ``run_task(ctx, task_id)`` for each job of ``spec.queue``: results never
+    """The arq Worker running ``run_task(ctx, task_id)`` for each job of ``spec.queues``: results never
     kept, arq's own retry count out of the way, aborts allowed. ``on_startup`` gets a TaskQueue over
     the worker's own Redis connection (with its outage retries)."""
+    queues = [(queue_key(spec.queue, name), weight) for name, weight in spec.queues]
 
     async def startup(ctx: dict[str, Any]) -> None:
-        await on_startup(TaskQueue(ctx["redis"]))
+        await on_startup(TaskQueue(ctx["redis"], base=spec.queue))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await on_shutdown()
@@ -561,8 +791,10 @@ def build_worker(
             )
         ],
         ready_to_pick=ready_to_pick,
+        queues=queues,
         redis_settings=spec.redis,
-        queue_name=spec.queue,
+        # arq's own queue: the first consumed (one queue: arq's poll reads it, exactly as before queues had names)
+        queue_name=queues[0][0],
         max_jobs=spec.concurrency,
         poll_delay=spec.poll_delay_seconds,
         keep_result=0,

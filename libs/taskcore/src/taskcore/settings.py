@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     outage_tolerance_seconds: float = Field(default=60.0, ge=0)
 
     # Flow control: admission of tasks under limit keys or in paused queues (docs/flow-control.md)
-    # Per queue, at least this many admitted tasks under a key may wait for a worker (also at least
-    # twice the concurrency of the queue's live workers): the rest wait in PostgreSQL, in fair order.
+    # Per queue, twice the concurrency of its live workers may wait admitted for a worker (this many
+    # while no worker of the queue is seen): the rest wait in PostgreSQL, in fair order.
     admission_window: int = Field(default=100, ge=1, le=100_000)
     admission_interval_seconds: float = Field(default=0.2, gt=0, le=60)
 

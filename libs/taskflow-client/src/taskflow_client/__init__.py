@@ -22,7 +22,19 @@ from taskflow_client._errors import (
     Unavailable,
     ValidationFailed,
 )
-from taskflow_client._models import QueueStats, Task, TaskLinks, TaskPage, TaskStatus, TaskType
+from taskflow_client._models import (
+    KeyUsage,
+    Limit,
+    Load,
+    Queue,
+    QueueStats,
+    Task,
+    TaskLinks,
+    TaskPage,
+    TaskStatus,
+    TaskType,
+    TaskTypePause,
+)
 from taskflow_client._sync import Client
 
 __all__ = [
@@ -32,8 +44,12 @@ __all__ = [
     "Client",
     "Conflict",
     "Forbidden",
+    "KeyUsage",
+    "Limit",
+    "Load",
     "NotFound",
     "PayloadTooLarge",
+    "Queue",
     "QueueStats",
     "RateLimited",
     "ServerError",
@@ -42,6 +58,7 @@ __all__ = [
     "TaskPage",
     "TaskStatus",
     "TaskType",
+    "TaskTypePause",
     "TaskflowError",
     "TransportError",
     "Unauthorized",

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
@@ -15,20 +15,26 @@ from pydantic import TypeAdapter
 from tenacity import AsyncRetrying
 
 from taskflow_client._base import (
+    API,
     Call,
     Config,
     TaskId,
     get_call,
     list_call,
+    load_call,
+    name_path,
     parse,
+    set_limit_call,
     submit_call,
     task_path,
     wait_slice,
 )
 from taskflow_client._errors import TransportError, error_from_response
-from taskflow_client._models import QueueStats, Task, TaskPage, TaskStatus, TaskType
+from taskflow_client._models import Limit, Load, Queue, QueueStats, Task, TaskPage, TaskStatus, TaskType, TaskTypePause
 
 _TYPES = TypeAdapter(list[TaskType])
+_QUEUES = TypeAdapter(list[Queue])
+_LIMITS = TypeAdapter(list[Limit])
 
 
 class AsyncClient:
@@ -104,10 +110,15 @@ class AsyncClient:
         run_at: datetime | None = None,
         delay_seconds: float | None = None,
         idempotency_key: str | None = None,
+        queue: str | None = None,
+        limit_keys: Sequence[str] | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
-        """Submit a task; with ``wait=True`` return it once terminal (or as it is after ``wait_timeout``)."""
+        """Submit a task; with ``wait=True`` return it once terminal (or as it is after ``wait_timeout``).
+
+        ``queue`` overrides the task type's queue; ``limit_keys`` (up to 4, the first is the fair-share key)
+        put the task under the limits set on those keys."""
         call = submit_call(
             task_type,
             payload,
@@ -117,6 +128,8 @@ class AsyncClient:
             run_at=run_at,
             delay_seconds=delay_seconds,
             idempotency_key=idempotency_key,
+            queue=queue,
+            limit_keys=limit_keys,
         )
         task = parse(await self._send(call), Task)
         return await self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -143,6 +156,7 @@ class AsyncClient:
         created_before: datetime | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        queue: str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -152,6 +166,7 @@ class AsyncClient:
             created_before=created_before,
             limit=limit,
             cursor=cursor,
+            queue=queue,
         )
         return parse(await self._send(call), TaskPage)
 
@@ -163,6 +178,7 @@ class AsyncClient:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         page_size: int = 100,
+        queue: str | None = None,
     ) -> AsyncIterator[Task]:
         """Every matching task, newest first, following the cursor page by page."""
         cursor: str | None = None
@@ -174,6 +190,7 @@ class AsyncClient:
                 created_before=created_before,
                 limit=page_size,
                 cursor=cursor,
+                queue=queue,
             )
             for task in page.items:
                 yield task
@@ -191,8 +208,56 @@ class AsyncClient:
         response = await self._send(Call("GET", "/api/v1/task-types"))
         return _TYPES.validate_python(response.json()["items"])
 
-    async def queue(self) -> QueueStats:
-        return parse(await self._send(Call("GET", "/api/v1/queue")), QueueStats)
+    @overload
+    async def queue(self) -> QueueStats: ...
+    @overload
+    async def queue(self, name: str) -> Queue: ...
+    async def queue(self, name: str | None = None) -> QueueStats | Queue:
+        """Without a name, the aggregate over every queue; with one, that queue (NotFound when nothing names it)."""
+        if name is None:
+            return parse(await self._send(Call("GET", f"{API}/queue")), QueueStats)
+        return parse(await self._send(Call("GET", name_path("queues", name))), Queue)
+
+    # -- flow control ---------------------------------------------------------------------
+
+    async def queues(self) -> builtins.list[Queue]:
+        """Every queue: depth, due, running, pause and the live workers consuming it."""
+        return _QUEUES.validate_json((await self._send(Call("GET", f"{API}/queues"))).content)
+
+    async def pause_queue(self, name: str) -> Queue:
+        """Pause a queue (admin): it accepts submits, no worker starts its tasks until resumed."""
+        return parse(await self._send(Call("POST", name_path("queues", name, "/pause"))), Queue)
+
+    async def resume_queue(self, name: str) -> Queue:
+        return parse(await self._send(Call("POST", name_path("queues", name, "/resume"))), Queue)
+
+    async def pause_task_type(self, name: str) -> TaskTypePause:
+        """Pause a task type (admin): its tasks are accepted and wait until resumed."""
+        return parse(await self._send(Call("POST", name_path("task-types", name, "/pause"))), TaskTypePause)
+
+    async def resume_task_type(self, name: str) -> TaskTypePause:
+        return parse(await self._send(Call("POST", name_path("task-types", name, "/resume"))), TaskTypePause)
+
+    async def limits(self) -> builtins.list[Limit]:
+        """Every limit with the slots in use now (and, for a template, its busiest keys)."""
+        return _LIMITS.validate_json((await self._send(Call("GET", f"{API}/limits"))).content)
+
+    async def limit(self, key: str) -> Limit:
+        return parse(await self._send(Call("GET", name_path("limits", key))), Limit)
+
+    async def set_limit(
+        self, key: str, *, max_running: int | None = None, per_second: float | None = None, burst: int | None = None
+    ) -> Limit:
+        """Create or replace the limit on ``key`` (admin); a key ending in ``*`` is a template."""
+        call = set_limit_call(key, max_running=max_running, per_second=per_second, burst=burst)
+        return parse(await self._send(call), Limit)
+
+    async def delete_limit(self, key: str) -> None:
+        await self._send(Call("DELETE", name_path("limits", key)))
+
+    async def load(self, queues: str | Sequence[str]) -> Load:
+        """Due + running tasks of these queues (a worker pool's scaling signal)."""
+        return parse(await self._send(load_call(queues)), Load)
 
     async def events(self, task_id: TaskId) -> AsyncIterator[Task]:
         """The task's states as the server streams them (SSE), the current one first; ends when terminal."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -105,6 +106,8 @@ def submit_call(
     run_at: datetime | None,
     delay_seconds: float | None,
     idempotency_key: str | None,
+    queue: str | None = None,
+    limit_keys: Sequence[str] | None = None,
 ) -> Call:
     body: dict[str, Any] = {"task_type": task_type, "payload": payload}
     options = {
@@ -113,6 +116,8 @@ def submit_call(
         "timeout_seconds": timeout_seconds,
         "run_at": run_at.isoformat() if run_at is not None else None,
         "delay_seconds": delay_seconds,
+        "queue": queue,
+        "limit_keys": list(limit_keys) if limit_keys else None,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     # A key per call makes the client's own retries safe: a repeat returns the task already stored.
@@ -134,6 +139,7 @@ def list_call(
     created_before: datetime | None,
     limit: int | None,
     cursor: str | None,
+    queue: str | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
     statuses = [status] if isinstance(status, str) else list(status or [])
@@ -144,11 +150,28 @@ def list_call(
         params.append(("created_after", created_after.isoformat()))
     if created_before is not None:
         params.append(("created_before", created_before.isoformat()))
+    if queue is not None:
+        params.append(("queue", queue))
     if limit is not None:
         params.append(("limit", str(limit)))
     if cursor is not None:
         params.append(("cursor", cursor))
     return Call("GET", f"{API}/tasks", params=tuple(params))
+
+
+def name_path(kind: str, name: str, suffix: str = "") -> str:
+    """``/api/v1/{kind}/{name}{suffix}`` with the name quoted (a limit key may hold ``:`` or ``*``)."""
+    return f"{API}/{kind}/{quote(name, safe=':*')}{suffix}"
+
+
+def set_limit_call(key: str, *, max_running: int | None, per_second: float | None, burst: int | None) -> Call:
+    options = {"max_running": max_running, "per_second": per_second, "burst": burst}
+    return Call("PUT", name_path("limits", key), json={k: v for k, v in options.items() if v is not None})
+
+
+def load_call(queues: str | Sequence[str]) -> Call:
+    names = [queues] if isinstance(queues, str) else list(queues)
+    return Call("GET", f"{API}/load", params=tuple(("queue", q) for q in names))
 
 
 def parse(response: httpx.Response, model: type[M]) -> M:

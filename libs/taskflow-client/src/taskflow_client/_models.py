@@ -48,6 +48,8 @@ class Task(_Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     cancel_requested: bool = False
+    queue: str = "default"
+    limit_keys: list[str] = Field(default_factory=list)
     result: Any = None
     error: dict[str, Any] | None = None
     links: TaskLinks | None = None
@@ -66,6 +68,8 @@ class TaskType(_Model):
     name: str
     description: str = ""
     payload_schema: dict[str, Any] = Field(default_factory=dict)
+    queue: str = "default"
+    paused: bool = False
 
 
 class QueueStats(_Model):
@@ -73,3 +77,52 @@ class QueueStats(_Model):
     due: int
     oldest_due_age_seconds: float | None = None
     workers: int
+
+
+class Queue(_Model):
+    """One named queue: ``workers == 0`` while ``due > 0`` means no live worker consumes it."""
+
+    name: str
+    paused: bool
+    depth: dict[str, int]
+    due: int
+    running: int
+    oldest_due_age_seconds: float | None = None
+    workers: int
+
+    @property
+    def stranded(self) -> bool:
+        return self.due > 0 and self.workers == 0
+
+
+class TaskTypePause(_Model):
+    name: str
+    paused: bool
+
+
+class KeyUsage(_Model):
+    key: str
+    in_use: int
+
+
+class Limit(_Model):
+    """A limit and the slots it governs in use now; a ``template`` (key ending in ``*``) counts each key on its own."""
+
+    key: str
+    template: bool
+    max_running: int | None = None
+    per_second: float | None = None
+    burst: int | None = None
+    in_use: int
+    running: int
+    busiest: list[KeyUsage] = Field(default_factory=list)
+    updated_at: datetime | None = None
+
+
+class Load(_Model):
+    """Due + running tasks of a pool's queues: what the pool must hold (its scaling signal)."""
+
+    queues: list[str]
+    due: int
+    running: int
+    load: int

@@ -10,7 +10,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from taskflow_api.ui._session import CsrfRejected, Forbidden, LoginRequired
+from taskflow_api.ui._session import AdminRequired, CsrfRejected, Forbidden, LoginRequired
+from taskflow_api.ui.flow import router as flow_router
 from taskflow_api.ui.routes import render, router
 
 STATIC = Path(__file__).parent / "static"
@@ -23,6 +24,8 @@ async def _login_required(request: Request, exc: Exception) -> Response:
 
 async def _forbidden(request: Request, exc: Exception) -> Response:
     detail = "Your API key does not have the tasks:write scope needed for this action."
+    if isinstance(exc, AdminRequired):
+        detail = "Your API key does not have the admin scope needed to pause or resume a queue."
     if isinstance(exc, CsrfRejected):
         detail = "The form was stale or came from another site. Reload the page and try again."
     return render(request, "error.html", {"title": "Not allowed", "detail": detail}, status_code=403)
@@ -30,6 +33,7 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(flow_router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(Forbidden, _forbidden)

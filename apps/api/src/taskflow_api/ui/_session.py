@@ -31,6 +31,10 @@ class Forbidden(Exception):
     """The key lacks the scope an action needs."""
 
 
+class AdminRequired(Forbidden):
+    """The key lacks the admin scope (pausing a queue)."""
+
+
 class CsrfRejected(Exception):
     """A form without the session's CSRF token."""
 
@@ -100,6 +104,14 @@ async def writer(principal: Annotated[Principal, Depends(current_principal)]) ->
     return principal
 
 
+async def admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """A principal allowed to change flow control (pause and resume queues)."""
+    if not principal.allows(Scope.ADMIN):
+        raise AdminRequired
+    return principal
+
+
 Viewer = Annotated[Principal, Depends(current_principal)]
+Admin = Annotated[Principal, Depends(admin)]
 Writer = Annotated[Principal, Depends(writer)]
 Csrf = Annotated[None, Depends(check_csrf)]

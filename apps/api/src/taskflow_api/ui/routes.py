@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFound, TaskValidationError
+from taskcore.flow import QUEUE_PATTERN
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.store.dashboard import Overview
@@ -68,6 +70,7 @@ def render(request: Request, name: str, context: dict[str, Any], *, status_code:
         "auth_on": state_of(request).auth.required,
         "principal": principal,
         "can_write": principal is not None and principal.allows(Scope.TASKS_WRITE),
+        "can_admin": principal is not None and principal.allows(Scope.ADMIN),
     }
     response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
     session.issue_csrf(request, response)
@@ -204,6 +207,7 @@ def _form_values(filters: ListFilter, limit: int) -> dict[str, Any]:
     return {
         "statuses": {s.value for s in filters.statuses},
         "task_type": filters.task_type or "",
+        "queue": filters.queue or "",
         "limit": limit,
         "created_after": after.strftime("%Y-%m-%dT%H:%M:%S") if after else "",
         "created_before": before.strftime("%Y-%m-%dT%H:%M:%S") if before else "",
@@ -215,6 +219,8 @@ def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
     query: list[tuple[str, str]] = [("status", s.value) for s in filters.statuses]
     if filters.task_type:
         query.append(("task_type", filters.task_type))
+    if filters.queue:
+        query.append(("queue", filters.queue))
     if filters.created_after:
         query.append(("created_after", filters.created_after.isoformat()))
     if filters.created_before:
@@ -243,22 +249,27 @@ async def tasks_page(
     task_type: TaskTypeFilter = None,
     created_after: Annotated[str, Query(max_length=64)] = "",
     created_before: Annotated[str, Query(max_length=64)] = "",
+    queue: Annotated[str, Query(max_length=64)] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     fragment: bool = False,
 ) -> Response:
     _remember(request, principal)
+    problems = []
     try:
         after, before = _moment(created_after), _moment(created_before)
     except ValueError:
         after = before = None
-        bad_time = True
-    else:
-        bad_time = False
-    filters = ListFilter(statuses=status_, task_type=task_type or None, created_after=after, created_before=before)
+        problems.append("Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC).")
+    if queue and not re.fullmatch(QUEUE_PATTERN, queue):
+        problems.append(f"Queue {queue!r} is not a queue name (lower-case letters, digits, - and _).")
+        queue = ""
+    filters = ListFilter(
+        statuses=status_, task_type=task_type or None, created_after=after, created_before=before, queue=queue or None
+    )
     context = await _task_page(state.repo, filters, limit, cursor)
-    if bad_time:
-        context["error"] = "Created after/before must be a date and time, e.g. 2026-11-28T14:00 (UTC)."
+    if problems:
+        context["error"] = " ".join(problems)
     context.update({"types": [t.name for t in state.registry], "statuses": STATUSES, "page": "tasks"})
     return render(request, "_rows.html" if fragment else "tasks.html", context)
 

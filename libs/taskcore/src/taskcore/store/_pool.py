@@ -8,10 +8,19 @@ from typing import Any
 import asyncpg
 import orjson
 
-from taskcore.errors import unavailable_on
+from taskcore.errors import DependencyUnavailable, outage_reason, unavailable_on
 from taskcore.settings import Settings
 
-# Failures that mean "PostgreSQL is not there right now", as opposed to a bad query.
+# Settings PostgreSQL refuses: they surface when a connection opens (in a pool, at acquire), or, for a
+# database never migrated, at the first query. Not outages, but the same to a caller: nothing can be
+# stored until someone fixes them, so they are DependencyUnavailable too, with a hint.
+CONFIG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidCatalogNameError,  # database "x" does not exist
+    asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, unknown role, no pg_hba.conf entry
+    asyncpg.UndefinedTableError,  # relation "tasks" does not exist: migrations never ran
+)
+# Failures that mean "PostgreSQL is not there right now" (or not usable with these settings), as
+# opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -20,7 +29,27 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,
+    *CONFIG_ERRORS,
 )
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(reason, hint) for one of CONNECTION_ERRORS."""
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return str(exc), "run taskflow-migrate, which creates it"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return str(exc), "check the user and password in TASKFLOW_DATABASE_URL"
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return f"the database has no TaskFlow tables: {exc}", "run taskflow-migrate"
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return str(exc) or type(exc).__name__, ""  # the server's words: "the database system is starting up"
+    return outage_reason(exc), ""
+
+
+def unavailable(exc: BaseException) -> DependencyUnavailable:
+    """The DependencyUnavailable for one of CONNECTION_ERRORS caught outside translate_errors."""
+    reason, hint = describe_error(exc)
+    return DependencyUnavailable("postgresql", reason, hint=hint)
 
 
 def _encode_json(value: Any) -> str:
@@ -69,4 +98,4 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
 
 def translate_errors() -> AbstractAsyncContextManager[None]:
     """PostgreSQL connection failures inside the block become DependencyUnavailable("postgresql")."""
-    return unavailable_on("postgresql", CONNECTION_ERRORS)
+    return unavailable_on("postgresql", CONNECTION_ERRORS, describe_error)

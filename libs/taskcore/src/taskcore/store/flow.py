@@ -268,8 +268,8 @@ class FlowRepository:
     async def admit(self, *, window: int) -> list[Admitted] | None:
         """Admit what may start now; None when another process holds the admission lock.
 
-        ``window`` bounds, per queue, how many admitted tasks under a key may wait unstarted
-        (at least twice the concurrency of the queue's live workers): Redis then holds only what
+        Per queue, twice the concurrency of its live workers (``window`` while none is seen) bounds
+        how many admitted tasks under a key may wait unstarted: Redis then holds only what
         starts soon, so a flood of one key cannot queue ahead of the others."""
         async with self._conn() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ADMISSION_LOCK_KEY):
@@ -339,7 +339,10 @@ class FlowRepository:
         )
         tats = await conn.fetch("SELECT key, tat FROM limit_rates WHERE key = ANY($1::text[])", keys)
         held = {r["queue"]: r["n"] for r in waiting}
-        room = {q: max(window, 2 * int(c)) for q, c in ((r["q"], r["n"]) for r in capacity)}
+        # Twice what the queue's live workers run at once, not more: every admitted task waits in Redis
+        # in admission order, so a flood's tasks admitted ahead delay a small key's by room / capacity
+        # task durations (the fair share is in what is admitted next). ``window`` when no worker is known.
+        room = {q: 2 * int(c) for q, c in ((r["q"], r["n"]) for r in capacity)}
         return AdmissionState(
             now=now,
             room={q: room.get(q, window) - held.get(q, 0) for q in queues},

@@ -16,7 +16,7 @@ import structlog
 from taskcore.errors import DependencyUnavailable
 from taskcore.logging import configure_logging
 from taskcore.settings import Settings
-from taskcore.store._pool import CONNECTION_ERRORS
+from taskcore.store._pool import CONNECTION_ERRORS, unavailable
 
 log = structlog.get_logger("taskflow.migrate")
 
@@ -114,7 +114,7 @@ async def migrate(dsn: str, *, create_database: bool = True) -> list[Migration]:
             await ensure_database(dsn)
         conn = await asyncpg.connect(dsn)
     except CONNECTION_ERRORS as exc:
-        raise DependencyUnavailable("postgresql", str(exc)) from exc
+        raise unavailable(exc) from exc
     try:
         return await apply_migrations(conn)
     finally:

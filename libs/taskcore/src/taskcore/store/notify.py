@@ -36,7 +36,7 @@ import asyncpg
 import structlog
 
 from taskcore.errors import DependencyUnavailable
-from taskcore.store._pool import CONNECTION_ERRORS
+from taskcore.store._pool import CONNECTION_ERRORS, describe_error, unavailable
 
 log = structlog.get_logger("taskflow.listener")
 
@@ -155,7 +155,7 @@ class StatusListener:
                     await conn.execute("SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) FOR SHARE", task_ids)
             except CONNECTION_ERRORS as exc:
                 self._lost.set()
-                raise DependencyUnavailable("postgresql", type(exc).__name__) from exc
+                raise unavailable(exc) from exc
 
     async def _unregister(self, task_id: UUID) -> None:
         """Best effort: a row left behind only costs a needless NOTIFY until it expires."""
@@ -220,7 +220,7 @@ class StatusListener:
                 backoff = 0.1
                 await self._watch(conn)
             except CONNECTION_ERRORS as exc:
-                log.warning("task change listener lost its connection", error=type(exc).__name__)
+                log.warning("task change listener lost its connection", error=describe_error(exc)[0])
             finally:
                 self._connected.clear()
                 self._conn = None

@@ -151,7 +151,8 @@ class TaskRepository:
 
     async def ping(self) -> None:
         async with self._conn() as conn:
-            await conn.fetchval("SELECT 1")
+            # Reading the table (no row) rather than SELECT 1: a database never migrated is not ready.
+            await conn.fetchval("SELECT 1 FROM tasks LIMIT 0")
 
     # -- submit and query -------------------------------------------------------------
 

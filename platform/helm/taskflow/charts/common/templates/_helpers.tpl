@@ -92,12 +92,15 @@ labels:
 
 {{/* Pod-level settings every TaskFlow pod shares: service account, pull secrets, security, topology, placement.
      (list $ "api" .Values) — the component's values carry podSecurityContext, topologySpreadConstraints,
-     nodeSelector, tolerations, affinity, priorityClassName. */}}
+     nodeSelector, tolerations, affinity, priorityClassName. An optional fourth item, a YAML string of labels,
+     replaces the component's selector labels in the spread (a worker pool spreads its own pods). */}}
 {{- define "taskflow.podSpecCommon" -}}
 {{- $ctx := index . 0 -}}
 {{- $component := index . 1 -}}
 {{- $values := index . 2 -}}
 {{- $spread := $values.topologySpread | default dict -}}
+{{- $spreadLabels := include "taskflow.selectorLabels" (list $ctx $component) -}}
+{{- if gt (len .) 3 }}{{ $spreadLabels = index . 3 }}{{ end -}}
 automountServiceAccountToken: false
 {{- with $ctx.Values.global.imagePullSecrets }}
 imagePullSecrets:
@@ -113,7 +116,7 @@ topologySpreadConstraints:
     whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
     labelSelector:
       matchLabels:
-        {{- include "taskflow.selectorLabels" (list $ctx $component) | nindent 8 }}
+        {{- $spreadLabels | nindent 8 }}
   {{- end }}
 {{- end }}
 {{- with $values.priorityClassName }}

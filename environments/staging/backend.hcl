@@ -1,7 +1,7 @@
-# terraform -chdir=platform/terraform/stack init -backend-config=../environments/prod/backend.hcl
+# terraform -chdir=platform/terraform/stack init -backend-config=../../../environments/staging/backend.hcl
 # The state account is created once, out of band (platform/terraform/README.md, "Bootstrap the state").
 resource_group_name  = "rg-taskflow-tfstate"
 storage_account_name = "sttaskflowtfstate"
 container_name       = "tfstate"
-key                  = "taskflow-prod.tfstate"
+key                  = "taskflow-staging.tfstate"
 use_azuread_auth     = true
