@@ -94,11 +94,8 @@ class WorkerResources:
             worker_id=self.worker_id,
             metrics=self.metrics,
             tracing=self.tracing,
-<<<<<<< HEAD
-            queue=queue,
-=======
             slot_freed=slot_freed,
->>>>>>> main
+            queue=queue,
         )
         heartbeat = Heartbeat(
             runner=runner,

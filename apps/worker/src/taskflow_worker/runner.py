@@ -71,19 +71,14 @@ class TaskRunner:
         worker_id: str,
         metrics: WorkerMetrics | None = None,
         tracing: Tracing | None = None,
-<<<<<<< HEAD
-        queue: TaskQueue | None = None,
-    ) -> None:
-        self.repo = repo
-        self.queue = queue  # enqueues the children a success unblocked (else the reconciler does)
-        self.workflows = WorkflowRepository(repo.pool)
-=======
         slot_freed: asyncio.Event | None = None,
+        queue: TaskQueue | None = None,
     ) -> None:
         self.repo = repo
         # Set when a run under a limit key ends: the admission loop admits the key's next task at once.
         self.slot_freed = slot_freed or asyncio.Event()
->>>>>>> main
+        self.queue = queue  # enqueues the children a success unblocked (else the reconciler does)
+        self.workflows = WorkflowRepository(repo.pool)
         self.metrics = metrics or WorkerMetrics()
         self.tracing = tracing or Tracing(None, "taskflow-worker")
         self.registry = registry
@@ -119,6 +114,8 @@ class TaskRunner:
                 await self.queue.enqueue_many(ready)
             except DependencyUnavailable as exc:  # stored as queued: the reconciler enqueues them
                 log.warning("unblocked tasks not enqueued", count=len(ready), error=str(exc))
+        if len(ready) < len(outcome.unblocked):
+            self.slot_freed.set()  # unblocked under a key or a pause: the admission loop takes them
         answers = []
         for success in successes:
             answers.append(success.task_id in recorded)
