@@ -34,6 +34,10 @@ from taskflow_client._models import (
     TaskStatus,
     TaskType,
     TaskTypePause,
+    Workflow,
+    WorkflowCreated,
+    WorkflowPage,
+    WorkflowStep,
 )
 from taskflow_client._sync import Client
 
@@ -64,4 +68,8 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
+    "Workflow",
+    "WorkflowCreated",
+    "WorkflowPage",
+    "WorkflowStep",
 ]

@@ -26,11 +26,27 @@ from taskflow_client._base import (
     parse,
     set_limit_call,
     submit_call,
+    submit_workflow_call,
     task_path,
     wait_slice,
+    workflow_path,
+    workflows_call,
 )
 from taskflow_client._errors import TransportError, error_from_response
-from taskflow_client._models import Limit, Load, Queue, QueueStats, Task, TaskPage, TaskStatus, TaskType, TaskTypePause
+from taskflow_client._models import (
+    Limit,
+    Load,
+    Queue,
+    QueueStats,
+    Task,
+    TaskPage,
+    TaskStatus,
+    TaskType,
+    TaskTypePause,
+    Workflow,
+    WorkflowCreated,
+    WorkflowPage,
+)
 
 _TYPES = TypeAdapter(list[TaskType])
 _QUEUES = TypeAdapter(list[Queue])
@@ -112,13 +128,15 @@ class AsyncClient:
         idempotency_key: str | None = None,
         queue: str | None = None,
         limit_keys: Sequence[str] | None = None,
+        depends_on: Sequence[TaskId] | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
         """Submit a task; with ``wait=True`` return it once terminal (or as it is after ``wait_timeout``).
 
         ``queue`` overrides the task type's queue; ``limit_keys`` (up to 4, the first is the fair-share key)
-        put the task under the limits set on those keys."""
+        put the task under the limits set on those keys; the task waits (``blocked``) until every task in
+        ``depends_on`` succeeded, and its handler sees their results in ``ctx.parents``."""
         call = submit_call(
             task_type,
             payload,
@@ -130,6 +148,7 @@ class AsyncClient:
             idempotency_key=idempotency_key,
             queue=queue,
             limit_keys=limit_keys,
+            depends_on=depends_on,
         )
         task = parse(await self._send(call), Task)
         return await self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -157,6 +176,7 @@ class AsyncClient:
         limit: int | None = None,
         cursor: str | None = None,
         queue: str | None = None,
+        workflow_id: TaskId | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -167,6 +187,7 @@ class AsyncClient:
             limit=limit,
             cursor=cursor,
             queue=queue,
+            workflow_id=workflow_id,
         )
         return parse(await self._send(call), TaskPage)
 
@@ -197,6 +218,23 @@ class AsyncClient:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    async def submit_workflow(self, name: str, tasks: Sequence[dict[str, Any]]) -> WorkflowCreated:
+        """Submit a workflow: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...}``
+        (the usual task options too). Returns its id and each step's task id by ref."""
+        return parse(await self._send(submit_workflow_call(name, tasks)), WorkflowCreated)
+
+    async def workflow(self, workflow_id: TaskId) -> Workflow:
+        """A workflow with its status, counts by task status and every step."""
+        return parse(await self._send(Call("GET", workflow_path(workflow_id))), Workflow)
+
+    async def workflows(self, *, limit: int | None = None, cursor: str | None = None) -> WorkflowPage:
+        """Workflows, newest first (without their steps)."""
+        return parse(await self._send(workflows_call(limit, cursor)), WorkflowPage)
+
+    async def cancel_workflow(self, workflow_id: TaskId) -> Workflow:
+        """Cancel every step that has not finished (running ones are stopped by their workers)."""
+        return parse(await self._send(Call("POST", workflow_path(workflow_id, "/cancel"))), Workflow)
 
     async def cancel(self, task_id: TaskId) -> Task:
         return parse(await self._send(Call("POST", task_path(task_id, "/cancel"))), Task)

@@ -108,6 +108,7 @@ def submit_call(
     idempotency_key: str | None,
     queue: str | None = None,
     limit_keys: Sequence[str] | None = None,
+    depends_on: Sequence[TaskId] | None = None,
 ) -> Call:
     body: dict[str, Any] = {"task_type": task_type, "payload": payload}
     options = {
@@ -118,6 +119,7 @@ def submit_call(
         "delay_seconds": delay_seconds,
         "queue": queue,
         "limit_keys": list(limit_keys) if limit_keys else None,
+        "depends_on": [str(uuid.UUID(str(t))) for t in depends_on] if depends_on else None,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     # A key per call makes the client's own retries safe: a repeat returns the task already stored.
@@ -140,6 +142,7 @@ def list_call(
     limit: int | None,
     cursor: str | None,
     queue: str | None = None,
+    workflow_id: TaskId | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
     statuses = [status] if isinstance(status, str) else list(status or [])
@@ -152,6 +155,8 @@ def list_call(
         params.append(("created_before", created_before.isoformat()))
     if queue is not None:
         params.append(("queue", queue))
+    if workflow_id is not None:
+        params.append(("workflow_id", str(uuid.UUID(str(workflow_id)))))
     if limit is not None:
         params.append(("limit", str(limit)))
     if cursor is not None:
@@ -184,3 +189,19 @@ def parse(response: httpx.Response, model: type[M]) -> M:
 def wait_slice(remaining: float | None) -> float:
     """One long-poll's length: what is left, at most the server's limit."""
     return MAX_WAIT_SECONDS if remaining is None else max(0.001, min(MAX_WAIT_SECONDS, remaining))
+
+
+def workflow_path(workflow_id: TaskId, suffix: str = "") -> str:
+    return f"{API}/workflows/{uuid.UUID(str(workflow_id))}{suffix}"
+
+
+def submit_workflow_call(name: str, tasks: Sequence[dict[str, Any]]) -> Call:
+    """``tasks``: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...options}``."""
+    return Call("POST", f"{API}/workflows", json={"name": name, "tasks": list(tasks)})
+
+
+def workflows_call(limit: int | None, cursor: str | None) -> Call:
+    params = [("limit", str(limit))] if limit is not None else []
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return Call("GET", f"{API}/workflows", params=tuple(params))
