@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
+from taskflow_client import Client, TaskStatus
 from tests.e2e._helpers import parse_time
+from tests.e2e.conftest import Stack
+from tests.e2e.test_cli import api_key, as_json, run
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +98,36 @@ async def test_a_plain_submit_waits_for_the_tasks_it_depends_on(api: httpx.Async
         assert time.monotonic() < deadline, task
         await asyncio.sleep(0.1)
     assert task["result"]["parents"] == {first["id"]: {"name": "one", "parents": {}}}
+
+
+async def test_the_client_and_the_cli_drive_workflows(stack: Stack, tmp_path: Path) -> None:
+    with Client(stack.url, api_key=api_key(stack)) as client:
+        created = client.submit_workflow("via-client", [step("a"), step("b", "a")])
+        assert set(created.tasks) == {"a", "b"}
+        after_b = [created.tasks["b"]]
+        child = client.submit("e2e.step", {"name": "after"}, depends_on=after_b, wait=True, wait_timeout=30)
+        assert child.status is TaskStatus.SUCCEEDED
+        assert child.depends_on == [created.tasks["b"]]
+        workflow = client.workflow(created.id)
+        assert workflow.status == "succeeded"
+        assert workflow.finished
+        assert [s.ref for s in workflow.steps or []] == ["a", "b"]
+        assert created.id in [w.id for w in client.workflows(limit=100).items]
+        assert {t.ref for t in client.list(workflow_id=created.id).items} == {"a", "b"}
+
+        spec = tmp_path / "flow.json"
+        later = {**step("x"), "delay_seconds": 30}
+        spec.write_bytes(orjson.dumps({"name": "via-cli", "tasks": [later, step("y", "x")]}))
+        submitted = as_json(run(stack, "--json", "workflow", "submit", str(spec)))
+        got = run(stack, "workflows", "get", submitted["id"])
+        assert got.returncode == 0, got
+        assert "via-cli" in got.stdout
+        assert "blocked" in got.stdout
+        cancelled = as_json(run(stack, "workflows", "cancel", submitted["id"], "--json"))
+        assert cancelled["status"] == "cancelled"
+        assert cancelled["counts"]["cancelled"] == 2
+        listed = as_json(run(stack, "workflows", "list", "--json"))
+        assert submitted["id"] in [w["id"] for w in listed]
+        assert client.workflow(submitted["id"]).status == "cancelled"
+    bad = run(stack, "workflow", "submit", str(tmp_path / "missing.json"))
+    assert bad.returncode == 2, bad
