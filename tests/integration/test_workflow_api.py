@@ -3,6 +3,7 @@ the step, and nothing is stored; a good one is stored whole, its roots queued, t
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -11,7 +12,9 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.conftest import TEST_API_KEY
 from tests.integration.test_api import PROBLEM, make_client  # noqa: F401 - the fixture
+from tests.integration.test_dashboard import login, ui  # noqa: F401 - the fixture
 
 WORKFLOWS = "/api/v1/workflows"
 
@@ -145,3 +148,31 @@ async def test_depends_on_a_plain_submit(api: httpx.AsyncClient, pool: asyncpg.P
     )
     assert fields_of(batch) == {"tasks.0.depends_on"}
     assert await stored(pool) == before
+
+
+async def test_the_dashboard_draws_a_workflow_and_the_task_page_links_it(
+    api: httpx.AsyncClient,
+    ui: httpx.AsyncClient,  # noqa: F811
+) -> None:
+    body = {"name": "drawn", "tasks": [step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")]}
+    created = (await api.post(WORKFLOWS, json=body)).json()
+    await login(ui, TEST_API_KEY)
+    page = await ui.get(f"/ui/workflows/{created['id']}")
+    assert page.status_code == 200, page.text[:300]
+    assert page.text.count('class="node node-') == 4
+    assert page.text.count('class="edge"') == 4
+    assert 'data-step="d" data-status="blocked"' in page.text
+    assert 'data-finished="false"' in page.text
+    # a -> column 0, b and c -> column 1, d -> column 2: d is right of b and c
+    node = r'data-step="(\w)" data-status="\w+">\s*<rect class="[^"]+" x="(\d+)"'
+    xs = {m[0]: int(m[1]) for m in re.findall(node, page.text)}
+    assert xs["a"] < xs["b"] == xs["c"] < xs["d"]
+    fragment = await ui.get(f"/ui/workflows/{created['id']}?fragment=true")
+    assert "<html" not in fragment.text
+    assert 'id="workflow-status"' in fragment.text
+    listing = await ui.get("/ui/workflows")
+    assert f"/ui/workflows/{created['id']}" in listing.text
+    task = await ui.get(f"/ui/tasks/{created['tasks']['d']}")
+    assert f'href="/ui/workflows/{created["id"]}"' in task.text
+    missing = await ui.get(f"/ui/workflows/{uuid4()}")
+    assert missing.status_code == 404
