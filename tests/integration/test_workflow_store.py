@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -201,3 +202,16 @@ async def test_a_dependent_submit_racing_its_parents_success_is_never_stranded(
         assert child is not None
         after = await repo.get(child.id)
         assert after.status is S.QUEUED, (child.status, done.unblocked)
+
+
+async def test_retention_purges_edges_and_then_the_empty_workflow(
+    repo: TaskRepository, workflows: WorkflowRepository
+) -> None:
+    ids = await diamond(workflows)
+    await repo.cancel(ids["a"])  # a and, with it, b, c and d end
+    await repo.pool.execute("UPDATE tasks SET finished_at = now() - interval '30 days'")
+    await repo.pool.execute("UPDATE workflows SET created_at = now() - interval '30 days'")
+    assert await repo.purge_finished(older_than=timedelta(days=7), limit=100) == 4
+    assert await repo.pool.fetchval("SELECT count(*) FROM task_dependencies") == 0
+    await repo.purge_finished(older_than=timedelta(days=7), limit=100)  # the next round takes the workflow
+    assert await repo.pool.fetchval("SELECT count(*) FROM workflows") == 0

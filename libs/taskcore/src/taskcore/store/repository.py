@@ -583,7 +583,11 @@ class TaskRepository:
                 f"""WITH gone AS (DELETE FROM tasks WHERE id IN (
                         SELECT id FROM tasks WHERE status IN {st.TERMINAL}
                           AND finished_at < clock_timestamp() - $1::interval LIMIT $2) RETURNING id),
-                    edges AS (DELETE FROM task_dependencies WHERE task_id IN (SELECT id FROM gone))
+                    edges AS (DELETE FROM task_dependencies WHERE task_id IN (SELECT id FROM gone)),
+                    -- a workflow whose steps an earlier round purged (this round's are still seen)
+                    flows AS (DELETE FROM workflows WHERE id IN (
+                        SELECT w.id FROM workflows w WHERE w.created_at < clock_timestamp() - $1::interval
+                           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id) LIMIT $2))
                     SELECT count(*) FROM gone""",
                 older_than,
                 limit,
