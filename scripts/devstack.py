@@ -434,9 +434,15 @@ def banner(api: str | None, used: dict[str, str]) -> str:
     return "\n".join([*lines, ""])
 
 
+LOCAL_WORKER_QUEUES = "critical:3,default:1,reports:1"
+
+
 def run(stack: contextlib.ExitStack, *, services_only: bool) -> None:
     env = dict(os.environ)
     env.setdefault("TASKFLOW_ENV", "development")
+    # One local worker serves every queue the environments' pools name (docs/flow-control.md), so
+    # nothing submitted to them waits for a worker that only a cluster would run.
+    env.setdefault("TASKFLOW_WORKER_QUEUES", LOCAL_WORKER_QUEUES)
     used = {service.name: ensure(service, env, stack) for service in SERVICES}
     children, api = ({}, None) if services_only else start_app(env, stack)
     print(banner(api, used), flush=True)

@@ -160,3 +160,22 @@ async def test_a_retry_under_a_key_goes_back_through_admission(repo: TaskReposit
     assert not due.admitted
     assert (await flow.limit("k")).in_use == 0  # the retry freed the slot
     assert [a.id for a in await admit_all(flow)] == [task.id]  # type: ignore[attr-defined]
+
+
+async def test_fair_share_holds_when_rounds_admit_one_task_at_a_time(
+    repo: TaskRepository, flow: FlowRepository
+) -> None:
+    """A flood holding the queue's room yields each freed slot to a key with nothing in flight,
+    even though the flood's next task was submitted first (rank alone would pick it every round)."""
+    for _ in range(50):
+        await stored(repo, limit_keys=("tenant:big",))
+    first = await flow.admit(window=10)
+    assert first is not None
+    assert len(first) == 10
+    small = {(await stored(repo, limit_keys=("tenant:small",))).id for _ in range(3)}
+    admitted_small = []
+    for started in first[:3]:
+        assert await repo.claim(started.id, worker_id="w", lease_seconds=LEASE) is not None  # frees one unit of room
+        [next_one] = await admit_all(flow, window=10)
+        admitted_small.append(next_one.id)  # type: ignore[attr-defined]
+    assert set(admitted_small) == small

@@ -24,6 +24,8 @@ CHANGED: dict[str, Any] = {
     "queue": "reports",
     "limit_keys": ("tenant:1",),
     "depends_on": (UUID(int=1),),
+    "unique_key": "report:42",
+    "unique_for_seconds": 60,
 }
 
 

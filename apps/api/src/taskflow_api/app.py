@@ -18,7 +18,7 @@ from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.telemetry import Tracing
-from taskflow_api import auth, batch, deps, flow, live, openapi, problems, ratelimit, ui, workflows
+from taskflow_api import auth, batch, deps, flow, live, openapi, problems, ratelimit, schedules, ui, workflows
 from taskflow_api._edge import EdgeMiddleware
 from taskflow_api.auth import Authenticator
 from taskflow_api.metrics import ApiMetrics
@@ -108,7 +108,13 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
             "allow_origins": settings.cors_origins,
             "allow_methods": ["GET", "POST"],
             "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            "expose_headers": ["Location", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
+            "expose_headers": [
+                "Location",
+                "Retry-After",
+                "Idempotent-Replayed",
+                "TaskFlow-Duplicate-Of",
+                "X-Request-ID",
+            ],
             "max_age": 600,
         }
     # One layer: request id, security headers, CORS, body limit, metrics and the access log line.
@@ -124,6 +130,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
     app.include_router(router)
     app.include_router(flow.router)
     app.include_router(workflows.router)
+    app.include_router(schedules.router)
     app.include_router(live.router)
     ui.install(app)
     app.include_router(probes)

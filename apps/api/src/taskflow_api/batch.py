@@ -39,6 +39,9 @@ class BatchItem(BaseModel):
     run_at: datetime
     created_at: datetime
     location: str
+    duplicate_of: UUID | None = Field(
+        default=None, description="Present when the item's unique_key was held: the holding task, nothing stored"
+    )
 
 
 class BatchOut(BaseModel):
@@ -62,7 +65,9 @@ async def submit_batch(body: BatchCreate, state: StateDep, request: Request) -> 
     stored = await state.service.submit_many(
         [t.to_request() for t in body.tasks], origin=origin_of(request, state.tracing)
     )
-    for task_type, n in Counter(t.task_type for t in body.tasks).items():
+    duplicates = {i for i, t in enumerate(stored) if t.duplicate_of is not None}
+    counted = (t.task_type for i, t in enumerate(body.tasks) if i not in duplicates)
+    for task_type, n in Counter(counted).items():
         state.metrics.submitted_of(task_type).inc(n)
     items: list[dict[str, Any]] = [
         {
@@ -71,6 +76,7 @@ async def submit_batch(body: BatchCreate, state: StateDep, request: Request) -> 
             "run_at": t.run_at,
             "created_at": t.created_at,
             "location": f"/api/v1/tasks/{t.id}",
+            **({"duplicate_of": t.duplicate_of} if t.duplicate_of is not None else {}),
         }
         for t in stored
     ]

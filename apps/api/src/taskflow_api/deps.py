@@ -17,11 +17,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from taskcore.flowservice import FlowService
 from taskcore.registry import TaskRegistry
+from taskcore.scheduler import ScheduleService
 from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.store.repository import TaskRepository
+from taskcore.store.schedules import ScheduleRepository
 from taskcore.telemetry import Tracing
 from taskflow_api.auth import ANONYMOUS, BEARER, Authenticator, Principal, Scope
 from taskflow_api.metrics import ApiMetrics
@@ -49,6 +51,11 @@ class AppState:
     @property
     def flow(self) -> FlowService:
         return self.service.flow
+
+    @property
+    def schedules(self) -> ScheduleService:
+        """Schedules (stateless over the pool: built on demand)."""
+        return ScheduleService(service=self.service, repo=ScheduleRepository(self.service.repo.pool))
 
 
 def attach(app: FastAPI, state: AppState) -> None:
@@ -85,6 +92,10 @@ async def get_flow(request: Request) -> FlowService:
     return state_of(request).service.flow
 
 
+async def get_schedules(request: Request) -> ScheduleService:
+    return state_of(request).schedules
+
+
 async def get_registry(request: Request) -> TaskRegistry:
     return state_of(request).registry
 
@@ -106,6 +117,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[TaskService, Depends(get_service)]
 RepoDep = Annotated[TaskRepository, Depends(get_repo)]
 FlowServiceDep = Annotated[FlowService, Depends(get_flow)]
+SchedulesDep = Annotated[ScheduleService, Depends(get_schedules)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 ListenerDep = Annotated[StatusListener, Depends(get_listener)]

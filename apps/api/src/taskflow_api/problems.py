@@ -17,6 +17,8 @@ from taskcore.errors import (
     InvalidTransition,
     LimitNotFound,
     PayloadTooLarge,
+    ScheduleNameTaken,
+    ScheduleNotFound,
     TaskNotFound,
     TaskValidationError,
     WorkflowNotFound,
@@ -105,6 +107,21 @@ async def _workflow_not_found(request: Request, exc: Exception) -> Response:
     return problem(404, "workflow-not-found", "Workflow not found", str(exc), instance=request.url.path)
 
 
+async def _schedule_not_found(request: Request, exc: Exception) -> Response:
+    return problem(404, "schedule-not-found", "Schedule not found", str(exc), instance=request.url.path)
+
+
+async def _schedule_name_taken(request: Request, exc: Exception) -> Response:
+    return problem(
+        409,
+        "schedule-name-taken",
+        "Schedule name taken",
+        str(exc),
+        errors=[{"field": "name", "in": "body", "message": "is taken", "type": "unique"}],
+        instance=request.url.path,
+    )
+
+
 async def _conflict(request: Request, exc: Exception) -> Response:
     slug = "idempotency-conflict" if isinstance(exc, IdempotencyConflict) else "invalid-transition"
     title = "Idempotency-Key reused" if isinstance(exc, IdempotencyConflict) else "Invalid state for this action"
@@ -155,6 +172,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TaskNotFound, _not_found)
     app.add_exception_handler(LimitNotFound, _limit_not_found)
     app.add_exception_handler(WorkflowNotFound, _workflow_not_found)
+    app.add_exception_handler(ScheduleNotFound, _schedule_not_found)
+    app.add_exception_handler(ScheduleNameTaken, _schedule_name_taken)
     app.add_exception_handler(IdempotencyConflict, _conflict)
     app.add_exception_handler(InvalidTransition, _conflict)
     app.add_exception_handler(DependencyUnavailable, _unavailable)

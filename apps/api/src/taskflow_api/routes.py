@@ -51,7 +51,10 @@ probes = APIRouter()
     "/tasks",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskOut,
-    responses=problem_responses(400, 409, 413, 422, 503),
+    responses={
+        200: {"model": TaskOut, "description": "Its unique_key is held: the holding task (TaskFlow-Duplicate-Of)"},
+        **problem_responses(400, 409, 413, 422, 503),
+    },
     summary="Submit a task",
     dependencies=[require_scope(Scope.TASKS_WRITE), submit_rate_limit()],
 )
@@ -69,11 +72,15 @@ async def submit_task(
         ),
     ] = None,
 ) -> Response:
-    task, created = await state.service.submit(
+    done = await state.service.submit_one(
         body.to_request(), origin=origin_of(request, state.tracing), idempotency_key=idempotency_key
     )
+    task = done.task
     headers = {"Location": f"/api/v1/tasks/{task.id}"}
-    if created:
+    if done.duplicate:  # its unique_key is held: that task, nothing stored
+        headers["TaskFlow-Duplicate-Of"] = str(task.id)
+        return TaskOut.of(task).json_response(status.HTTP_200_OK, headers)
+    if done.created:
         state.metrics.submitted_of(task.task_type).inc()
     else:
         headers["Idempotent-Replayed"] = "true"
@@ -115,6 +122,7 @@ async def list_tasks(
     created_before: UtcDatetime | None = None,
     queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
     workflow_id: UUID | None = None,
+    schedule_id: Annotated[UUID | None, Query(description="Runs of this schedule")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskPage:
@@ -126,6 +134,7 @@ async def list_tasks(
             created_before=created_before,
             queue=queue,
             workflow_id=workflow_id,
+            schedule_id=schedule_id,
         ),
         limit=limit,
         cursor=cursor,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from taskcore.domain import QueueStats, Task, TaskStatus
 from taskcore.flow import LIMIT_KEY_PATTERN, MAX_LIMIT_KEYS, QUEUE_PATTERN
-from taskcore.service import TaskRequest
+from taskcore.service import MAX_UNIQUE_FOR_SECONDS, UNIQUE_KEY_PATTERN, TaskRequest
 
 MAX_PRIORITY = 9
 MAX_DELAY_SECONDS = 366 * 24 * 3600
@@ -86,6 +86,16 @@ class TaskCreate(BaseModel):
         description="Tasks that must succeed first: the task is blocked until then (see docs/workflows.md)",
     )
 
+    unique_key: str | None = Field(
+        default=None,
+        pattern=UNIQUE_KEY_PATTERN,
+        description="While a task with this key waits or runs (or within unique_for_seconds of its creation), "
+        "a submit returns that task (200, TaskFlow-Duplicate-Of) and stores nothing",
+    )
+    unique_for_seconds: int | None = Field(
+        default=None, ge=0, le=MAX_UNIQUE_FOR_SECONDS, description="How long the key stays held after creation"
+    )
+
     @field_validator("limit_keys")
     @classmethod
     def _distinct_keys(cls, value: list[str]) -> list[str]:
@@ -113,6 +123,8 @@ class TaskCreate(BaseModel):
             queue=self.queue,
             limit_keys=self.limit_keys,
             depends_on=self.depends_on,
+            unique_key=self.unique_key,
+            unique_for_seconds=self.unique_for_seconds,
         )
 
 
@@ -141,6 +153,9 @@ class TaskOut(BaseModel):
     workflow_id: UUID | None = None
     ref: str | None = Field(default=None, description="Its step's ref in its workflow")
     depends_on: list[UUID] = Field(default_factory=list, description="Tasks that must succeed before it runs")
+    schedule_id: UUID | None = Field(default=None, description="The schedule that fired it")
+    scheduled_for: datetime | None = Field(default=None, description="Its schedule slot (or the trigger's instant)")
+    unique_key: str | None = None
     result: Any = None
     error: dict[str, Any] | None = None
     links: TaskLinks
@@ -167,6 +182,9 @@ class TaskOut(BaseModel):
             workflow_id=task.workflow_id,
             ref=task.ref,
             depends_on=list(task.depends_on),
+            schedule_id=task.schedule_id,
+            scheduled_for=task.scheduled_for,
+            unique_key=task.unique_key,
             result=task.result,
             error=task.error,
             links=TaskLinks.model_construct(self=base, cancel=f"{base}/cancel", retry=f"{base}/retry"),

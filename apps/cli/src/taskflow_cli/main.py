@@ -188,6 +188,10 @@ def submit(
     max_retries: Annotated[int | None, typer.Option(min=0, help="Retries after the first attempt")] = None,
     timeout_seconds: Annotated[int | None, typer.Option(min=1, help="Per-attempt time limit")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="A repeat with the same key returns the original")] = None,
+    unique_key: Annotated[
+        str | None, typer.Option(help="While a task with this key waits or runs, return it instead")
+    ] = None,
+    unique_for: Annotated[int | None, typer.Option(min=0, help="...and this many seconds after it was created")] = None,
     queue: Annotated[str | None, typer.Option(help="The queue [default: the task type's, else default]")] = None,
     limit_key: Annotated[
         list[str] | None,
@@ -207,6 +211,8 @@ def submit(
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            unique_for_seconds=unique_for,
             queue=queue,
             limit_keys=limit_key,
             wait=wait,
@@ -320,6 +326,13 @@ def _task_id(text: str) -> str:
         raise typer.BadParameter(f"{text!r} is not a task id (UUID)", param_hint="ID") from None
 
 
+def _subcommands() -> None:
+    from taskflow_cli.schedules import schedules_app  # it uses this module's helpers
+
+    app.add_typer(schedules_app, name="schedules")
+
+
+_subcommands()
 from taskflow_cli import flow as _flow  # noqa: E402 - its commands use the helpers above
 
 _flow.register(app)

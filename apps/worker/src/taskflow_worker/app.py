@@ -17,9 +17,12 @@ from taskcore.errors import DependencyUnavailable
 from taskcore.flowservice import FlowService, admission_loop
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
 from taskcore.registry import TaskRegistry, load_registry
+from taskcore.scheduler import ScheduleService
+from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_pool
 from taskcore.store.flow import FlowRepository
+from taskcore.store.schedules import ScheduleRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
@@ -118,6 +121,16 @@ class WorkerResources:
                 )
             ),
         ]
+        if settings.schedule_interval_seconds > 0:
+            # Its own loop and leader lock, not the reconciler's pass: a slot must fire within about
+            # a second, while a reconciler pass runs every few seconds and can take long.
+            schedules = ScheduleService(
+                service=TaskService(repo=repo, queue=queue, registry=self.registry, settings=settings),
+                repo=ScheduleRepository(self._pool),
+            )
+            self._loops.append(
+                asyncio.create_task(_every(settings.schedule_interval_seconds, "schedules", schedules.fire))
+            )
         log.info(
             "worker started",
             worker_id=self.worker_id,

@@ -47,6 +47,7 @@ class Reconciler:
                 older_than=timedelta(days=self.settings.retention_days), limit=self.settings.reconcile_batch_size
             )
             await self.repo.forget_workers(unseen_for=timedelta(days=1))
+            await self.repo.purge_unique_keys(limit=self.settings.reconcile_batch_size)
         if report.recovered or report.enqueued or report.released or report.purged:
             log.info(
                 "reconciled",

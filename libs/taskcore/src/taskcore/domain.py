@@ -82,6 +82,9 @@ class Task:
     workflow_id: UUID | None = None
     ref: str | None = None  # its step's ref in the workflow
     depends_on: tuple[UUID, ...] = ()  # the parents that must succeed before it runs
+    schedule_id: UUID | None = None  # the schedule that fired it (taskcore.schedules)
+    scheduled_for: datetime | None = None  # its slot (or the instant of a manual trigger)
+    unique_key: str | None = None
 
     @property
     def retries_left(self) -> bool:
@@ -106,6 +109,8 @@ class NewTask:
     payload_json: str | None = None  # ``payload`` already encoded, so that it is serialised once
     queue: str = "default"
     limit_keys: tuple[str, ...] = ()
+    unique_key: str | None = None  # at most one waiting or running task per key (docs/schedules.md)
+    unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
 
 
 @dataclass(frozen=True, slots=True)

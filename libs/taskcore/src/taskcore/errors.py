@@ -4,6 +4,8 @@ TaskflowError
 ├── TaskNotFound            — no task with that id
 ├── LimitNotFound           — no limit set on that key
 ├── WorkflowNotFound        — no workflow with that id
+├── ScheduleNotFound        — no schedule with that id
+├── ScheduleNameTaken       — another schedule has that name
 ├── InvalidTransition       — the task's state does not allow the operation
 ├── IdempotencyConflict     — same Idempotency-Key, different request
 ├── TaskValidationError     — unknown task type or payload not matching its schema
@@ -53,6 +55,18 @@ class WorkflowNotFound(TaskflowError):
     def __init__(self, workflow_id: UUID) -> None:
         super().__init__(f"workflow {workflow_id} does not exist")
         self.workflow_id = workflow_id
+
+
+class ScheduleNotFound(TaskflowError):
+    def __init__(self, schedule_id: UUID) -> None:
+        super().__init__(f"schedule {schedule_id} does not exist")
+        self.schedule_id = schedule_id
+
+
+class ScheduleNameTaken(TaskflowError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a schedule named {name!r} exists already")
+        self.name = name
 
 
 class InvalidTransition(TaskflowError):

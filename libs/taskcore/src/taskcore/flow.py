@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -135,6 +135,7 @@ class Candidate:
     priority: int
     run_at: datetime
     rank: int
+    group: tuple[str, str] = ("", "")  # (queue, first limit key): the fair-share group
 
 
 @dataclass(slots=True)
@@ -145,6 +146,7 @@ class AdmissionState:
     room: dict[str, int]  # per queue: how many more admitted-but-unstarted tasks it may hold
     in_use: dict[str, int]  # per concrete key: slots held (admitted tasks queued or running)
     tat: dict[str, datetime]  # per rate-limited key: GCRA theoretical arrival time
+    in_flight: dict[tuple[str, str], int] = field(default_factory=dict)  # per group: admitted, not ended
     horizon: timedelta = timedelta(seconds=1)
 
 
@@ -153,10 +155,13 @@ def plan_admission(
 ) -> list[tuple[UUID, datetime]]:
     """Which candidates start, and when (a rate may give a start up to ``horizon`` ahead).
 
-    Round-robin across fair-share keys (rank first, within equal priority), each task checked
+    Fewest in flight first across fair-share keys (within equal priority), each task checked
     against every key it names; a task whose key is full is skipped, never in the way of others."""
     admitted: list[tuple[UUID, datetime]] = []
-    for task in sorted(candidates, key=lambda c: (-c.priority, c.rank, c.run_at)):
+    # A group's place: what it already has in flight plus its place in this round, so a flood that
+    # holds many slots yields to a key with none even when a round admits one task at a time.
+    order = sorted(candidates, key=lambda c: (-c.priority, state.in_flight.get(c.group, 0) + c.rank, c.run_at))
+    for task in order:
         if state.room.get(task.queue, 0) <= 0:
             continue
         start = _start_time(task, book, state)
@@ -203,5 +208,7 @@ def rank_candidates(rows: Iterable[Mapping[str, Any]]) -> list[Candidate]:
         group = (row["queue"], row["fk"])
         rank = rank + 1 if group == last else 0
         last = group
-        out.append(Candidate(row["id"], row["queue"], tuple(row["limit_keys"]), row["priority"], row["run_at"], rank))
+        out.append(
+            Candidate(row["id"], row["queue"], tuple(row["limit_keys"]), row["priority"], row["run_at"], rank, group)
+        )
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,18 @@ from taskcore.store.repository import Inserted, TaskRepository
 from taskcore.store.workflows import WorkflowRepository
 
 log = structlog.get_logger("taskflow.service")
+
+UNIQUE_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+MAX_UNIQUE_FOR_SECONDS = 366 * 24 * 3600
+
+
+def check_unique_key(key: str | None) -> str | None:
+    if key is not None and not re.fullmatch(UNIQUE_KEY_PATTERN, key):
+        raise TaskValidationError(
+            f"unique_key must match {UNIQUE_KEY_PATTERN}",
+            [{"field": "unique_key", "message": f"must match {UNIQUE_KEY_PATTERN}", "type": "string_pattern_mismatch"}],
+        )
+    return key
 
 
 def _limit_error(field: str, message: str) -> TaskValidationError:
@@ -73,6 +86,8 @@ class TaskRequest:
     delay_seconds: float | None = None
     queue: str | None = None  # None: the task type's declared queue, else "default"
     limit_keys: Sequence[str] = ()
+    unique_key: str | None = None  # while a task with this key waits or runs, a submit returns it
+    unique_for_seconds: int | None = None  # ... and for this long after it was created
     depends_on: Sequence[UUID] = ()  # tasks that must succeed first (taskcore.workflows)
 
     def fingerprint(self) -> str:
@@ -90,9 +105,21 @@ class TaskRequest:
         ]
         if self.queue is not None or self.limit_keys:  # appended only when set: older fingerprints stay valid
             sent += [self.queue, list(self.limit_keys)]
+        if self.unique_key is not None or self.unique_for_seconds is not None:
+            sent += [self.unique_key, self.unique_for_seconds]
         if self.depends_on:
             sent += [[str(p) for p in self.depends_on]]
         return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What a submit did: stored ``task`` (created), replayed an Idempotency-Key, or found the task
+    holding the request's unique_key (duplicate: nothing stored)."""
+
+    task: Task
+    created: bool
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +143,30 @@ class TaskService:
     async def submit(
         self, request: TaskRequest, *, origin: Origin, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
-        """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat."""
+        """Validate, store, enqueue. Returns (task, created); created is False on an idempotent repeat
+        (and on a unique_key duplicate: ``submit_one`` tells the two apart)."""
+        done = await self.submit_one(request, origin=origin, idempotency_key=idempotency_key)
+        return done.task, done.created
+
+    async def submit_one(
+        self, request: TaskRequest, *, origin: Origin, idempotency_key: str | None = None
+    ) -> Submitted:
         new = self._prepare(request, origin=origin, idempotency_key=idempotency_key)
         await self._note_queues((new.queue,))
         if request.depends_on:
+            if new.unique_key is not None:
+                error = {"field": "unique_key", "message": "cannot be combined with depends_on", "type": "value_error"}
+                raise TaskValidationError("unique_key cannot be combined with depends_on", [error])
             task, created = await self._insert_dependent(new, request.depends_on)
-        else:
+            duplicate = False
+        elif new.unique_key is None:
             task, created = await self.repo.insert(new)
+            duplicate = False
+        else:
+            task, created, duplicate = await self.repo.insert_unique(new)
         if created:
             await self._enqueue(task)
-        return task, created
+        return Submitted(task, created, duplicate)
 
     async def submit_many(self, requests: Sequence[TaskRequest], *, origin: Origin) -> list[Inserted]:
         """Validate every request, then store them all in one statement and enqueue them in one
@@ -153,13 +194,18 @@ class TaskService:
                 f"{len({e['index'] for e in errors})} of {len(requests)} tasks are invalid", errors
             )
         await self._note_queues({n.queue for n in news})
-        stored = await self.repo.insert_many(news)
-        admitted = [Enqueue(t.id, t.run_at, t.priority, t.queue) for t in stored if t.admitted]
+        if any(n.unique_key is not None for n in news):
+            stored = await self.repo.insert_batch(news)
+        else:
+            stored = await self.repo.insert_many(news)
+        admitted = [
+            Enqueue(t.id, t.run_at, t.priority, t.queue) for t in stored if t.admitted and t.duplicate_of is None
+        ]
         try:
             await self.queue.enqueue_many(admitted)
         except DependencyUnavailable as exc:
             log.warning("tasks stored but not enqueued", count=len(stored), error=str(exc))
-        if len(admitted) < len(stored):
+        if any(not t.admitted for t in stored):
             await self.flow.admit_quietly()
         return stored
 
@@ -230,6 +276,10 @@ class TaskService:
             payload_json=encoded.decode(),
             queue=check_queue_name(queue or DEFAULT_QUEUE),
             limit_keys=check_limit_keys(request.limit_keys) if request.limit_keys else (),
+            unique_key=check_unique_key(request.unique_key),
+            unique_for_seconds=self._bounded(
+                "unique_for_seconds", request.unique_for_seconds, 0, MAX_UNIQUE_FOR_SECONDS
+            ),
         )
 
     @staticmethod

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     admission_window: int = Field(default=100, ge=1, le=100_000)
     admission_interval_seconds: float = Field(default=0.2, gt=0, le=60)
 
+    # Schedules (docs/schedules.md): the schedule leader (one worker) looks for due slots this often,
+    # so a slot fires within about this long of its time; 0 turns firing off in this process.
+    schedule_interval_seconds: float = Field(default=0.5, ge=0, le=60)
+
     # Leases, reconciler, retention
     lease_seconds: float = Field(default=30.0, ge=1)
     reconcile_interval_seconds: float = Field(default=5.0, gt=0)

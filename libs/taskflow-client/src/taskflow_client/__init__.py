@@ -39,6 +39,7 @@ from taskflow_client._models import (
     WorkflowPage,
     WorkflowStep,
 )
+from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "KeyUsage",
+    "LastRun",
     "Limit",
     "Load",
     "NotFound",
@@ -56,6 +58,7 @@ __all__ = [
     "Queue",
     "QueueStats",
     "RateLimited",
+    "Schedule",
     "ServerError",
     "Task",
     "TaskLinks",
@@ -72,4 +75,5 @@ __all__ = [
     "WorkflowCreated",
     "WorkflowPage",
     "WorkflowStep",
+    "task_body",
 ]

@@ -109,6 +109,8 @@ def submit_call(
     queue: str | None = None,
     limit_keys: Sequence[str] | None = None,
     depends_on: Sequence[TaskId] | None = None,
+    unique_key: str | None = None,
+    unique_for_seconds: int | None = None,
 ) -> Call:
     body: dict[str, Any] = {"task_type": task_type, "payload": payload}
     options = {
@@ -120,6 +122,8 @@ def submit_call(
         "queue": queue,
         "limit_keys": list(limit_keys) if limit_keys else None,
         "depends_on": [str(uuid.UUID(str(t))) for t in depends_on] if depends_on else None,
+        "unique_key": unique_key,
+        "unique_for_seconds": unique_for_seconds,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     # A key per call makes the client's own retries safe: a repeat returns the task already stored.
@@ -143,6 +147,7 @@ def list_call(
     cursor: str | None,
     queue: str | None = None,
     workflow_id: TaskId | None = None,
+    schedule_id: uuid.UUID | str | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
     statuses = [status] if isinstance(status, str) else list(status or [])
@@ -161,6 +166,8 @@ def list_call(
         params.append(("limit", str(limit)))
     if cursor is not None:
         params.append(("cursor", cursor))
+    if schedule_id is not None:
+        params.append(("schedule_id", str(uuid.UUID(str(schedule_id)))))
     return Call("GET", f"{API}/tasks", params=tuple(params))
 
 

@@ -53,6 +53,9 @@ class Task(_Model):
     limit_keys: list[str] = Field(default_factory=list)
     result: Any = None
     error: dict[str, Any] | None = None
+    schedule_id: UUID | None = None
+    scheduled_for: datetime | None = None
+    unique_key: str | None = None
     links: TaskLinks | None = None
     workflow_id: UUID | None = None
     ref: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -47,13 +48,14 @@ from taskflow_client._models import (
     WorkflowCreated,
     WorkflowPage,
 )
+from taskflow_client._schedules import SchedulesMixin
 
 _TYPES = TypeAdapter(list[TaskType])
 _QUEUES = TypeAdapter(list[Queue])
 _LIMITS = TypeAdapter(list[Limit])
 
 
-class Client:
+class Client(SchedulesMixin):
     """A TaskFlow API client. ``base_url`` defaults to TASKFLOW_URL, ``api_key`` to TASKFLOW_API_KEY.
 
     429 and 503 answers are retried ``retries`` times, after the server's Retry-After (at most
@@ -129,6 +131,8 @@ class Client:
         queue: str | None = None,
         limit_keys: Sequence[str] | None = None,
         depends_on: Sequence[TaskId] | None = None,
+        unique_key: str | None = None,
+        unique_for_seconds: int | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
@@ -149,6 +153,8 @@ class Client:
             queue=queue,
             limit_keys=limit_keys,
             depends_on=depends_on,
+            unique_key=unique_key,
+            unique_for_seconds=unique_for_seconds,
         )
         task = parse(self._send(call), Task)
         return self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -177,6 +183,7 @@ class Client:
         cursor: str | None = None,
         queue: str | None = None,
         workflow_id: TaskId | None = None,
+        schedule_id: uuid.UUID | str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -188,6 +195,7 @@ class Client:
             cursor=cursor,
             queue=queue,
             workflow_id=workflow_id,
+            schedule_id=schedule_id,
         )
         return parse(self._send(call), TaskPage)
 

@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
+from taskflow_api.ui import schedules
 from taskflow_api.ui._session import AdminRequired, CsrfRejected, Forbidden, LoginRequired
 from taskflow_api.ui.flow import router as flow_router
 from taskflow_api.ui.routes import render, router
@@ -34,6 +35,7 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(schedules.router)
     app.include_router(flow_router)
     app.include_router(workflows_router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")

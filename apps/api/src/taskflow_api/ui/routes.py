@@ -225,6 +225,8 @@ def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
         query.append(("created_after", filters.created_after.isoformat()))
     if filters.created_before:
         query.append(("created_before", filters.created_before.isoformat()))
+    if filters.schedule_id:
+        query.append(("schedule_id", str(filters.schedule_id)))
     query.append(("limit", str(limit)))
     return query
 
@@ -253,6 +255,7 @@ async def tasks_page(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     fragment: bool = False,
+    schedule_id: UUID | None = None,
 ) -> Response:
     _remember(request, principal)
     problems = []
@@ -265,7 +268,12 @@ async def tasks_page(
         problems.append(f"Queue {queue!r} is not a queue name (lower-case letters, digits, - and _).")
         queue = ""
     filters = ListFilter(
-        statuses=status_, task_type=task_type or None, created_after=after, created_before=before, queue=queue or None
+        statuses=status_,
+        task_type=task_type or None,
+        created_after=after,
+        created_before=before,
+        queue=queue or None,
+        schedule_id=schedule_id,
     )
     context = await _task_page(state.repo, filters, limit, cursor)
     if problems:

@@ -317,10 +317,13 @@ class FlowRepository:
     ) -> AdmissionState:
         queues = sorted({c.queue for c in candidates})
         keys = sorted({k for c in candidates for k in c.limit_keys})
-        waiting = await conn.fetch(
-            """SELECT queue, count(*) AS n FROM tasks
-                WHERE admitted AND status = 'queued' AND limit_keys <> '{}' AND queue = ANY($1::text[])
-                GROUP BY queue""",
+        groups = await conn.fetch(
+            """SELECT queue, COALESCE(limit_keys[1], '') AS fk, count(*) AS in_flight,
+                      count(*) FILTER (WHERE status = 'queued') AS waiting
+                 FROM tasks
+                WHERE admitted AND status IN ('queued', 'running') AND limit_keys <> '{}'
+                  AND queue = ANY($1::text[])
+                GROUP BY 1, 2""",
             queues,
         )
         capacity = await conn.fetch(
@@ -338,7 +341,9 @@ class FlowRepository:
             keys,
         )
         tats = await conn.fetch("SELECT key, tat FROM limit_rates WHERE key = ANY($1::text[])", keys)
-        held = {r["queue"]: r["n"] for r in waiting}
+        held: dict[str, int] = {}
+        for row in groups:
+            held[row["queue"]] = held.get(row["queue"], 0) + row["waiting"]
         # Twice what the queue's live workers run at once, not more: every admitted task waits in Redis
         # in admission order, so a flood's tasks admitted ahead delay a small key's by room / capacity
         # task durations (the fair share is in what is admitted next). ``window`` when no worker is known.
@@ -348,4 +353,5 @@ class FlowRepository:
             room={q: room.get(q, window) - held.get(q, 0) for q in queues},
             in_use={r["k"]: r["n"] for r in in_use},
             tat={r["key"]: r["tat"] for r in tats},
+            in_flight={(r["queue"], r["fk"]): r["in_flight"] for r in groups},
         )

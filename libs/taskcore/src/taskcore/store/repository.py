@@ -27,7 +27,8 @@ from taskcore.store._pool import translate_errors
 
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
-    idempotency_key, request_id, traceparent, queue, limit_keys, admitted, workflow_id, step_ref AS ref, depends_on"""
+    idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key,
+    workflow_id, step_ref AS ref, depends_on"""
 
 # Whether a task may be admitted as it is stored or re-queued, without the admitter: no limit key
 # and neither its queue nor its type paused (taskcore/store/flow.py admits the others).
@@ -54,6 +55,7 @@ class ListFilter:
     created_before: datetime | None = None
     queue: str | None = None
     workflow_id: UUID | None = None
+    schedule_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class Inserted:
     created_at: datetime
     queue: str = "default"
     admitted: bool = True
+    duplicate_of: UUID | None = None  # a unique_key already held: this is that task, nothing was stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,82 +209,41 @@ class TaskRepository:
         follow from it exactly as the statement sets them."""
         if not news:
             return []
-        ids: list[UUID] = []
-        types: list[str] = []
-        payloads: list[str] = []
-        priorities: list[int] = []
-        retries: list[int] = []
-        timeouts: list[int] = []
-        run_ats: list[datetime | None] = []
-        queues: list[str] = []
-        keys: list[str] = []  # comma-joined: a limit key never holds a comma
-        for n in news:
-            ids.append(n.id)
-            types.append(n.task_type)
-            payloads.append(_payload_json(n))
-            priorities.append(n.priority)
-            retries.append(n.max_retries)
-            timeouts.append(n.timeout_seconds)
-            run_ats.append(n.run_at)
-            queues.append(n.queue)
-            keys.append(",".join(n.limit_keys))
         async with self._conn() as conn:
-            row = await conn.fetchrow(
-                f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
-                    stored AS (
-                        INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
-                            timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
-                            queue, limit_keys, admitted)
-                        SELECT n.id, n.task_type, n.payload::jsonb,
-                            CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
-                            n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
-                            $8, $9, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
-                            n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
-                                WHERE (p.kind = 'queue' AND p.name = n.queue)
-                                   OR (p.kind = 'task_type' AND p.name = n.task_type))
-                        FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                    $7::timestamptz[], $10::text[], $11::text[])
-                            AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys)
-                        RETURNING 1),
-                    paused AS (SELECT kind, name FROM pauses)
-                    SELECT (SELECT ts FROM now) AS ts, (SELECT count(*) FROM stored) AS n,
-                        (SELECT array_agg(kind || ':' || name) FROM paused) AS paused""",
-                ids,
-                types,
-                payloads,
-                priorities,
-                retries,
-                timeouts,
-                run_ats,
-                news[0].request_id,
-                news[0].traceparent,
-                queues,
-                keys,
-            )
-        if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
-            raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")
-        now: datetime = row["ts"]
-        queued, scheduled = TaskStatus.QUEUED, TaskStatus.SCHEDULED
-        paused = set(row["paused"] or ())
-        if not paused and not any(keys):  # the common case: every task admitted, in one queue or a few
-            return [
-                Inserted(n.id, queued, n.priority, now, now, n.queue)
-                if n.run_at is None
-                else Inserted(n.id, scheduled if n.run_at > now else queued, n.priority, n.run_at, now, n.queue)
-                for n in news
-            ]
-        return [
-            Inserted(
-                n.id,
-                queued if n.run_at is None or n.run_at <= now else scheduled,
-                n.priority,
-                n.run_at or now,
-                now,
-                n.queue,
-                not n.limit_keys and f"queue:{n.queue}" not in paused and f"task_type:{n.task_type}" not in paused,
-            )
-            for n in news
-        ]
+            return await _insert_many_on(conn, news)
+
+    async def insert_unique(self, new: NewTask) -> tuple[Task, bool, bool]:
+        """Store a task with a unique_key: (task, created, duplicate). A key held by a waiting or
+        running task, or within its window, gives that task back (duplicate) and stores nothing."""
+        from taskcore.store.unique import insert_unique  # the unique-task rules live there
+
+        async with self._conn() as conn:
+            return await insert_unique(conn, new)
+
+    async def insert_batch(self, news: Sequence[NewTask]) -> list[Inserted]:
+        """``insert_many`` for a batch in which some tasks have a unique_key: one transaction, the
+        others in one statement, each unique one after them in request order (a later item with the
+        key of an earlier one is its duplicate)."""
+        from taskcore.store.unique import insert_unique
+
+        plain = [n for n in news if n.unique_key is None]
+        async with self._conn() as conn, conn.transaction():
+            by_id = {i.id: i for i in await _insert_many_on(conn, plain)}
+            for new in news:
+                if new.unique_key is not None:
+                    task, _, duplicate = await insert_unique(conn, new)
+                    task_id = UUID(bytes=task.id.bytes)  # a plain UUID: the batch answer is encoded by orjson
+                    by_id[new.id] = Inserted(
+                        task_id,
+                        task.status,
+                        task.priority,
+                        task.run_at,
+                        task.created_at,
+                        task.queue,
+                        task.admitted,
+                        task_id if duplicate else None,
+                    )
+        return [by_id[n.id] for n in news]
 
     async def get(self, task_id: UUID) -> Task:
         async with self._conn() as conn:
@@ -307,6 +269,8 @@ class TaskRepository:
             conditions.append(f"queue = {arg(filters.queue)}")
         if filters.workflow_id is not None:
             conditions.append(f"workflow_id = {arg(filters.workflow_id)}")
+        if filters.schedule_id is not None:
+            conditions.append(f"schedule_id = {arg(filters.schedule_id)}")
         if filters.created_after is not None:
             conditions.append(f"created_at > {arg(filters.created_after)}")
         if filters.created_before is not None:
@@ -381,19 +345,27 @@ class TaskRepository:
                 if ended is not None:
                     why = f"waiting on upstream task {ended[0]}, which is {ended[1]}"
                     raise InvalidTransition(task_id, why, "retry")
-            row = await conn.fetchrow(
-                f"""UPDATE tasks SET status = CASE WHEN $2 > 0 THEN {st.BLOCKED} ELSE {st.QUEUED} END,
-                        waiting_on = $2, attempt = 0, run_at = clock_timestamp(),
-                        updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
-                        result = NULL, error = NULL, cancel_requested = false,
-                        lease_expires_at = NULL, worker_id = NULL, admitted = $2 = 0 AND {_UNGATED}
-                    WHERE id = $1 RETURNING {_COLUMNS}""",
-                task_id,
-                waiting,
-            )
+            try:
+                row = await self._requeue(conn, task_id, waiting)
+            except asyncpg.UniqueViolationError as exc:  # its unique_key is held by another waiting task
+                raise InvalidTransition(task_id, status, "retry (its unique_key is held by another task)") from exc
             if found["has_children"]:
                 await deps.rearm_descendants(conn, task_id)
         return _task(row)
+
+    async def _requeue(self, conn: asyncpg.Connection, task_id: UUID, waiting: int = 0) -> asyncpg.Record:
+        """Back to queued with a fresh attempt budget; blocked instead while ``waiting`` parents have not succeeded."""
+        row: asyncpg.Record = await conn.fetchrow(
+            f"""UPDATE tasks SET status = CASE WHEN $2 > 0 THEN {st.BLOCKED} ELSE {st.QUEUED} END,
+                    waiting_on = $2, attempt = 0, run_at = clock_timestamp(),
+                    updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
+                    result = NULL, error = NULL, cancel_requested = false,
+                    lease_expires_at = NULL, worker_id = NULL, admitted = $2 = 0 AND {_UNGATED}
+                WHERE id = $1 RETURNING {_COLUMNS}""",
+            task_id,
+            waiting,
+        )
+        return row
 
     # -- worker transitions -----------------------------------------------------------------
 
@@ -594,6 +566,16 @@ class TaskRepository:
             )
         return purged
 
+    async def purge_unique_keys(self, *, limit: int) -> int:
+        """Drop unique_key windows that have ended (an ended window is free to take anyway)."""
+        async with self._conn() as conn:
+            result: str = await conn.execute(
+                """DELETE FROM unique_keys WHERE key IN (
+                       SELECT key FROM unique_keys WHERE held_until < clock_timestamp() LIMIT $1)""",
+                limit,
+            )
+        return int(result.split()[-1])
+
     @asynccontextmanager
     async def leadership(self, key: int) -> AsyncIterator[bool]:
         """Hold advisory lock ``key`` for the block if no other process holds it; yield whether we do."""
@@ -623,3 +605,84 @@ class TaskRepository:
     async def forget_workers(self, *, unseen_for: timedelta) -> None:
         async with self._conn() as conn:
             await conn.execute("DELETE FROM workers WHERE last_seen_at < now() - $1::interval", unseen_for)
+
+
+async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> list[Inserted]:
+    """``TaskRepository.insert_many`` on a given connection (it may be in a transaction)."""
+    if not news:
+        return []
+    ids: list[UUID] = []
+    types: list[str] = []
+    payloads: list[str] = []
+    priorities: list[int] = []
+    retries: list[int] = []
+    timeouts: list[int] = []
+    run_ats: list[datetime | None] = []
+    queues: list[str] = []
+    keys: list[str] = []  # comma-joined: a limit key never holds a comma
+    for n in news:
+        ids.append(n.id)
+        types.append(n.task_type)
+        payloads.append(_payload_json(n))
+        priorities.append(n.priority)
+        retries.append(n.max_retries)
+        timeouts.append(n.timeout_seconds)
+        run_ats.append(n.run_at)
+        queues.append(n.queue)
+        keys.append(",".join(n.limit_keys))
+    row = await conn.fetchrow(
+        f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
+                stored AS (
+                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
+                        queue, limit_keys, admitted)
+                    SELECT n.id, n.task_type, n.payload::jsonb,
+                        CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
+                        n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
+                        $8, $9, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
+                        n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
+                            WHERE (p.kind = 'queue' AND p.name = n.queue)
+                               OR (p.kind = 'task_type' AND p.name = n.task_type))
+                    FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                                $7::timestamptz[], $10::text[], $11::text[])
+                        AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys)
+                    RETURNING 1),
+                paused AS (SELECT kind, name FROM pauses)
+                SELECT (SELECT ts FROM now) AS ts, (SELECT count(*) FROM stored) AS n,
+                    (SELECT array_agg(kind || ':' || name) FROM paused) AS paused""",
+        ids,
+        types,
+        payloads,
+        priorities,
+        retries,
+        timeouts,
+        run_ats,
+        news[0].request_id,
+        news[0].traceparent,
+        queues,
+        keys,
+    )
+    if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
+        raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")
+    now: datetime = row["ts"]
+    queued, scheduled = TaskStatus.QUEUED, TaskStatus.SCHEDULED
+    paused = set(row["paused"] or ())
+    if not paused and not any(keys):  # the common case: every task admitted, in one queue or a few
+        return [
+            Inserted(n.id, queued, n.priority, now, now, n.queue)
+            if n.run_at is None
+            else Inserted(n.id, scheduled if n.run_at > now else queued, n.priority, n.run_at, now, n.queue)
+            for n in news
+        ]
+    return [
+        Inserted(
+            n.id,
+            queued if n.run_at is None or n.run_at <= now else scheduled,
+            n.priority,
+            n.run_at or now,
+            now,
+            n.queue,
+            not n.limit_keys and f"queue:{n.queue}" not in paused and f"task_type:{n.task_type}" not in paused,
+        )
+        for n in news
+    ]

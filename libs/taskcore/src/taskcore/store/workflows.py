@@ -35,8 +35,8 @@ _UNGATED = """(tasks.limit_keys = '{}' AND NOT EXISTS (SELECT 1 FROM pauses p
 
 _TASK_COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
-    idempotency_key, request_id, traceparent, queue, limit_keys, admitted, workflow_id, step_ref AS ref,
-    depends_on"""
+    idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key,
+    workflow_id, step_ref AS ref, depends_on"""  # repository._COLUMNS (which imports this module)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,11 @@ CREATE INDEX tasks_unadmitted_idx ON tasks (queue, (COALESCE(limit_keys[1], ''))
 -- Slots in use: admitted tasks under a key that have not ended.
 CREATE INDEX tasks_slots_idx ON tasks USING gin (limit_keys)
     WHERE admitted AND status IN ('queued', 'running') AND limit_keys <> '{}';
--- Admitted tasks under a key that no worker has started yet: the admitter keeps this bounded per
--- queue so that Redis holds only what starts soon (fair share is decided at admission).
-CREATE INDEX tasks_admitted_waiting_idx ON tasks (queue)
-    WHERE admitted AND status = 'queued' AND limit_keys <> '{}';
+-- Admitted tasks under a key, in flight (queued for a worker or running), by queue and fair-share
+-- key: the admitter keeps the unstarted ones bounded per queue (Redis holds only what starts soon)
+-- and serves the groups with the fewest in flight first (fair share across admission rounds).
+CREATE INDEX tasks_in_flight_idx ON tasks (queue, (COALESCE(limit_keys[1], '')))
+    WHERE admitted AND status IN ('queued', 'running') AND limit_keys <> '{}';
 
 -- A queue exists once a task or a worker names it.
 CREATE TABLE queues (
