@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,21 @@ async def ticker(payload: TickerPayload) -> dict[str, int]:
         ticks += 1
         await asyncio.sleep(payload.interval)
     return {"ticks": ticks}
+
+
+class StepPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    fail: bool = Field(default=False, description="Raise instead of returning")
+
+
+@task("e2e.step")
+async def step(payload: StepPayload, ctx: TaskContext) -> dict[str, Any]:
+    """A workflow step: returns its name and what it saw of its parents (ctx.parents)."""
+    if payload.fail:
+        raise RuntimeError(f"step {payload.name} fails on purpose")
+    return {"name": payload.name, "parents": dict(ctx.parents)}
 
 
 class BlockPayload(BaseModel):

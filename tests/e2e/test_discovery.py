@@ -41,7 +41,7 @@ async def test_queue_reports_depth_due_age_and_workers(api: httpx.AsyncClient) -
     assert response.status_code == 200
     queue = response.json()
     assert set(queue) >= {"depth", "due", "oldest_due_age_seconds", "workers"}
-    assert set(queue["depth"]) == {"scheduled", "queued", "running"}
+    assert set(queue["depth"]) == {"blocked", "scheduled", "queued", "running"}
     assert all(isinstance(n, int) and n >= 0 for n in queue["depth"].values())
     assert isinstance(queue["due"], int)
     assert queue["due"] >= 0

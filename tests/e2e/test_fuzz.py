@@ -26,7 +26,7 @@ NOT_APPLICABLE = [schemathesis.checks.positive_data_acceptance]
 # query parameters (ignored, as HTTP APIs do) or a dropped Authorization header (which the harness
 # sends anyway; 401 without a key is tests/e2e/test_auth.py's). Its invalid values are still
 # checked for rejection in tests/e2e/test_query.py; no-5xx and the response schema still apply.
-ONLY_OPTIONAL_QUERY = {("GET", "/api/v1/tasks")}
+ONLY_OPTIONAL_QUERY = {("GET", "/api/v1/tasks"), ("GET", "/api/v1/workflows"), ("GET", "/api/v1/schedules")}
 OPERATIONS = [
     ("POST", "/api/v1/tasks"),
     ("POST", "/api/v1/tasks/batch"),
@@ -50,6 +50,18 @@ OPERATIONS = [
     ("GET", "/api/v1/load"),
     ("POST", "/api/v1/bulk"),
     ("GET", "/api/v1/bulk/{bulk_id}"),
+    ("GET", "/api/v1/schedules"),
+    ("POST", "/api/v1/schedules"),
+    ("GET", "/api/v1/schedules/{schedule_id}"),
+    ("PATCH", "/api/v1/schedules/{schedule_id}"),
+    ("DELETE", "/api/v1/schedules/{schedule_id}"),
+    ("POST", "/api/v1/schedules/{schedule_id}/pause"),
+    ("POST", "/api/v1/schedules/{schedule_id}/resume"),
+    ("POST", "/api/v1/schedules/{schedule_id}/trigger"),
+    ("POST", "/api/v1/workflows"),
+    ("GET", "/api/v1/workflows"),
+    ("GET", "/api/v1/workflows/{workflow_id}"),
+    ("POST", "/api/v1/workflows/{workflow_id}/cancel"),
 ]
 
 

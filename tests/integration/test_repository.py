@@ -223,7 +223,7 @@ async def test_queue_stats(repo: TaskRepository, pool: asyncpg.Pool) -> None:
     await pool.execute("UPDATE tasks SET run_at = now() - interval '10 seconds' WHERE status = 'queued'")
     await repo.worker_seen(worker_id="w1", hostname="h", pid=1, concurrency=5)
     stats = await repo.queue_stats(worker_seen_within=timedelta(seconds=60))
-    assert stats.depth == {TaskStatus.SCHEDULED: 1, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 1}
+    assert stats.depth == {TaskStatus.BLOCKED: 0, TaskStatus.SCHEDULED: 1, TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 1}
     assert stats.due == 1
     assert stats.oldest_due_age_seconds is not None
     assert stats.oldest_due_age_seconds >= 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -22,6 +23,7 @@ CHANGED: dict[str, Any] = {
     "delay_seconds": 3.0,
     "queue": "reports",
     "limit_keys": ("tenant:1",),
+    "depends_on": (UUID(int=1),),
     "unique_key": "report:42",
     "unique_for_seconds": 60,
 }

@@ -18,7 +18,7 @@ from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.telemetry import Tracing
-from taskflow_api import auth, batch, bulk, deps, flow, live, openapi, problems, ratelimit, schedules, ui
+from taskflow_api import auth, batch, bulk, deps, flow, live, openapi, problems, ratelimit, schedules, ui, workflows
 from taskflow_api._edge import EdgeMiddleware
 from taskflow_api.auth import Authenticator
 from taskflow_api.metrics import ApiMetrics
@@ -124,12 +124,13 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
         metrics=metrics,
         tracing=tracing,
         max_bytes=settings.payload_limit_bytes + ENVELOPE_BYTES,
-        per_path={batch.BATCH_PATH: settings.batch_body_limit_bytes},
+        per_path={batch.BATCH_PATH: settings.batch_body_limit_bytes, workflows.PATH: settings.batch_body_limit_bytes},
         cors=cors,
     )
     app.include_router(batch.router)  # before the router: its path must not be read as /tasks/{task_id}
     app.include_router(router)
     app.include_router(flow.router)
+    app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(bulk.router)
     app.include_router(live.router)

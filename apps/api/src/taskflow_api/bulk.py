@@ -33,8 +33,8 @@ Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
 class BulkFilter(BaseModel):
     """The task list's filters (GET /api/v1/tasks), plus error_type. Every given filter must match.
 
-    A new filter (schedule_id, workflow_id) is a field here, one line in ``to_filter`` and a field and
-    line in taskcore.store.repository (ListFilter, _CONDITIONS)."""
+    A new filter is a field here, one line in ``to_filter`` and a field and line in
+    taskcore.store.repository (ListFilter, _CONDITIONS)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +51,8 @@ class BulkFilter(BaseModel):
     limit_key: str | None = Field(default=None, pattern=LIMIT_KEY_PATTERN, description="Tasks naming this limit key")
     error_type: Text | None = Field(default=None, description="The error.type of the task's last failed attempt")
     payload: PayloadDocument = Field(default=None, description="A JSON object the payload must contain")
+    schedule_id: UUID | None = Field(default=None, description="Runs of this schedule")
+    workflow_id: UUID | None = Field(default=None, description="Steps of this workflow")
 
     def to_filter(self) -> ListFilter:
         return ListFilter(
@@ -61,6 +63,8 @@ class BulkFilter(BaseModel):
             queue=self.queue,
             limit_key=self.limit_key,
             error_type=self.error_type,
+            schedule_id=self.schedule_id,
+            workflow_id=self.workflow_id,
             payload=self.payload,
         )
 

@@ -21,6 +21,7 @@ from taskcore.errors import (
     ScheduleNotFound,
     TaskNotFound,
     TaskValidationError,
+    WorkflowNotFound,
 )
 from taskflow_api.schemas import Problem
 
@@ -102,6 +103,10 @@ async def _limit_not_found(request: Request, exc: Exception) -> Response:
     return problem(404, "limit-not-found", "Limit not found", str(exc), instance=request.url.path)
 
 
+async def _workflow_not_found(request: Request, exc: Exception) -> Response:
+    return problem(404, "workflow-not-found", "Workflow not found", str(exc), instance=request.url.path)
+
+
 async def _schedule_not_found(request: Request, exc: Exception) -> Response:
     return problem(404, "schedule-not-found", "Schedule not found", str(exc), instance=request.url.path)
 
@@ -166,6 +171,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TaskValidationError, _task_validation)
     app.add_exception_handler(TaskNotFound, _not_found)
     app.add_exception_handler(LimitNotFound, _limit_not_found)
+    app.add_exception_handler(WorkflowNotFound, _workflow_not_found)
     app.add_exception_handler(ScheduleNotFound, _schedule_not_found)
     app.add_exception_handler(ScheduleNameTaken, _schedule_name_taken)
     app.add_exception_handler(IdempotencyConflict, _conflict)

@@ -80,6 +80,11 @@ class TaskCreate(BaseModel):
         max_length=MAX_LIMIT_KEYS,
         description="Up to 4 keys whose limits apply (e.g. tenant:42, stripe); the first is the fair-share key",
     )
+    depends_on: list[UUID] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Tasks that must succeed first: the task is blocked until then (see docs/workflows.md)",
+    )
 
     unique_key: str | None = Field(
         default=None,
@@ -117,6 +122,7 @@ class TaskCreate(BaseModel):
             delay_seconds=self.delay_seconds,
             queue=self.queue,
             limit_keys=self.limit_keys,
+            depends_on=self.depends_on,
             unique_key=self.unique_key,
             unique_for_seconds=self.unique_for_seconds,
         )
@@ -144,6 +150,9 @@ class TaskOut(BaseModel):
     cancel_requested: bool
     queue: str
     limit_keys: list[str]
+    workflow_id: UUID | None = None
+    ref: str | None = Field(default=None, description="Its step's ref in its workflow")
+    depends_on: list[UUID] = Field(default_factory=list, description="Tasks that must succeed before it runs")
     schedule_id: UUID | None = Field(default=None, description="The schedule that fired it")
     scheduled_for: datetime | None = Field(default=None, description="Its schedule slot (or the trigger's instant)")
     unique_key: str | None = None
@@ -174,6 +183,9 @@ class TaskOut(BaseModel):
             cancel_requested=task.cancel_requested,
             queue=task.queue,
             limit_keys=list(task.limit_keys),
+            workflow_id=task.workflow_id,
+            ref=task.ref,
+            depends_on=list(task.depends_on),
             schedule_id=task.schedule_id,
             scheduled_for=task.scheduled_for,
             unique_key=task.unique_key,

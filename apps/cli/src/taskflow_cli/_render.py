@@ -14,6 +14,7 @@ from rich.text import Text
 from taskflow_client import BulkAction, Limit, Queue, QueueStats, Task, TaskType
 
 STATUS_STYLE = {
+    "blocked": "dim",
     "scheduled": "cyan",
     "queued": "blue",
     "running": "yellow",

@@ -489,6 +489,10 @@ from taskflow_cli import flow as _flow  # noqa: E402 - its commands use the help
 
 _flow.register(app)
 
+from taskflow_cli import workflows as _workflows  # noqa: E402 - likewise
+
+_workflows.register(app)
+
 
 def main() -> None:
     try:

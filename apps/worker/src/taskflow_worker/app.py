@@ -102,6 +102,7 @@ class WorkerResources:
             metrics=self.metrics,
             tracing=self.tracing,
             slot_freed=slot_freed,
+            queue=queue,
         )
         heartbeat = Heartbeat(
             runner=runner,

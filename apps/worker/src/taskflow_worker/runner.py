@@ -6,7 +6,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -28,11 +28,12 @@ from taskcore.errors import (
 )
 from taskcore.jsonvalue import NotStorableJSON, dumps_storable
 from taskcore.progress import ProgressHub
-from taskcore.queue import defer
+from taskcore.queue import Enqueue, TaskQueue, defer
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store.progress import ProgressStore
 from taskcore.store.repository import Success, TaskRepository
+from taskcore.store.workflows import WorkflowRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.metrics import WorkerMetrics
 
@@ -73,10 +74,13 @@ class TaskRunner:
         metrics: WorkerMetrics | None = None,
         tracing: Tracing | None = None,
         slot_freed: asyncio.Event | None = None,
+        queue: TaskQueue | None = None,
     ) -> None:
         self.repo = repo
         # Set when a run under a limit key ends: the admission loop admits the key's next task at once.
         self.slot_freed = slot_freed or asyncio.Event()
+        self.queue = queue  # enqueues the children a success unblocked (else the reconciler does)
+        self.workflows = WorkflowRepository(repo.pool)
         self.metrics = metrics or WorkerMetrics()
         self.tracing = tracing or Tracing(None, "taskflow-worker")
         self.registry = registry
@@ -105,7 +109,16 @@ class TaskRunner:
 
     async def _success_batch(self, successes: Sequence[Success]) -> list[bool]:
         self.metrics.batch_size.labels("success").observe(len(successes))
-        recorded = await self.repo.mark_succeeded_many(successes)
+        outcome = await self.repo.succeed_many(successes)
+        recorded = outcome.recorded
+        ready = [Enqueue(c.id, c.run_at, c.priority, c.queue) for c in outcome.unblocked if c.admitted]
+        if ready and self.queue is not None:
+            try:
+                await self.queue.enqueue_many(ready)
+            except DependencyUnavailable as exc:  # stored as queued: the reconciler enqueues them
+                log.warning("unblocked tasks not enqueued", count=len(ready), error=str(exc))
+        if len(ready) < len(outcome.unblocked):
+            self.slot_freed.set()  # unblocked under a key or a pause: the admission loop takes them
         answers = []
         for success in successes:
             answers.append(success.task_id in recorded)
@@ -233,6 +246,8 @@ class TaskRunner:
         except TaskValidationError as exc:
             raise PermanentError(str(exc)) from exc
         ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries, progress_hub=self.progress)
+        if task.depends_on:  # only a task with parents pays this query
+            ctx = replace(ctx, parents=await self._persist(self.workflows.parent_results, task.depends_on))
         # Registered only while the handler runs (no await between here and the handler), so a
         # cancel request seen by the heartbeat always lands in the handler, never in our writes.
         self.running[task.id] = running

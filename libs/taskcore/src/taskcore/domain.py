@@ -11,6 +11,7 @@ from uuid import UUID
 
 
 class TaskStatus(StrEnum):
+    BLOCKED = "blocked"  # waiting for its parents (depends_on) to succeed
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
@@ -31,6 +32,9 @@ RETRYABLE_STATES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 # (taskcore.store.states), and tests/reliability/test_state_machine.py checks PostgreSQL against it.
 # A new status is one entry here (plus the sets above it belongs to).
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # Unblocked when its last parent succeeds (scheduled when its run_at is still ahead), or
+    # cancelled: by a user, or because a parent failed for good (error type UpstreamFailed).
+    TaskStatus.BLOCKED: frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.CANCELLED}),
     TaskStatus.SCHEDULED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED}),
     TaskStatus.RUNNING: frozenset(
@@ -43,8 +47,9 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
         }
     ),
     TaskStatus.SUCCEEDED: frozenset(),
-    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),  # manual retry
-    TaskStatus.CANCELLED: frozenset({TaskStatus.QUEUED}),  # manual retry
+    # A manual retry; blocked again when a parent has not succeeded (re-armed with its upstream).
+    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED, TaskStatus.BLOCKED}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.QUEUED, TaskStatus.BLOCKED}),
 }
 
 
@@ -74,6 +79,9 @@ class Task:
     queue: str = "default"
     limit_keys: tuple[str, ...] = ()
     admitted: bool = True  # False: waiting for a slot, a token or the end of a pause (flow control)
+    workflow_id: UUID | None = None
+    ref: str | None = None  # its step's ref in the workflow
+    depends_on: tuple[UUID, ...] = ()  # the parents that must succeed before it runs
     schedule_id: UUID | None = None  # the schedule that fired it (taskcore.schedules)
     scheduled_for: datetime | None = None  # its slot (or the instant of a manual trigger)
     unique_key: str | None = None

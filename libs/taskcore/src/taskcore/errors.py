@@ -3,6 +3,7 @@
 TaskflowError
 ├── TaskNotFound            — no task with that id
 ├── LimitNotFound           — no limit set on that key
+├── WorkflowNotFound        — no workflow with that id
 ├── ScheduleNotFound        — no schedule with that id
 ├── ScheduleNameTaken       — another schedule has that name
 ├── InvalidTransition       — the task's state does not allow the operation
@@ -15,7 +16,8 @@ TaskflowError
     ├── PermanentError      — the task's type or payload is no longer valid (not retried)
     ├── ResultNotSerializable — the handler returned something that is not JSON (retried)
     ├── HandlerExit         — the handler raised SystemExit or KeyboardInterrupt (retried)
-    └── LeaseExpired        — the worker running it stopped renewing its lease (retried)
+    ├── LeaseExpired        — the worker running it stopped renewing its lease (retried)
+    └── UpstreamFailed      — a task it depends on failed for good or was cancelled (it never ran)
 
 Any other exception a handler raises is recorded under its own class name and retried.
 docs/api.md lists these for users.
@@ -47,6 +49,12 @@ class LimitNotFound(TaskflowError):
     def __init__(self, key: str) -> None:
         super().__init__(f"no limit is set on key {key!r}")
         self.key = key
+
+
+class WorkflowNotFound(TaskflowError):
+    def __init__(self, workflow_id: UUID) -> None:
+        super().__init__(f"workflow {workflow_id} does not exist")
+        self.workflow_id = workflow_id
 
 
 class ScheduleNotFound(TaskflowError):
@@ -201,6 +209,14 @@ class LeaseExpired(TaskError):
     @classmethod
     def as_error(cls) -> dict[str, Any]:
         return {"type": cls.error_type(), "message": cls.MESSAGE}
+
+
+class UpstreamFailed(TaskError):
+    """A task this one depends on failed for good or was cancelled, so this one was cancelled
+    without running (the store records it; ``error.upstream_task_id`` names that task). Retrying
+    the upstream task re-arms it."""
+
+    retried = False
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 from uuid import UUID
@@ -33,6 +33,9 @@ class TaskContext:
     task_type: str
     attempt: int
     max_retries: int
+    # The results of the tasks it depends on: by ref for a workflow step's parents, by task id
+    # (as a string) for a plain submit's depends_on. Empty for a task without parents.
+    parents: Mapping[str, Any] = field(default_factory=dict)
     # Where progress goes (the worker's hub); None outside a worker: progress() only validates.
     progress_hub: ProgressHub | None = field(default=None, repr=False, compare=False)
 

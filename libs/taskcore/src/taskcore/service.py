@@ -28,6 +28,7 @@ from taskcore.registry import TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store.flow import FlowRepository
 from taskcore.store.repository import Inserted, TaskRepository
+from taskcore.store.workflows import WorkflowRepository
 
 log = structlog.get_logger("taskflow.service")
 
@@ -87,6 +88,7 @@ class TaskRequest:
     limit_keys: Sequence[str] = ()
     unique_key: str | None = None  # while a task with this key waits or runs, a submit returns it
     unique_for_seconds: int | None = None  # ... and for this long after it was created
+    depends_on: Sequence[UUID] = ()  # tasks that must succeed first (taskcore.workflows)
 
     def fingerprint(self) -> str:
         """What a repeat with the same Idempotency-Key must match: what the client sent (a delay,
@@ -105,6 +107,8 @@ class TaskRequest:
             sent += [self.queue, list(self.limit_keys)]
         if self.unique_key is not None or self.unique_for_seconds is not None:
             sent += [self.unique_key, self.unique_for_seconds]
+        if self.depends_on:
+            sent += [[str(p) for p in self.depends_on]]
         return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -149,7 +153,13 @@ class TaskService:
     ) -> Submitted:
         new = self._prepare(request, origin=origin, idempotency_key=idempotency_key)
         await self._note_queues((new.queue,))
-        if new.unique_key is None:
+        if request.depends_on:
+            if new.unique_key is not None:
+                error = {"field": "unique_key", "message": "cannot be combined with depends_on", "type": "value_error"}
+                raise TaskValidationError("unique_key cannot be combined with depends_on", [error])
+            task, created = await self._insert_dependent(new, request.depends_on)
+            duplicate = False
+        elif new.unique_key is None:
             task, created = await self.repo.insert(new)
             duplicate = False
         else:
@@ -165,6 +175,16 @@ class TaskService:
         news: list[NewTask] = []
         errors: list[dict[str, Any]] = []
         for index, (request, task_id) in enumerate(zip(requests, new_ids(len(requests)), strict=True)):
+            if request.depends_on:
+                errors.append(
+                    {
+                        "field": f"tasks.{index}.depends_on",
+                        "message": "not accepted in a batch: submit a workflow (POST /api/v1/workflows)",
+                        "type": "not_supported",
+                        "index": index,
+                    }
+                )
+                continue
             try:
                 news.append(self._prepare(request, origin=origin, task_id=task_id))
             except TaskValidationError as exc:
@@ -188,6 +208,22 @@ class TaskService:
         if any(not t.admitted for t in stored):
             await self.flow.admit_quietly()
         return stored
+
+    async def _insert_dependent(self, new: NewTask, parents: Sequence[UUID]) -> tuple[Task, bool]:
+        if len(set(parents)) != len(parents):
+            error = {"field": "depends_on", "message": "must not repeat a task", "type": "value_error"}
+            raise TaskValidationError("depends_on repeats a task", [error])
+        task = await WorkflowRepository(self.repo.pool).insert_dependent(new, parents)
+        if task is None:  # the Idempotency-Key is taken: the original, or a conflict
+            return await self.repo.insert(new)
+        return task, True
+
+    def prepare(self, request: TaskRequest, *, origin: Origin, task_id: UUID | None = None) -> NewTask:
+        """Check one request as a submit would (for callers that store it their own way: workflows)."""
+        return self._prepare(request, origin=origin, task_id=task_id)
+
+    async def note_queues(self, names: Iterable[str]) -> None:
+        await self._note_queues(names)
 
     async def _note_queues(self, names: Iterable[str]) -> None:
         new = [n for n in names if n not in self._known_queues]
@@ -282,5 +318,5 @@ class TaskService:
         except DependencyUnavailable as exc:
             # Stored is what counts: the reconciler enqueues it once Redis answers.
             log.warning("task stored but not enqueued", task_id=str(task.id), error=str(exc))
-        if not task.admitted:
+        if not task.admitted and task.status not in (TaskStatus.BLOCKED, TaskStatus.CANCELLED):
             await self.flow.admit_quietly()

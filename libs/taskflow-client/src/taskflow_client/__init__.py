@@ -35,6 +35,10 @@ from taskflow_client._models import (
     TaskStatus,
     TaskType,
     TaskTypePause,
+    Workflow,
+    WorkflowCreated,
+    WorkflowPage,
+    WorkflowStep,
 )
 from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
@@ -69,5 +73,9 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
+    "Workflow",
+    "WorkflowCreated",
+    "WorkflowPage",
+    "WorkflowStep",
     "task_body",
 ]

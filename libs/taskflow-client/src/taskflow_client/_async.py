@@ -29,8 +29,11 @@ from taskflow_client._base import (
     parse,
     set_limit_call,
     submit_call,
+    submit_workflow_call,
     task_path,
     wait_slice,
+    workflow_path,
+    workflows_call,
 )
 from taskflow_client._errors import TransportError, error_from_response
 from taskflow_client._models import (
@@ -44,6 +47,9 @@ from taskflow_client._models import (
     TaskStatus,
     TaskType,
     TaskTypePause,
+    Workflow,
+    WorkflowCreated,
+    WorkflowPage,
 )
 from taskflow_client._schedules import AsyncSchedulesMixin
 
@@ -127,6 +133,7 @@ class AsyncClient(AsyncSchedulesMixin):
         idempotency_key: str | None = None,
         queue: str | None = None,
         limit_keys: Sequence[str] | None = None,
+        depends_on: Sequence[TaskId] | None = None,
         unique_key: str | None = None,
         unique_for_seconds: int | None = None,
         wait: bool = False,
@@ -135,7 +142,8 @@ class AsyncClient(AsyncSchedulesMixin):
         """Submit a task; with ``wait=True`` return it once terminal (or as it is after ``wait_timeout``).
 
         ``queue`` overrides the task type's queue; ``limit_keys`` (up to 4, the first is the fair-share key)
-        put the task under the limits set on those keys."""
+        put the task under the limits set on those keys; the task waits (``blocked``) until every task in
+        ``depends_on`` succeeded, and its handler sees their results in ``ctx.parents``."""
         call = submit_call(
             task_type,
             payload,
@@ -147,6 +155,7 @@ class AsyncClient(AsyncSchedulesMixin):
             idempotency_key=idempotency_key,
             queue=queue,
             limit_keys=limit_keys,
+            depends_on=depends_on,
             unique_key=unique_key,
             unique_for_seconds=unique_for_seconds,
         )
@@ -176,6 +185,7 @@ class AsyncClient(AsyncSchedulesMixin):
         limit: int | None = None,
         cursor: str | None = None,
         queue: str | None = None,
+        workflow_id: TaskId | None = None,
         schedule_id: uuid.UUID | str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
@@ -187,6 +197,7 @@ class AsyncClient(AsyncSchedulesMixin):
             limit=limit,
             cursor=cursor,
             queue=queue,
+            workflow_id=workflow_id,
             schedule_id=schedule_id,
         )
         return parse(await self._send(call), TaskPage)
@@ -218,6 +229,23 @@ class AsyncClient(AsyncSchedulesMixin):
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    async def submit_workflow(self, name: str, tasks: Sequence[dict[str, Any]]) -> WorkflowCreated:
+        """Submit a workflow: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...}``
+        (the usual task options too). Returns its id and each step's task id by ref."""
+        return parse(await self._send(submit_workflow_call(name, tasks)), WorkflowCreated)
+
+    async def workflow(self, workflow_id: TaskId) -> Workflow:
+        """A workflow with its status, counts by task status and every step."""
+        return parse(await self._send(Call("GET", workflow_path(workflow_id))), Workflow)
+
+    async def workflows(self, *, limit: int | None = None, cursor: str | None = None) -> WorkflowPage:
+        """Workflows, newest first (without their steps)."""
+        return parse(await self._send(workflows_call(limit, cursor)), WorkflowPage)
+
+    async def cancel_workflow(self, workflow_id: TaskId) -> Workflow:
+        """Cancel every step that has not finished (running ones are stopped by their workers)."""
+        return parse(await self._send(Call("POST", workflow_path(workflow_id, "/cancel"))), Workflow)
 
     async def cancel(self, task_id: TaskId) -> Task:
         return parse(await self._send(Call("POST", task_path(task_id, "/cancel"))), Task)

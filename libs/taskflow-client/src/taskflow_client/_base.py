@@ -108,6 +108,7 @@ def submit_call(
     idempotency_key: str | None,
     queue: str | None = None,
     limit_keys: Sequence[str] | None = None,
+    depends_on: Sequence[TaskId] | None = None,
     unique_key: str | None = None,
     unique_for_seconds: int | None = None,
 ) -> Call:
@@ -120,6 +121,7 @@ def submit_call(
         "delay_seconds": delay_seconds,
         "queue": queue,
         "limit_keys": list(limit_keys) if limit_keys else None,
+        "depends_on": [str(uuid.UUID(str(t))) for t in depends_on] if depends_on else None,
         "unique_key": unique_key,
         "unique_for_seconds": unique_for_seconds,
     }
@@ -144,6 +146,7 @@ def list_call(
     limit: int | None,
     cursor: str | None,
     queue: str | None = None,
+    workflow_id: TaskId | None = None,
     schedule_id: uuid.UUID | str | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
@@ -157,6 +160,8 @@ def list_call(
         params.append(("created_before", created_before.isoformat()))
     if queue is not None:
         params.append(("queue", queue))
+    if workflow_id is not None:
+        params.append(("workflow_id", str(uuid.UUID(str(workflow_id)))))
     if limit is not None:
         params.append(("limit", str(limit)))
     if cursor is not None:
@@ -211,3 +216,19 @@ def bulk_call(action: str, filter: dict[str, Any] | None, dry_run: bool) -> Call
 
 def bulk_status_call(bulk_id: uuid.UUID | str) -> Call:
     return Call("GET", f"{API}/bulk/{uuid.UUID(str(bulk_id))}")
+
+
+def workflow_path(workflow_id: TaskId, suffix: str = "") -> str:
+    return f"{API}/workflows/{uuid.UUID(str(workflow_id))}{suffix}"
+
+
+def submit_workflow_call(name: str, tasks: Sequence[dict[str, Any]]) -> Call:
+    """``tasks``: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...options}``."""
+    return Call("POST", f"{API}/workflows", json={"name": name, "tasks": list(tasks)})
+
+
+def workflows_call(limit: int | None, cursor: str | None) -> Call:
+    params = [("limit", str(limit))] if limit is not None else []
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return Call("GET", f"{API}/workflows", params=tuple(params))

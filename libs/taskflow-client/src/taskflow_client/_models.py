@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TaskStatus(StrEnum):
+    BLOCKED = "blocked"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
@@ -57,6 +58,9 @@ class Task(_Model):
     unique_key: str | None = None
     progress: dict[str, Any] | None = None  # {fraction, message, data, at, attempt}: the handler's last report
     links: TaskLinks | None = None
+    workflow_id: UUID | None = None
+    ref: str | None = None
+    depends_on: list[UUID] = Field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -153,3 +157,40 @@ class BulkAction(_Model):
     @property
     def finished(self) -> bool:
         return self.status == "finished"
+
+
+class WorkflowStep(_Model):
+    ref: str
+    task_id: UUID
+    task_type: str
+    status: TaskStatus
+    depends_on: list[str] = Field(default_factory=list)
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: dict[str, Any] | None = None
+
+
+class Workflow(_Model):
+    """A workflow: ``status`` is running, succeeded, failed or cancelled; ``steps`` is None in a list."""
+
+    id: UUID
+    name: str
+    status: str
+    created_at: datetime
+    counts: dict[str, int]
+    steps: list[WorkflowStep] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+class WorkflowCreated(_Model):
+    id: UUID
+    tasks: dict[str, UUID]
+
+
+class WorkflowPage(_Model):
+    items: list[Workflow]
+    next_cursor: str | None = None

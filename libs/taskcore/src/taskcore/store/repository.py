@@ -22,11 +22,13 @@ import orjson
 from taskcore.domain import RETRYABLE_STATES, NewTask, QueueStats, Task, TaskStatus
 from taskcore.errors import IdempotencyConflict, InvalidTransition, TaskNotFound, TaskValidationError
 from taskcore.store import states as st
+from taskcore.store import workflows as deps
 from taskcore.store._pool import translate_errors
 
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
-    idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key"""
+    idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key,
+    workflow_id, step_ref AS ref, depends_on"""
 # What a read returns: the task and its progress (the claim and the workers' writes never read progress).
 _READ_COLUMNS = _COLUMNS + ", progress"
 
@@ -41,16 +43,21 @@ _UNGATED = """(tasks.limit_keys = '{}' AND NOT EXISTS (SELECT 1 FROM pauses p
 CANCEL_SET = f"""cancel_requested = true, updated_at = clock_timestamp(),
     status = CASE WHEN tasks.status = {st.RUNNING} THEN tasks.status ELSE {st.CANCELLED} END,
     finished_at = CASE WHEN tasks.status = {st.RUNNING} THEN NULL ELSE clock_timestamp() END"""
-RETRY_SET = f"""status = {st.QUEUED}, attempt = 0, run_at = clock_timestamp(),
+_RETRY_RESET = """attempt = 0, run_at = clock_timestamp(),
     updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL,
     result = NULL, error = NULL, cancel_requested = false, progress = NULL,
-    lease_expires_at = NULL, worker_id = NULL, admitted = {_UNGATED}"""
+    lease_expires_at = NULL, worker_id = NULL"""
+RETRY_SET = f"status = {st.QUEUED}, {_RETRY_RESET}, admitted = {_UNGATED}"
 
 
 def _task(row: asyncpg.Record) -> Task:
-    values = dict(row.items())
+    return _task_values(dict(row.items()))
+
+
+def _task_values(values: dict[str, Any]) -> Task:
     values["status"] = TaskStatus(values["status"])
     values["limit_keys"] = tuple(values["limit_keys"])
+    values["depends_on"] = tuple(values["depends_on"])
     return Task(**values)
 
 
@@ -61,6 +68,7 @@ class ListFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     queue: str | None = None
+    workflow_id: UUID | None = None
     schedule_id: UUID | None = None
     limit_key: str | None = None  # tasks naming this limit key
     error_type: str | None = None  # the error.type of the task's last failed attempt
@@ -70,11 +78,12 @@ class ListFilter:
 
 
 # ListFilter field -> its condition over ``tasks`` ({} is the bound value's $n), applied when the
-# field is not None. A new filter (workflow_id) is a field on ListFilter and a line here.
+# field is not None. A new filter is a field on ListFilter and a line here.
 _CONDITIONS: tuple[tuple[str, str], ...] = (
     ("task_type", "tasks.task_type = {}"),
     ("queue", "tasks.queue = {}"),
     ("schedule_id", "tasks.schedule_id = {}"),
+    ("workflow_id", "tasks.workflow_id = {}"),
     ("created_after", "tasks.created_at > {}"),
     ("created_before", "tasks.created_at < {}"),
     ("limit_key", "tasks.limit_keys @> ARRAY[{}::text]"),
@@ -134,6 +143,14 @@ class Success:
     task_id: UUID
     attempt: int
     result_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """What ``succeed_many`` recorded, and the children it unblocked."""
+
+    recorded: set[UUID]
+    unblocked: list[deps.Unblocked]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +248,7 @@ class TaskRepository:
         values = dict(existing.items())
         if values.pop("request_hash") != new.request_hash:
             raise IdempotencyConflict(new.idempotency_key or "", values["id"])
-        values["status"] = TaskStatus(values["status"])
-        values["limit_keys"] = tuple(values["limit_keys"])
-        return Task(**values), False
+        return _task_values(values), False
 
     async def insert_many(self, news: Sequence[NewTask]) -> list[Inserted]:
         """Store many tasks (without Idempotency-Keys) in one statement: all of them or, on error, none.
@@ -328,33 +343,60 @@ class TaskRepository:
     async def cancel(self, task_id: UUID) -> Task:
         """Waiting → cancelled at once; running → cancel requested; terminal → InvalidTransition."""
         async with self._conn() as conn, conn.transaction():
-            status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
-            if status is None:
+            found = await conn.fetchrow("SELECT status, has_children FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            if found is None:
                 raise TaskNotFound(task_id)
+            status = found["status"]
             if TaskStatus(status).terminal:
                 raise InvalidTransition(task_id, status, "cancel")
             row = await conn.fetchrow(
                 f"UPDATE tasks SET {CANCEL_SET} WHERE id = $1 RETURNING {_READ_COLUMNS}",
                 task_id,
             )
+            if found["has_children"] and row["status"] == TaskStatus.CANCELLED:
+                await deps.cancel_descendants(conn, [task_id])
         return _task(row)
 
     async def retry(self, task_id: UUID) -> Task:
-        """Failed or cancelled → queued with a fresh attempt budget."""
+        """Failed or cancelled → queued with a fresh attempt budget (blocked while a parent has not
+        succeeded; refused while one failed or was cancelled). Its descendants that were cancelled
+        because it failed wait for it again."""
         async with self._conn() as conn, conn.transaction():
-            status = await conn.fetchval("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
-            if status is None:
+            found = await conn.fetchrow(
+                "SELECT status, depends_on <> '{}' AS has_parents, has_children FROM tasks WHERE id = $1 FOR UPDATE",
+                task_id,
+            )
+            if found is None:
                 raise TaskNotFound(task_id)
+            status = found["status"]
             if TaskStatus(status) not in RETRYABLE_STATES:
                 raise InvalidTransition(task_id, status, "retry")
+            waiting = 0
+            if found["has_parents"]:
+                waiting, ended = await deps.upstream(conn, task_id)
+                if ended is not None:
+                    why = f"waiting on upstream task {ended[0]}, which is {ended[1]}"
+                    raise InvalidTransition(task_id, why, "retry")
             try:
-                row = await conn.fetchrow(
-                    f"UPDATE tasks SET {RETRY_SET} WHERE id = $1 RETURNING {_READ_COLUMNS}",
-                    task_id,
-                )
+                row = await self._requeue(conn, task_id, waiting)
             except asyncpg.UniqueViolationError as exc:  # its unique_key is held by another waiting task
                 raise InvalidTransition(task_id, status, "retry (its unique_key is held by another task)") from exc
+            if found["has_children"]:
+                await deps.rearm_descendants(conn, task_id)
         return _task(row)
+
+    async def _requeue(self, conn: asyncpg.Connection, task_id: UUID, waiting: int = 0) -> asyncpg.Record:
+        """``RETRY_SET`` (back to queued with a fresh attempt budget), but blocked instead while
+        ``waiting`` parents have not succeeded (a bulk retry uses RETRY_SET: see store/bulk.py)."""
+        row: asyncpg.Record = await conn.fetchrow(
+            f"""UPDATE tasks SET {_RETRY_RESET},
+                    status = CASE WHEN $2 > 0 THEN {st.BLOCKED} ELSE {st.QUEUED} END,
+                    waiting_on = $2, admitted = $2 = 0 AND {_UNGATED}
+                WHERE id = $1 RETURNING {_READ_COLUMNS}""",
+            task_id,
+            waiting,
+        )
+        return row
 
     # -- worker transitions -----------------------------------------------------------------
 
@@ -386,17 +428,31 @@ class TaskRepository:
         return {row["id"]: _task(row) for row in rows}
 
     async def _finish(
-        self, sql: str, task_id: UUID, attempt: int, *args: Any, only_if: str = "true"
+        self, sql: str, task_id: UUID, attempt: int, *args: Any, only_if: str = "true", ends: bool = False
     ) -> asyncpg.Record | None:
+        """One guarded transition of a running task. ``ends``: it ends the task for good, so its
+        blocked descendants are cancelled in the same transaction."""
         async with self._conn() as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(
-                f"""UPDATE tasks SET updated_at = clock_timestamp(), lease_expires_at = NULL, {sql}
-                    WHERE id = $1 AND status = {st.RUNNING} AND attempt = $2 AND {only_if}
-                    RETURNING id, priority, run_at, queue, admitted""",
-                task_id,
-                attempt,
-                *args,
-            )
+            if not ends:
+                return await self._finish_on(conn, sql, task_id, attempt, *args, only_if=only_if)
+            async with conn.transaction():
+                row = await self._finish_on(conn, sql, task_id, attempt, *args, only_if=only_if)
+                if row is not None and row["has_children"]:
+                    await deps.cancel_descendants(conn, [task_id])
+        return row
+
+    @staticmethod
+    async def _finish_on(
+        conn: asyncpg.Connection, sql: str, task_id: UUID, attempt: int, *args: Any, only_if: str
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            f"""UPDATE tasks SET updated_at = clock_timestamp(), lease_expires_at = NULL, {sql}
+                WHERE id = $1 AND status = {st.RUNNING} AND attempt = $2 AND {only_if}
+                RETURNING id, priority, run_at, queue, admitted, has_children""",
+            task_id,
+            attempt,
+            *args,
+        )
         return row
 
     async def mark_succeeded(self, task_id: UUID, attempt: int, result: Any) -> bool:
@@ -404,25 +460,33 @@ class TaskRepository:
         return task_id in done
 
     async def mark_succeeded_many(self, successes: Sequence[Success]) -> set[UUID]:
+        return (await self.succeed_many(successes)).recorded
+
+    async def succeed_many(self, successes: Sequence[Success]) -> Succeeded:
         """Running → succeeded for many tasks in one statement; each row is guarded by its own
-        status and attempt, and the ids returned are those recorded (a late or duplicate
-        outcome is left out and changes nothing)."""
-        async with self._conn() as conn:
+        status and attempt, and the ids recorded are returned (a late or duplicate outcome is
+        left out and changes nothing). In the same transaction, the children whose last parent
+        this was move blocked → queued (``unblocked``: the caller enqueues the admitted ones).
+        The unblocking is a second statement so that it sees an edge committed by a dependent
+        submit that held a parent's lock while this one waited."""
+        async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""UPDATE tasks AS t SET status = {st.SUCCEEDED}, result = s.result::jsonb, error = NULL,
                         finished_at = clock_timestamp(), updated_at = clock_timestamp(), lease_expires_at = NULL
                     FROM unnest($1::uuid[], $2::int[], $3::text[]) AS s(id, attempt, result)
                     WHERE t.id = s.id AND t.status = {st.RUNNING} AND t.attempt = s.attempt
-                    RETURNING t.id""",
+                    RETURNING t.id, t.has_children""",
                 [s.task_id for s in successes],
                 [s.attempt for s in successes],
                 [s.result_json for s in successes],
             )
-        return {row["id"] for row in rows}
+            parents = [row["id"] for row in rows if row["has_children"]]
+            unblocked = await deps.unblock_children(conn, parents) if parents else []
+        return Succeeded({row["id"] for row in rows}, unblocked)
 
     async def mark_failed(self, task_id: UUID, attempt: int, error: dict[str, Any]) -> bool:
         row = await self._finish(
-            f"status = {st.FAILED}, error = $3, finished_at = clock_timestamp()", task_id, attempt, error
+            f"status = {st.FAILED}, error = $3, finished_at = clock_timestamp()", task_id, attempt, error, ends=True
         )
         return row is not None
 
@@ -447,6 +511,7 @@ class TaskRepository:
             task_id,
             attempt,
             only_if="cancel_requested",
+            ends=True,
         )
         return row is not None
 
@@ -489,8 +554,9 @@ class TaskRepository:
         return [DueTask(r["id"], r["priority"], r["run_at"], r["queue"]) for r in rows]
 
     async def recover_expired(self, *, limit: int, error: dict[str, Any]) -> list[Recovered]:
-        """Running tasks whose lease expired (their worker died) → scheduled now, failed, or cancelled."""
-        async with self._conn() as conn:
+        """Running tasks whose lease expired (their worker died) → scheduled now, failed, or cancelled
+        (with their blocked descendants, in the same transaction)."""
+        async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""UPDATE tasks SET
                         status = CASE WHEN cancel_requested THEN {st.CANCELLED}
@@ -502,10 +568,13 @@ class TaskRepository:
                     WHERE id IN (SELECT id FROM tasks WHERE status = {st.RUNNING}
                                    AND lease_expires_at < clock_timestamp()
                                  ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-                    RETURNING id, status, priority, run_at, queue, admitted""",
+                    RETURNING id, status, priority, run_at, queue, admitted, has_children""",
                 limit,
                 error,
             )
+            ended = [r["id"] for r in rows if r["has_children"] and r["status"] != TaskStatus.SCHEDULED]
+            if ended:
+                await deps.cancel_descendants(conn, ended)
         return [
             Recovered(r["id"], TaskStatus(r["status"]), r["priority"], r["run_at"], r["queue"], r["admitted"])
             for r in rows
@@ -513,14 +582,20 @@ class TaskRepository:
 
     async def purge_finished(self, *, older_than: timedelta, limit: int) -> int:
         async with self._conn() as conn:
-            result: str = await conn.execute(
-                f"""DELETE FROM tasks WHERE id IN (
+            purged: int = await conn.fetchval(
+                f"""WITH gone AS (DELETE FROM tasks WHERE id IN (
                         SELECT id FROM tasks WHERE status IN {st.TERMINAL}
-                          AND finished_at < clock_timestamp() - $1::interval LIMIT $2)""",
+                          AND finished_at < clock_timestamp() - $1::interval LIMIT $2) RETURNING id),
+                    edges AS (DELETE FROM task_dependencies WHERE task_id IN (SELECT id FROM gone)),
+                    -- a workflow whose steps an earlier round purged (this round's are still seen)
+                    flows AS (DELETE FROM workflows WHERE id IN (
+                        SELECT w.id FROM workflows w WHERE w.created_at < clock_timestamp() - $1::interval
+                           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id) LIMIT $2))
+                    SELECT count(*) FROM gone""",
                 older_than,
                 limit,
             )
-        return int(result.split()[-1])
+        return purged
 
     async def purge_unique_keys(self, *, limit: int) -> int:
         """Drop unique_key windows that have ended (an ended window is free to take anyway)."""

@@ -39,3 +39,8 @@ CANCELLED = sql_status(TaskStatus.CANCELLED, entering_from=frozenset(TaskStatus)
 # A retry later (from running), a release on shutdown or a manual retry (queued).
 SCHEDULED = sql_status(TaskStatus.SCHEDULED, entering_from={TaskStatus.RUNNING})
 QUEUED = sql_status(TaskStatus.QUEUED, entering_from={TaskStatus.RUNNING} | RETRYABLE_STATES)
+# Workflows (taskcore.store.workflows): a task waiting for its parents, unblocked into queued or
+# scheduled, re-armed (cancelled or failed -> blocked) when the upstream task it waited on is retried.
+BLOCKED = sql_status(TaskStatus.BLOCKED, entering_from=RETRYABLE_STATES)
+UNBLOCKED_QUEUED = sql_status(TaskStatus.QUEUED, entering_from={TaskStatus.BLOCKED})
+UNBLOCKED_SCHEDULED = sql_status(TaskStatus.SCHEDULED, entering_from={TaskStatus.BLOCKED})

@@ -197,9 +197,24 @@ function startSubmitChooser() {
   if (chooser) chooser.addEventListener("change", () => chooser.form.submit());
 }
 
+// A workflow's page re-renders its graph and steps until the workflow has finished.
+function startWorkflow() {
+  const detail = document.getElementById("workflow-detail");
+  if (!detail || detail.dataset.finished === "true") return;
+  const timer = every(POLL_MS, async () => {
+    if (detail.contains(document.activeElement)) return; // do not move keyboard focus away
+    const html = await fetchLive(detail.dataset.fragment, "text/html");
+    if (html === null) return;
+    detail.innerHTML = html;
+    const status = document.getElementById("workflow-status");
+    if (status && status.dataset.status !== "running") window.clearInterval(timer);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   startOverview();
   startTaskList();
   startTask();
+  startWorkflow();
   startSubmitChooser();
 });
