@@ -20,14 +20,22 @@ WORKLOADS = (("Deployment", "api"), ("Deployment", "worker"), ("Job", "migrate")
 
 
 def _database_env(rendered: Rendered, kind: str, component: str) -> dict[str, str]:
-    """TASKFLOW_DATABASE_* of the workload's TaskFlow container -> the Secret key each reads."""
-    spec = rendered.one(kind, component)["spec"]["template"]["spec"]
-    container = next(c for c in spec["containers"] if c["name"] in {component, "migrate"})
-    return {
-        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
-        for e in container.get("env", [])
-        if e["name"].startswith("TASKFLOW_DATABASE")
-    }
+    """TASKFLOW_DATABASE_* of the workload's TaskFlow container -> the Secret key each reads; for the
+    worker, every pool's Deployment must agree."""
+    workloads = list(rendered.pools(kind).values()) if component == "worker" else [rendered.one(kind, component)]
+    found = []
+    for workload in workloads:
+        spec = workload["spec"]["template"]["spec"]
+        container = next(c for c in spec["containers"] if c["name"] in {component, "migrate"})
+        found.append(
+            {
+                e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+                for e in container.get("env", [])
+                if e["name"].startswith("TASKFLOW_DATABASE")
+            }
+        )
+    assert all(env == found[0] for env in found), f"{rendered.name}: the worker pools disagree: {found}"
+    return found[0]
 
 
 def _postgres_ports(rendered: Rendered, component: str) -> set[int]:

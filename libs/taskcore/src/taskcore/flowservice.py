@@ -128,7 +128,9 @@ class FlowService:
 
 
 async def admission_loop(service: FlowService, wake: asyncio.Event, *, interval: float) -> None:
-    """Admit whenever woken (a task under a key finished) or every ``interval`` seconds while work waits."""
+    """Admit whenever woken (a task under a key finished) or every ``interval`` seconds while work waits.
+    An outage is logged when it starts and when it ends, not every ``interval``."""
+    down: str | None = None
     while True:
         try:
             async with asyncio.timeout(interval):
@@ -141,4 +143,10 @@ async def admission_loop(service: FlowService, wake: asyncio.Event, *, interval:
                 while await service.admit() > 0:
                     pass  # more may fit: the window refills as workers start what was admitted
         except DependencyUnavailable as exc:
-            log.warning("admission loop: store or queue unavailable", error=str(exc))
+            if down != str(exc):
+                log.warning("admission paused: store or queue unavailable", error=str(exc))
+            down = str(exc)
+            continue
+        if down is not None:
+            log.info("admission resumed")
+            down = None
