@@ -307,11 +307,13 @@ class _Recorder:
             running = sum(by.get((q, "running"), 0) for q in pool.queue_names)
             succeeded = sum(by.get((q, "succeeded"), 0) for q in pool.queue_names)
             fleet = self.fleets[pool.name]
-            self.samples[pool.name].append(Sample(now, load, running, len(fleet.live), succeeded))
             if time.monotonic() - start >= self.next_poll[pool.name]:
                 self.next_poll[pool.name] += pool.policy.polling_interval
                 fleet.scale_to(self.scalers[pool.name].decide(now, load))
                 self.decisions[pool.name].append((now, load, self.scalers[pool.name].replicas))
+            # After this tick's decision: the run may end on it (every pool back at its minimum), and
+            # the last sample must show the replicas it left.
+            self.samples[pool.name].append(Sample(now, load, running, len(fleet.live), succeeded))
         return sum(n for (_, status), n in by.items() if status in ("queued", "scheduled", "running"))
 
     def settled(self) -> bool:
