@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ import orjson
 
 from loadtest import flowbench, latency
 from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
-from taskcore.queue import Enqueue, TaskQueue, connect
+from taskcore.queue import Enqueue, TaskQueue, connect, queue_key
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"ratio": 0.9, "batch_per_s": 15_000, "p99_ms": 25.0, "idle_wait_p50_ms": 20.0}
@@ -65,16 +66,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def watch_drain(
-    redis: Any, queue_name: str, jobs: int, *, limit: float, worker: int, database: str | None = None
+    redis: Any, queue_name: str | Sequence[str], jobs: int, *, limit: float, worker: int, database: str | None = None
 ) -> Drain:
-    """Follow the queue's size (arq removes a job when it finishes) until it is empty."""
+    """Follow the queue's size (arq removes a job when it finishes; several queues: their sizes
+    added up) until it is empty."""
+    keys = [queue_name] if isinstance(queue_name, str) else list(queue_name)
     deadline = time.monotonic() + limit
     curve: list[tuple[float, int]] = []
     first = None
     cpu: dict[str, tuple[float, float]] = {}
     backends: list[int] = []
     while time.monotonic() < deadline:
-        remaining = await redis.zcard(queue_name)
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zcard(key)
+            remaining = sum(await pipe.execute())
         now = time.perf_counter()
         done = jobs - remaining
         if done > 0 and first is None:
@@ -130,12 +136,18 @@ async def raw_arq_round(resources: Resources, jobs: int, concurrency: int, poll:
         await redis.aclose(close_connection_pool=True)
 
 
-async def batch_submit(url: str, jobs: int, *, clients: int = 2, size: int = 1000) -> tuple[float, list[str]]:
-    """Submit ``jobs`` tasks in batches over ``clients`` connections; (tasks/s accepted, ids)."""
+async def batch_submit(
+    url: str, jobs: int, *, clients: int = 2, size: int = 1000, queues: Sequence[str] = ("default",)
+) -> tuple[float, list[str]]:
+    """Submit ``jobs`` tasks in batches over ``clients`` connections, spread over ``queues`` in turn
+    (the default queue is named by omission, as most clients do); (tasks/s accepted, ids)."""
+
+    def task(i: int) -> dict[str, Any]:
+        queue = queues[i % len(queues)]
+        return {"task_type": "test", "payload": {"n": i}, **({} if queue == "default" else {"queue": queue})}
+
     bodies = [
-        orjson.dumps(
-            {"tasks": [{"task_type": "test", "payload": {"n": i}} for i in range(start, min(jobs, start + size))]}
-        )
+        orjson.dumps({"tasks": [task(i) for i in range(start, min(jobs, start + size))]})
         for start in range(0, jobs, size)
     ]
     ids: list[str] = []
@@ -176,17 +188,18 @@ async def batch_alone(system: System, jobs: int, *, clients: int) -> dict[str, A
     }
 
 
-async def taskflow_round(system: System, jobs: int) -> tuple[Drain, float]:
-    """Submit through the API with no worker running, then start one and time the drain."""
+async def taskflow_round(system: System, jobs: int, *, queues: Sequence[str] = ("default",)) -> tuple[Drain, float]:
+    """Submit through the API with no worker running (the tasks spread over ``queues`` in turn),
+    then start one worker consuming them all with equal weights and time the drain."""
     resources = system.resources
-    rate, ids = await batch_submit(system.url, jobs)
+    rate, ids = await batch_submit(system.url, jobs, queues=queues)
     redis = connect(REDIS_URL, queue_name=resources.queue_name)
     try:
-        worker = system.start_worker()
+        worker = system.start_worker(TASKFLOW_WORKER_QUEUES=",".join(f"{q}:1" for q in queues))
         try:
             drain = await watch_drain(
                 redis,
-                resources.queue_name,
+                [queue_key(resources.queue_name, q) for q in queues],
                 jobs,
                 limit=60 + jobs / 50,
                 worker=worker.pid,
@@ -284,7 +297,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
             if args.flow:
-                report["flow"] = await flowbench.run(system, jobs=args.jobs, log=lambda line: print(line, flush=True))
+                two, _ = await taskflow_round(system, args.jobs, queues=("default", flowbench.SECOND_QUEUE))
+                print(f"two queues (one worker, weights 1:1): {two.throughput:,.0f} tasks/s", flush=True)
+                flow_runs = await flowbench.run(system, jobs=args.jobs, log=lambda line: print(line, flush=True))
+                report["flow"] = {"two_queues": {"tasks": two.jobs, "per_s": two.throughput}, **flow_runs}
             worker = system.start_worker()
             await wait_for_worker(system.url)
             report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)

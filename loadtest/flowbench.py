@@ -1,10 +1,9 @@
-"""The flow-control part of `make bench` (docs/flow-control.md), on the system ``bench`` started:
+"""The flow-control part of `make bench` (docs/flow-control.md), on the system ``bench`` started
+(``bench`` itself runs its end-to-end drain over two queues, one worker consuming both):
 
-1. **two queues**: the end-to-end drain of ``bench``'s rounds with the tasks split over two queues
-   that one worker consumes with equal weights (judged against the single-queue rate of the same run);
-2. **under a key**: every task carries one limit key with ``max_running`` set, so each goes
+1. **under a key**: every task carries one limit key with ``max_running`` set, so each goes
    through admission (PostgreSQL) before Redis; tasks/s while the limit is saturated;
-3. **fair share**: a big key floods one worker with short sleeps, then a small key submits a
+2. **fair share**: a big key floods one worker with short sleeps, then a small key submits a
    few; how long the small key's tasks take against the flood's duration.
 """
 
@@ -19,8 +18,7 @@ import asyncpg
 import httpx
 import orjson
 
-from loadtest.procs import REDIS_URL, System, stop
-from taskcore.queue import connect, queue_key
+from loadtest.procs import System, stop
 
 SECOND_QUEUE = "bench-second"
 
@@ -68,50 +66,6 @@ async def watch_finished(database_url: str, ids: list[str], *, limit: float) -> 
     finally:
         await conn.close()
     return {"tasks": len(ids), "per_s": len(ids) * 0.8 / max(marks[0.9] - marks[0.1], 1e-9), "seconds": marks[1.0]}
-
-
-async def _drain_two_queues(system: System, jobs: int) -> dict[str, Any]:
-    resources = system.resources
-    tasks = [
-        {"task_type": "test", "payload": {"n": i}, **({"queue": SECOND_QUEUE} if i % 2 else {})} for i in range(jobs)
-    ]
-    ids = await submit(system.url, tasks)
-    redis = connect(REDIS_URL, queue_name=resources.queue_name)
-    keys = [resources.queue_name, queue_key(resources.queue_name, SECOND_QUEUE)]
-    try:
-        worker = system.start_worker(TASKFLOW_WORKER_QUEUES=f"default:1,{SECOND_QUEUE}:1")
-        try:
-            curve: list[tuple[float, int]] = []
-            started = time.perf_counter()
-            deadline = time.monotonic() + 60 + jobs / 50
-            while time.monotonic() < deadline:
-                async with redis.pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.zcard(key)
-                    remaining = sum(await pipe.execute())
-                curve.append((time.perf_counter() - started, jobs - remaining))
-                if remaining == 0:
-                    break
-                await asyncio.sleep(0.005)
-            else:
-                raise RuntimeError(f"two queues: {remaining} of {jobs} jobs left")
-        finally:
-            stop(worker)
-            system.workers.remove(worker)
-    finally:
-        await redis.aclose(close_connection_pool=True)
-    t10 = next(t for t, d in curve if d >= jobs * 0.1)
-    t90 = next(t for t, d in curve if d >= jobs * 0.9)
-    conn = await asyncpg.connect(resources.database_url)
-    try:
-        succeeded = await conn.fetchval(
-            "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[]) AND status = 'succeeded'", ids
-        )
-    finally:
-        await conn.close()
-    if succeeded != jobs:
-        raise RuntimeError(f"two queues: only {succeeded} of {jobs} tasks succeeded")
-    return {"tasks": jobs, "per_s": jobs * 0.8 / max(t90 - t10, 1e-9)}
 
 
 async def _put_limit(url: str, key: str, body: dict[str, Any]) -> None:
@@ -164,8 +118,6 @@ async def _fair_share(system: System, *, flood: int, small: int, seconds: float,
 
 
 async def run(system: System, *, jobs: int, log: Callable[[str], None]) -> dict[str, Any]:
-    two = await _drain_two_queues(system, jobs)
-    log(f"two queues (one worker, weights 1:1): {two['per_s']:,.0f} tasks/s")
     keyed = await _under_a_key(system, min(jobs, 10_000), max_running=50)
     log(f"under a key (max_running {keyed['max_running']}): {keyed['per_s']:,.0f} tasks/s")
     fair = await _fair_share(system, flood=1_000, small=5, seconds=0.1, concurrency=20)
@@ -174,4 +126,4 @@ async def run(system: System, *, jobs: int, log: Callable[[str], None]) -> dict[
         f"({fair['small_key_in_task_durations']:.1f} task durations) while a flood of {fair['flood_tasks']} "
         f"took {fair['flood_seconds']:.1f} s"
     )
-    return {"two_queues": two, "under_a_key": keyed, "fair_share": fair}
+    return {"under_a_key": keyed, "fair_share": fair}
