@@ -124,7 +124,7 @@ class WorkerResources:
                     lambda: admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds),
                 )
             ),
-            asyncio.create_task(_every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue).step)),
+            asyncio.create_task(_every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue, flow).step)),
         ]
         if settings.schedule_interval_seconds > 0:
             # Its own loop and leader lock, not the reconciler's pass: a slot must fire within about
@@ -144,10 +144,9 @@ class WorkerResources:
             queues=dict(settings.worker_queues),
         )
 
-    def _bulk_runner(self, queue: TaskQueue) -> BulkRunner:
+    def _bulk_runner(self, queue: TaskQueue, flow: FlowService) -> BulkRunner:
         """Bulk actions (taskcore/bulk.py): any worker may hold one's lease and work through it."""
         assert self._pool is not None
-        flow = FlowService(flow=FlowRepository(self._pool), queue=queue, registry=self.registry, settings=self.settings)
         return BulkRunner(
             store=BulkRepository(self._pool), queue=queue, flow=flow, settings=self.settings, owner=self.worker_id
         )
