@@ -124,7 +124,9 @@ class WorkerResources:
                     lambda: admission_loop(flow, slot_freed, interval=settings.admission_interval_seconds),
                 )
             ),
-            asyncio.create_task(_every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue, flow).step)),
+            asyncio.create_task(
+                _every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue, flow).step)
+            ),
         ]
         if settings.schedule_interval_seconds > 0:
             # Its own loop and leader lock, not the reconciler's pass: a slot must fire within about
