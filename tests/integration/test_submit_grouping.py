@@ -114,3 +114,17 @@ async def test_redis_down_still_stores_every_grouped_submit(
         await queue.close()
     assert all(d.created for d in done)
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'queued'") == 5
+
+
+async def test_group_size_zero_stores_each_submit_on_its_own(
+    pool: asyncpg.Pool, queue: TaskQueue, registry: TaskRegistry, settings: Settings
+) -> None:
+    repo = CountingRepository(pool)
+    ungrouped = settings.model_copy(update={"submit_group_max_size": 0})
+    service = TaskService(repo=repo, queue=queue, registry=registry, settings=ungrouped)
+    done = await asyncio.gather(
+        *(service.submit_one(TaskRequest(task_type="test", payload={"n": i}), origin=Origin()) for i in range(5))
+    )
+    assert all(d.created for d in done)
+    assert repo.groups == []
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 5

@@ -34,9 +34,6 @@ from taskcore.store.workflows import WorkflowRepository
 log = structlog.get_logger("taskflow.service")
 
 UNIQUE_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
-# Plain single submits in flight together are stored in one INSERT and enqueued in one Redis call
-# (at most this many at a time): one API process's ceiling is then not one commit per submit.
-SUBMIT_GROUP_MAX = 200
 MAX_UNIQUE_FOR_SECONDS = 366 * 24 * 3600
 
 
@@ -143,12 +140,16 @@ class TaskService:
         self.settings = settings
         self.flow = FlowService(flow=FlowRepository(repo.pool), queue=queue, registry=registry, settings=settings)
         self._known_queues: set[str] = {DEFAULT_QUEUE}  # queues this process has recorded (a queue exists once named)
-        # No linger: an idle submit is written at once; those arriving while a write is in flight form the next.
+        # Plain single submits in flight together are stored in one INSERT and enqueued in one Redis call, so
+        # that one API process's ceiling is not one commit per submit. No linger: an idle submit is written at
+        # once; those arriving while a write is in flight form the next group.
+        group = settings.submit_group_max_size
+        self._grouped = group > 0
         self._inserts: Coalescer[NewTask, Task] = Coalescer(
-            repo.insert_each, max_batch=SUBMIT_GROUP_MAX, linger=0, name="submit"
+            repo.insert_each, max_batch=max(group, 1), linger=0, name="submit"
         )
         self._enqueues: Coalescer[Enqueue, bool] = Coalescer(
-            queue.enqueue_many, max_batch=SUBMIT_GROUP_MAX, linger=0, name="enqueue"
+            queue.enqueue_many, max_batch=max(group, 1), linger=0, name="enqueue"
         )
 
     async def submit(
@@ -170,7 +171,7 @@ class TaskService:
                 raise TaskValidationError("unique_key cannot be combined with depends_on", [error])
             task, created = await self._insert_dependent(new, request.depends_on)
             duplicate = False
-        elif new.unique_key is None and idempotency_key is None:
+        elif new.unique_key is None and idempotency_key is None and self._grouped:
             # The plain submit, grouped with the others in flight; answered once its INSERT committed.
             task = await self._inserts.add(new)
             await self._enqueue(task, grouped=True)
