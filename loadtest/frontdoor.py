@@ -236,7 +236,7 @@ async def measure(
 def describe(row: dict[str, Any]) -> str:
     load = f"c={row['connections']:<3}" if row["mode"] != "open" else f"@{row['rate']:>5g}/s"
     return (
-        f"{row['mode']:>6} {row['generator']:>8} {load} {row['target']:>8}: {row['achieved_per_s']:7.0f}/s, "
+        f"{row['mode']:>6} {row['generator']:>8} {load} {row['target']:>9}: {row['achieved_per_s']:7.0f}/s, "
         f"p50/p99 {row['p50_ms']:6.1f} / {row['p99_ms']:6.1f} ms; CPU ms/req: process "
         f"{row['api_cpu_ms_per_request']:.2f} ({row['api_cpu_share'] * 100:.0f}% of a core), "
         f"PostgreSQL {row['postgres_cpu_ms_per_request']:.2f}, Redis {row['redis_cpu_ms_per_request']:.2f}, "
@@ -321,63 +321,75 @@ async def compare(
 
 
 def _pairs(
-    rows: list[dict[str, Any]], mode: str, generator: str, key: str, load: Any
+    rows: list[dict[str, Any]], mode: str, generator: str, key: str, load: Any, target: str
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(``target``'s row, the bare app's row) of each repeat of one point."""
     mine = [r for r in rows if r["mode"] == mode and r["generator"] == generator and r[key] == load]
     by_repeat: dict[int, dict[str, dict[str, Any]]] = {}
     for r in mine:
         by_repeat.setdefault(r["repeat"], {})[r["target"]] = r
-    return [(p["taskflow"], p["bare"]) for p in by_repeat.values() if len(p) == 2]
+    return [(p[target], p["bare"]) for p in by_repeat.values() if target in p and "bare" in p]
+
+
+def _median(pairs: list[tuple[dict[str, Any], dict[str, Any]]], side: int, key: str) -> float:
+    return float(statistics.median(pair[side][key] for pair in pairs))
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per concurrency and generator: medians of both targets and of the pairs' ratios; per rate: p99s."""
+    """Per target, concurrency and generator: medians of the target, of the bare app and of the pairs'
+    ratios; per target and rate: the p99s. ``min_ratio`` and ``p99_at_1000_ms`` judge ``taskflow``."""
     closed: list[dict[str, Any]] = []
-    for generator in sorted({r["generator"] for r in rows if r["mode"] == "closed"}):
-        for connections in sorted({r["connections"] for r in rows if r["mode"] == "closed"}):
-            pairs = _pairs(rows, "closed", generator, "connections", connections)
+    opened: list[dict[str, Any]] = []
+    targets = [t for t in dict.fromkeys(r["target"] for r in rows) if t != "bare"]
+    for target in targets:
+        for generator in sorted({r["generator"] for r in rows if r["mode"] == "closed"}):
+            for connections in sorted({r["connections"] for r in rows if r["mode"] == "closed"}):
+                pairs = _pairs(rows, "closed", generator, "connections", connections, target)
+                if not pairs:
+                    continue
+                ratios = [t["achieved_per_s"] / b["achieved_per_s"] for t, b in pairs]
+                closed.append(
+                    {
+                        "target": target,
+                        "generator": generator,
+                        "connections": connections,
+                        "taskflow_per_s": _median(pairs, 0, "achieved_per_s"),
+                        "bare_per_s": _median(pairs, 1, "achieved_per_s"),
+                        "ratio": statistics.median(ratios),
+                        "ratios": ratios,
+                        "taskflow_p99_ms": _median(pairs, 0, "p99_ms"),
+                        "bare_p99_ms": _median(pairs, 1, "p99_ms"),
+                        "taskflow_cpu_ms": _median(pairs, 0, "api_cpu_ms_per_request"),
+                        "bare_cpu_ms": _median(pairs, 1, "api_cpu_ms_per_request"),
+                    }
+                )
+        for rate in sorted({r["rate"] for r in rows if r["mode"] == "open"}):
+            pairs = _pairs(rows, "open", "openloop", "rate", rate, target)
             if not pairs:
                 continue
-            closed.append(
+            opened.append(
                 {
-                    "generator": generator,
-                    "connections": connections,
-                    "taskflow_per_s": statistics.median(t["achieved_per_s"] for t, _ in pairs),
-                    "bare_per_s": statistics.median(b["achieved_per_s"] for _, b in pairs),
-                    "ratio": statistics.median(t["achieved_per_s"] / b["achieved_per_s"] for t, b in pairs),
-                    "ratios": [t["achieved_per_s"] / b["achieved_per_s"] for t, b in pairs],
-                    "taskflow_p99_ms": statistics.median(t["p99_ms"] for t, _ in pairs),
-                    "bare_p99_ms": statistics.median(b["p99_ms"] for _, b in pairs),
-                    "taskflow_cpu_ms": statistics.median(t["api_cpu_ms_per_request"] for t, _ in pairs),
-                    "bare_cpu_ms": statistics.median(b["api_cpu_ms_per_request"] for _, b in pairs),
+                    "target": target,
+                    "rate": rate,
+                    "taskflow_per_s": _median(pairs, 0, "achieved_per_s"),
+                    "bare_per_s": _median(pairs, 1, "achieved_per_s"),
+                    "taskflow_p50_ms": _median(pairs, 0, "p50_ms"),
+                    "bare_p50_ms": _median(pairs, 1, "p50_ms"),
+                    "taskflow_p99_ms": _median(pairs, 0, "p99_ms"),
+                    "bare_p99_ms": _median(pairs, 1, "p99_ms"),
+                    "taskflow_cpu_ms": _median(pairs, 0, "api_cpu_ms_per_request"),
+                    "bare_cpu_ms": _median(pairs, 1, "api_cpu_ms_per_request"),
+                    "taskflow_failures": sum(
+                        t["answered"] - t["statuses"].get("202", 0) + t["unanswered"] for t, _ in pairs
+                    ),
                 }
             )
-    opened: list[dict[str, Any]] = []
-    for rate in sorted({r["rate"] for r in rows if r["mode"] == "open"}):
-        pairs = _pairs(rows, "open", "openloop", "rate", rate)
-        if not pairs:
-            continue
-        opened.append(
-            {
-                "rate": rate,
-                "taskflow_per_s": statistics.median(t["achieved_per_s"] for t, _ in pairs),
-                "bare_per_s": statistics.median(b["achieved_per_s"] for _, b in pairs),
-                "taskflow_p99_ms": statistics.median(t["p99_ms"] for t, _ in pairs),
-                "bare_p99_ms": statistics.median(b["p99_ms"] for _, b in pairs),
-                "taskflow_p50_ms": statistics.median(t["p50_ms"] for t, _ in pairs),
-                "bare_p50_ms": statistics.median(b["p50_ms"] for _, b in pairs),
-                "taskflow_cpu_ms": statistics.median(t["api_cpu_ms_per_request"] for t, _ in pairs),
-                "bare_cpu_ms": statistics.median(b["api_cpu_ms_per_request"] for _, b in pairs),
-                "taskflow_failures": sum(
-                    t["answered"] - t["statuses"].get("202", 0) + t["unanswered"] for t, _ in pairs
-                ),
-            }
-        )
-    judged = next((o for o in opened if o["rate"] == JUDGED_RATE), None)
+    mine = [c["ratio"] for c in closed if c["target"] == "taskflow"]
+    judged = next((o for o in opened if o["rate"] == JUDGED_RATE and o["target"] == "taskflow"), None)
     return {
         "closed": closed,
         "open": opened,
-        "min_ratio": min((c["ratio"] for c in closed), default=float("nan")),
+        "min_ratio": min(mine, default=float("nan")),
         "p99_at_1000_ms": judged["taskflow_p99_ms"] if judged else float("nan"),
     }
 
@@ -393,19 +405,19 @@ def table(summary: dict[str, Any]) -> str:
     for c in summary["closed"]:
         rows.append(
             (
-                f"closed {c['generator']} c={c['connections']}",
+                f"{c['target']} closed {c['generator']} c={c['connections']}",
                 f"{c['taskflow_per_s']:,.0f}/s p99 {c['taskflow_p99_ms']:.1f}",
                 f"{c['bare_per_s']:,.0f}/s p99 {c['bare_p99_ms']:.1f}",
                 f"{c['ratio']:.2f}x (" + ", ".join(f"{r:.2f}" for r in c["ratios"]) + ")",
                 f"{c['taskflow_cpu_ms']:.2f}, {c['bare_cpu_ms']:.2f}",
-                f"≥ 0.90x {mark(c['ratio'] >= TARGETS['ratio'])}",
+                f"≥ 0.90x {mark(c['ratio'] >= TARGETS['ratio'])}" if c["target"] == "taskflow" else "",
             )
         )
     for o in summary["open"]:
-        judged = o["rate"] == JUDGED_RATE
+        judged = o["rate"] == JUDGED_RATE and o["target"] == "taskflow"
         rows.append(
             (
-                f"open @ {o['rate']:g}/s",
+                f"{o['target']} open @ {o['rate']:g}/s",
                 f"{o['taskflow_per_s']:,.0f}/s p50 {o['taskflow_p50_ms']:.1f}",
                 f"{o['bare_per_s']:,.0f}/s p50 {o['bare_p50_ms']:.1f}",
                 f"p99 {o['taskflow_p99_ms']:.1f} vs {o['bare_p99_ms']:.1f} ms",
@@ -417,25 +429,97 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
 
 
+async def pinning_probe(
+    url: str,
+    pid: int,
+    *,
+    database_url: str,
+    redis_url: str,
+    rates: Sequence[float],
+    pinnings: Sequence[str] = PINNINGS,
+    seconds: float = 5,
+    repeats: int = 2,
+    headers: dict[str, str] | None = None,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Is the knee the harness? The open loop against one API at each rate under every pinning in turn
+    (interleaved, alternating order), with every party's CPU per request; medians per pinning and rate."""
+    rows: list[dict[str, Any]] = []
+    for rate in rates:
+        for index in range(repeats):
+            for mode in pinnings if index % 2 == 0 else list(reversed(pinnings)):
+                result = await measure(
+                    run_open,
+                    rate,
+                    url=url,
+                    pid=pid,
+                    seconds=seconds,
+                    pinning=mode,
+                    database_url=database_url,
+                    redis_url=redis_url,
+                    headers=headers or {},
+                )
+                row = {**result, "mode": "open", "generator": "openloop", "target": mode, "repeat": index, "rate": rate}
+                log(describe(row))
+                rows.append(row)
+    keys = ["achieved_per_s", "p50_ms", "p99_ms", "api_cpu_share", "api_cpu_ms_per_request"]
+    keys += ["postgres_cpu_ms_per_request", "redis_cpu_ms_per_request", "generator_cpu_ms_per_request"]
+    summary = [
+        {
+            "pinning": mode,
+            "rate": rate,
+            **{k: statistics.median(r[k] for r in rows if r["target"] == mode and r["rate"] == rate) for k in keys},
+        }
+        for rate in rates
+        for mode in pinnings
+    ]
+    return {"rows": rows, "summary": summary}
+
+
+def pinning_table(summary: list[dict[str, Any]]) -> str:
+    head = ("pinning", "rate", "achieved", "p50 / p99 ms", "API core share", "CPU ms/req: API, PG, Redis, gen")
+    rows: list[tuple[str, ...]] = [head]
+    for s in summary:
+        rows.append(
+            (
+                s["pinning"],
+                f"{s['rate']:g}/s",
+                f"{s['achieved_per_s']:.0f}/s",
+                f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f}",
+                f"{s['api_cpu_share'] * 100:.0f}%",
+                f"{s['api_cpu_ms_per_request']:.2f}, {s['postgres_cpu_ms_per_request']:.2f}, "
+                f"{s['redis_cpu_ms_per_request']:.2f}, {s['generator_cpu_ms_per_request']:.2f}",
+            )
+        )
+    width = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
 async def run(
     system: System,
     *,
     log: Log = print,
+    ungrouped: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """The comparison against ``system``'s API (no worker should run) and a bare app started here."""
+    """The comparison against ``system``'s API (no worker should run) and a bare app started here;
+    ``ungrouped``: also a second API storing each single submit on its own (TASKFLOW_SUBMIT_GROUP_MAX_SIZE=0),
+    to see what grouping does in the same run."""
     assert system.api is not None
     resources = system.resources
     bare, bare_url = await asyncio.to_thread(start_bare, resources)
+    targets = {"taskflow": (system.url, system.api.pid), "bare": (bare_url, bare.pid)}
+    other = System(resources)
     try:
+        if ungrouped:
+            await asyncio.to_thread(other.start_api, TASKFLOW_SUBMIT_GROUP_MAX_SIZE="0")
+            assert other.api is not None
+            targets["ungrouped"] = (other.url, other.api.pid)
         return await compare(
-            {"taskflow": (system.url, system.api.pid), "bare": (bare_url, bare.pid)},
-            database_url=resources.database_url,
-            redis_url=redis_of(resources),
-            log=log,
-            **options,
+            targets, database_url=resources.database_url, redis_url=redis_of(resources), log=log, **options
         )
     finally:
+        other.stop_all()
         stop(bare)
 
 
@@ -452,6 +536,18 @@ async def standalone(args: argparse.Namespace) -> dict[str, Any]:
         system = System(resources)
         try:
             system.start_api()
+            if args.probe_pinning:
+                assert system.api is not None
+                return await pinning_probe(
+                    system.url,
+                    system.api.pid,
+                    database_url=resources.database_url,
+                    redis_url=redis_of(resources),
+                    rates=args.rates,
+                    seconds=args.seconds,
+                    repeats=args.repeats,
+                    log=lambda line: print(line, flush=True),
+                )
             return await run(
                 system,
                 concurrencies=args.concurrency,
@@ -460,6 +556,7 @@ async def standalone(args: argparse.Namespace) -> dict[str, Any]:
                 repeats=args.repeats,
                 pinning=args.pinning,
                 generators=tuple(args.generators.split(",")),
+                ungrouped=args.ungrouped,
                 log=lambda line: print(line, flush=True),
             )
         finally:
@@ -476,12 +573,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved pairs per point")
     parser.add_argument("--pinning", choices=PINNINGS, default="none")
     parser.add_argument("--generators", default="closed,wrk", help="closed-loop generators (wrk skipped if absent)")
+    parser.add_argument(
+        "--probe-pinning", action="store_true", help="instead: the open loop against the API under every pinning"
+    )
+    parser.add_argument("--ungrouped", action="store_true", help="also an API with TASKFLOW_SUBMIT_GROUP_MAX_SIZE=0")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     import uvloop
 
     report = uvloop.run(standalone(args))
-    print(table(report["summary"]))
+    print(pinning_table(report["summary"]) if args.probe_pinning else table(report["summary"]))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"frontdoor-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     machine = {"cpus": os.cpu_count(), "pinning": latency.pinning(), "settings": vars(args)}

@@ -81,4 +81,4 @@ async def test_front_door_comparison_measures_both_targets(stack: Stack, tmp_pat
     assert summary["closed"][0]["connections"] == 2
     assert summary["closed"][0]["ratio"] > 0
     assert (summary["open"][0]["rate"], summary["open"][0]["taskflow_failures"]) == (50.0, 0)
-    assert "closed closed c=2" in frontdoor.table(summary)
+    assert "taskflow closed closed c=2" in frontdoor.table(summary)
