@@ -1,5 +1,6 @@
 """Plain single submits in flight together share one INSERT and one enqueue (TaskService.submit_one),
-and each caller still gets its own task, its own origin and its own error."""
+and each caller still gets its own task, its own origin and its own error; a submit alone takes the
+single INSERT it always did."""
 
 from __future__ import annotations
 
@@ -53,8 +54,8 @@ async def test_concurrent_submits_share_statements_and_keep_their_origin(
     assert all(d.created and not d.duplicate for d in done)
     assert [d.task.payload for d in done] == [{"n": i} for i in range(count)]  # each caller its own task
     groups = counting.repo.groups  # type: ignore[attr-defined]
-    assert sum(groups) == count
-    assert len(groups) < count  # grouped: fewer statements than submits
+    assert sum(groups) == count - 1  # the first found none in flight: its own INSERT; the others grouped
+    assert len(groups) < count - 1  # fewer statements than submits
     rows = {r["id"]: r for r in await pool.fetch("SELECT id, request_id, traceparent, priority, status FROM tasks")}
     assert len(rows) == count
     for i, d in enumerate(done):
@@ -66,10 +67,14 @@ async def test_concurrent_submits_share_statements_and_keep_their_origin(
         assert await redis.zscore(settings.queue_name, str(d.task.id)) is not None  # enqueued
 
 
-async def test_an_idle_submit_is_written_alone_and_at_once(counting: TaskService) -> None:
-    done = await counting.submit_one(TaskRequest(task_type="test", payload={}), origin=Origin())
-    assert done.created
-    assert counting.repo.groups == [1]  # type: ignore[attr-defined]
+async def test_an_idle_submit_takes_the_single_insert(
+    counting: TaskService, redis: ArqRedis, settings: Settings
+) -> None:
+    for n in range(3):  # one after the other: never another in flight
+        done = await counting.submit_one(TaskRequest(task_type="test", payload={"n": n}), origin=Origin())
+        assert done.created
+        assert await redis.zscore(settings.queue_name, str(done.task.id)) is not None
+    assert counting.repo.groups == []  # type: ignore[attr-defined]
 
 
 async def test_a_bad_row_fails_only_its_own_submit(counting: TaskService, pool: asyncpg.Pool) -> None:

@@ -145,6 +145,7 @@ class TaskService:
         # once; those arriving while a write is in flight form the next group.
         group = settings.submit_group_max_size
         self._grouped = group > 0
+        self._plain_in_flight = 0  # plain single submits between their start and their INSERT's end
         self._inserts: Coalescer[NewTask, Task] = Coalescer(
             repo.insert_each, max_batch=max(group, 1), linger=0, name="submit"
         )
@@ -171,11 +172,23 @@ class TaskService:
                 raise TaskValidationError("unique_key cannot be combined with depends_on", [error])
             task, created = await self._insert_dependent(new, request.depends_on)
             duplicate = False
-        elif new.unique_key is None and idempotency_key is None and self._grouped:
-            # The plain submit, grouped with the others in flight; answered once its INSERT committed.
-            task = await self._inserts.add(new)
+        elif new.unique_key is None and idempotency_key is None and self._grouped and self._plain_in_flight:
+            # A plain submit while others are in flight: grouped with them; answered once its INSERT committed.
+            self._plain_in_flight += 1
+            try:
+                task = await self._inserts.add(new)
+            finally:
+                self._plain_in_flight -= 1
             await self._enqueue(task, grouped=True)
             return Submitted(task, True)
+        elif new.unique_key is None and idempotency_key is None:
+            # Alone (or grouping off): its own INSERT and enqueue, the idle submit's path as it always was.
+            self._plain_in_flight += 1
+            try:
+                task, created = await self.repo.insert(new)
+            finally:
+                self._plain_in_flight -= 1
+            duplicate = False
         elif new.unique_key is None:
             task, created = await self.repo.insert(new)
             duplicate = False
