@@ -10,7 +10,10 @@
 4. queue wait (due → started) while the worker is idle;
 5. batch submits alone (no worker): tasks/s, and CPU per 1,000 tasks of the API and PostgreSQL;
 6. flow control (``loadtest/flowbench.py``): the drain over two queues, tasks under a
-   ``max_running`` key, and a fair-share run (``--no-flow`` skips them).
+   ``max_running`` key, and a fair-share run (``--no-flow`` skips them);
+7. the front door (``loadtest/frontdoor.py``): single submits against a bare FastAPI endpoint doing
+   one INSERT and one enqueue, closed loop at 1-50 connections and open loop up to 1,000/s
+   (``--no-frontdoor`` skips it).
 
 Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
 rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
@@ -38,7 +41,7 @@ import asyncpg
 import httpx
 import orjson
 
-from loadtest import flowbench, latency
+from loadtest import flowbench, frontdoor, latency
 from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect, queue_key
 
@@ -326,6 +329,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 generators=tuple(args.latency_generators.split(",")),
                 log=lambda line: print(line, flush=True),
             )
+            if args.frontdoor:
+                rates = sorted({*args.rates, frontdoor.JUDGED_RATE})
+                report["frontdoor"] = await frontdoor.run(
+                    system, rates=rates, seconds=args.frontdoor_seconds, log=lambda line: print(line, flush=True)
+                )
         finally:
             system.stop_all()
     return report
@@ -357,6 +365,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "idle_wait_p50_ms": percentile(wait, 50),
         "idle_wait_p99_ms": percentile(wait, 99),
         **_flow_summary(report.get("flow"), best_flow),
+        **({"frontdoor": report["frontdoor"]["summary"]} if "frontdoor" in report else {}),
     }
 
 
@@ -534,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flow", action=argparse.BooleanOptionalAction, default=True, help="the flow-control runs (two queues, ...)"
     )
+    parser.add_argument("--frontdoor", action=argparse.BooleanOptionalAction, default=True, help="the front door")
+    parser.add_argument("--frontdoor-seconds", type=float, default=5, help="length of each front-door point")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -542,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     report["summary"] = summary
     print(latency_table(report["latency"]))
     print(table(summary, args))
+    if "frontdoor" in summary:
+        print(frontdoor.table(summary["frontdoor"]))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for round_ in report["rounds"]:

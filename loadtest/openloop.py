@@ -7,7 +7,10 @@ request in flight per connection). A request whose time has come while every con
 busy waits for the next free one, and its latency is counted from its scheduled time, not from
 when it could be written: the queueing a slow server causes is measured instead of hidden
 (the "coordinated omission" of closed-loop tools, which simply send less while the server
-stalls). Prints one JSON object: percentiles, the rate achieved, status codes, and the
+stalls). With ``--closed``, it is that closed loop on purpose: each of ``--connections``
+connections sends its next request as soon as the answer to the previous one arrives, for
+``--seconds`` (no rate: the server's throughput at that concurrency is what is measured, and
+latency is from the write). Prints one JSON object: percentiles, the rate achieved, status codes, and the
 generator's own CPU time per request, so a reader can check that it was not the bottleneck.
 
 Deliberately small (asyncio protocols, a Content-Length parser, pre-encoded bytes) so that it
@@ -118,6 +121,8 @@ class Pool:
         self.waiting: deque[float] = deque()  # scheduled times of requests due but not yet written
         self.all: set[Connection] = set()
         self.count_from = 0.0
+        self.closed_until: float | None = None  # closed loop: an answer sends the next request until then
+        self.budget = 0  # closed loop: requests it may still send
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -144,6 +149,13 @@ class Pool:
         if closing:
             assert conn.transport is not None
             conn.transport.close()
+            return
+        if self.closed_until is not None:
+            if now < self.closed_until and self.budget > 0:
+                self.budget -= 1
+                conn.send(now)
+            else:
+                self.idle.append(conn)
             return
         if self.waiting:
             conn.send(self.waiting.popleft())
@@ -186,6 +198,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     headers = json.loads(args.headers) if args.headers else {}
     body = args.body.encode() if args.body else DEFAULT_BODY
     request = build_request(f"{host}:{port}", args.path, body, headers)
+    if args.closed:
+        return await run_closed(args, host, port, request)
     total = min(MAX_REQUESTS, round(args.rate * args.seconds))
     warm = round(args.rate * args.warmup)
     results = Results()
@@ -214,19 +228,71 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if conn.transport is not None:
             conn.transport.close()
     await asyncio.sleep(0)
-    answered = len(results.latencies_ms)
-    ordered = sorted(results.latencies_ms)
-    service = sorted(results.service_ms)
-    span = max(results.last_done - measured_from, 1e-9)
-    cpu_s = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    report = summary(results, measured_from, cpu_before, cpu_after, sent=warm + total)
     return {
         "generator": "openloop",
         "rate": args.rate,
         "seconds": args.seconds,
         "connections": args.connections,
         "requests": total,
-        "answered": answered,
         "unanswered": unanswered,
+        **report,
+        "max_send_lag_ms": late * 1000,  # how far behind its own schedule the generator fell
+    }
+
+
+async def run_closed(args: argparse.Namespace, host: str, port: int, request: bytes) -> dict[str, object]:
+    """Each connection sends its next request when its answer arrives, for ``--seconds`` after ``--warmup``."""
+    results = Results()
+    pool = Pool(host, port, request, args.connections, results)
+    await pool.open()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    pool.count_from = start + args.warmup
+    pool.closed_until = pool.count_from + args.seconds
+    pool.budget = MAX_REQUESTS
+    while pool.idle:
+        pool.budget -= 1
+        pool.idle.popleft().send(time.perf_counter())
+    await asyncio.sleep(max(0.0, pool.closed_until - time.perf_counter()))
+    for _ in range(round(args.grace * 100)):  # the last answers, for at most --grace seconds
+        if not pool.in_flight():
+            break
+        await asyncio.sleep(0.01)
+    unanswered = pool.in_flight()
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    for conn in list(pool.all):
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0)
+    sent = MAX_REQUESTS - pool.budget
+    return {
+        "generator": "closed",
+        "rate": None,
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "requests": sent,
+        "unanswered": unanswered,
+        **summary(results, pool.count_from, cpu_before, cpu_after, sent=sent),
+    }
+
+
+def summary(
+    results: Results,
+    measured_from: float,
+    cpu_before: resource.struct_rusage,
+    cpu_after: resource.struct_rusage,
+    *,
+    sent: int,
+) -> dict[str, object]:
+    """Percentiles, the rate achieved and the generator's CPU, shared by both modes."""
+    answered = len(results.latencies_ms)
+    ordered = sorted(results.latencies_ms)
+    service = sorted(results.service_ms)
+    span = max(results.last_done - measured_from, 1e-9)
+    cpu_s = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    return {
+        "answered": answered,
         "errors": dict(results.errors),
         "statuses": {str(k): v for k, v in sorted(results.statuses.items())},
         "achieved_per_s": answered / span,
@@ -238,9 +304,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "max_ms": ordered[-1] if ordered else float("nan"),
         "service_p50_ms": percentile(service, 50),
         "service_p99_ms": percentile(service, 99),
-        "max_send_lag_ms": late * 1000,  # how far behind its own schedule the generator fell
         "generator_cpu_s": cpu_s,
-        "generator_cpu_us_per_request": cpu_s * 1e6 / max(warm + total, 1),
+        "generator_cpu_us_per_request": cpu_s * 1e6 / max(sent, 1),
         "cpu": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
 
@@ -249,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="openloop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="base URL, loopback only")
     parser.add_argument("--path", default="/api/v1/tasks")
-    parser.add_argument("--rate", type=float, required=True, help="requests per second")
+    parser.add_argument("--rate", type=float, default=None, help="requests per second (open loop)")
+    parser.add_argument(
+        "--closed", action="store_true", help="closed loop: each connection sends again as soon as answered"
+    )
     parser.add_argument("--seconds", type=float, default=10, help="measured duration")
     parser.add_argument("--warmup", type=float, default=1, help="seconds sent first and not counted")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
@@ -258,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body", default="", help="request body (default: one `test` task)")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to that CPU")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.seconds <= 0:
-        parser.error("--rate and --seconds must be positive")
+    if args.seconds <= 0 or (not args.closed and (args.rate is None or args.rate <= 0)):
+        parser.error("--seconds and (without --closed) --rate must be positive")
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     try:

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 import orjson
 import structlog
 
+from taskcore.batching import Coalescer
 from taskcore.domain import NewTask, Task, TaskStatus
 from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
 from taskcore.flow import DEFAULT_QUEUE, check_limit_keys, check_queue_name
@@ -139,6 +140,18 @@ class TaskService:
         self.settings = settings
         self.flow = FlowService(flow=FlowRepository(repo.pool), queue=queue, registry=registry, settings=settings)
         self._known_queues: set[str] = {DEFAULT_QUEUE}  # queues this process has recorded (a queue exists once named)
+        # Plain single submits in flight together are stored in one INSERT and enqueued in one Redis call, so
+        # that one API process's ceiling is not one commit per submit. No linger: an idle submit is written at
+        # once; those arriving while a write is in flight form the next group.
+        group = settings.submit_group_max_size
+        self._grouped = group > 0
+        self._plain_in_flight = 0  # plain single submits between their start and their INSERT's end
+        self._inserts: Coalescer[NewTask, Task] = Coalescer(
+            repo.insert_each, max_batch=max(group, 1), linger=0, name="submit"
+        )
+        self._enqueues: Coalescer[Enqueue, bool] = Coalescer(
+            queue.enqueue_many, max_batch=max(group, 1), linger=0, name="enqueue"
+        )
 
     async def submit(
         self, request: TaskRequest, *, origin: Origin, idempotency_key: str | None = None
@@ -158,6 +171,23 @@ class TaskService:
                 error = {"field": "unique_key", "message": "cannot be combined with depends_on", "type": "value_error"}
                 raise TaskValidationError("unique_key cannot be combined with depends_on", [error])
             task, created = await self._insert_dependent(new, request.depends_on)
+            duplicate = False
+        elif new.unique_key is None and idempotency_key is None and self._grouped and self._plain_in_flight:
+            # A plain submit while others are in flight: grouped with them; answered once its INSERT committed.
+            self._plain_in_flight += 1
+            try:
+                task = await self._inserts.add(new)
+            finally:
+                self._plain_in_flight -= 1
+            await self._enqueue(task, grouped=True)
+            return Submitted(task, True)
+        elif new.unique_key is None and idempotency_key is None:
+            # Alone (or grouping off): its own INSERT and enqueue, the idle submit's path as it always was.
+            self._plain_in_flight += 1
+            try:
+                task, created = await self.repo.insert(new)
+            finally:
+                self._plain_in_flight -= 1
             duplicate = False
         elif new.unique_key is None:
             task, created = await self.repo.insert(new)
@@ -308,12 +338,15 @@ class TaskService:
         await self._enqueue(task, after_cancel=True)
         return task
 
-    async def _enqueue(self, task: Task, *, after_cancel: bool = False) -> None:
-        """Enqueue an admitted task; run admission for one under a key or a pause (it may admit others too)."""
+    async def _enqueue(self, task: Task, *, after_cancel: bool = False, grouped: bool = False) -> None:
+        """Enqueue an admitted task (``grouped``: in one Redis call with the other submits in flight);
+        run admission for one under a key or a pause (it may admit others too)."""
         try:
             if after_cancel:
                 await self.queue.forget_abort(task.id)
-            if task.admitted:
+            if task.admitted and grouped:
+                await self._enqueues.add(Enqueue(task.id, task.run_at, task.priority, task.queue))
+            elif task.admitted:
                 await self.queue.enqueue(task.id, run_at=task.run_at, priority=task.priority, queue=task.queue)
         except DependencyUnavailable as exc:
             # Stored is what counts: the reconciler enqueues it once Redis answers.

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
+    # Plain single submits in flight together share one INSERT and one enqueue, this many at most; 0: one each.
+    submit_group_max_size: int = Field(default=200, ge=0, le=5000)
 
     # API keys, submit rate limit, CORS
     auth_enabled: bool | None = None  # None: on unless env is development

@@ -261,6 +261,45 @@ class TaskRepository:
         async with self._conn() as conn:
             return await _insert_many_on(conn, news)
 
+    async def insert_each(self, news: Sequence[NewTask]) -> list[Task]:
+        """Store many single submits (no Idempotency-Key, no unique_key) in one statement, each row
+        as ``insert`` stores it (its own request id and traceparent): the API's submits that arrive
+        together, grouped (``TaskService.submit_one``). All of them or, on error, none."""
+        if not news:
+            return []
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts)
+                    INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
+                        timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
+                        queue, limit_keys, admitted)
+                    SELECT n.id, n.task_type, n.payload::jsonb,
+                        CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
+                        n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
+                        n.request_id, n.traceparent, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
+                        n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
+                            WHERE (p.kind = 'queue' AND p.name = n.queue)
+                               OR (p.kind = 'task_type' AND p.name = n.task_type))
+                    FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[])
+                        AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at,
+                            request_id, traceparent, queue, keys)
+                    RETURNING {_COLUMNS}""",
+                [n.id for n in news],
+                [n.task_type for n in news],
+                [_payload_json(n) for n in news],
+                [n.priority for n in news],
+                [n.max_retries for n in news],
+                [n.timeout_seconds for n in news],
+                [n.run_at for n in news],
+                [n.request_id for n in news],
+                [n.traceparent for n in news],
+                [n.queue for n in news],
+                [",".join(n.limit_keys) for n in news],  # a limit key never holds a comma
+            )
+        by_id = {row["id"]: _task(row) for row in rows}
+        return [by_id[n.id] for n in news]
+
     async def insert_unique(self, new: NewTask) -> tuple[Task, bool, bool]:
         """Store a task with a unique_key: (task, created, duplicate). A key held by a waiting or
         running task, or within its window, gives that task back (duplicate) and stores nothing."""
