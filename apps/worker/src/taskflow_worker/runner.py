@@ -31,6 +31,7 @@ from taskcore.progress import ProgressHub
 from taskcore.queue import Enqueue, TaskQueue, defer
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
+from taskcore.store.batches import BatchRepository
 from taskcore.store.progress import ProgressStore
 from taskcore.store.repository import Success, TaskRepository
 from taskcore.store.workflows import WorkflowRepository
@@ -81,6 +82,7 @@ class TaskRunner:
         self.slot_freed = slot_freed or asyncio.Event()
         self.queue = queue  # enqueues the children a success unblocked (else the reconciler does)
         self.workflows = WorkflowRepository(repo.pool)
+        self.batches = BatchRepository(repo.pool)
         self.metrics = metrics or WorkerMetrics()
         self.tracing = tracing or Tracing(None, "taskflow-worker")
         self.registry = registry
@@ -200,6 +202,8 @@ class TaskRunner:
             finally:
                 if task.limit_keys:  # however the run ended (success, failure, retry, cancel, release)
                     self.slot_freed.set()
+                if task.batch_id is not None:
+                    await self._enqueue_batch_callback(task.batch_id)
 
     async def _run_claimed(self, task: Task) -> None:
         log.debug("task started")
@@ -225,6 +229,19 @@ class TaskRunner:
         else:
             log.warning("result discarded: the task changed while it ran (lease lost or cancelled)")
 
+    async def _enqueue_batch_callback(self, batch_id: UUID) -> None:
+        """A task of a batch ended: if that ended the batch, PostgreSQL stored its on_complete task in
+        the same transaction (migration 0011); enqueue it now rather than wait for the reconciler.
+        Only tasks of a batch pay this query; a repeat enqueue (two last finishers) is a no-op."""
+        if self.queue is None:
+            return
+        try:
+            due = await self.batches.callbacks_due([batch_id])
+            if due:
+                await self.queue.enqueue_many([Enqueue(t.id, t.run_at, t.priority, t.queue) for t in due])
+        except DependencyUnavailable as exc:  # stored as queued: the reconciler enqueues it
+            log.warning("batch callback not enqueued", batch_id=str(batch_id), error=str(exc))
+
     async def _not_claimed(self, task_id: UUID) -> None:
         """Cancelled, finished or already running elsewhere: skip. Waiting but early: come back when due.
         Waiting but not admitted (paused, or waiting for its limit): skip too; the admitter enqueues it
@@ -248,6 +265,8 @@ class TaskRunner:
         ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries, progress_hub=self.progress)
         if task.depends_on:  # only a task with parents pays this query
             ctx = replace(ctx, parents=await self._persist(self.workflows.parent_results, task.depends_on))
+        if task.completes_batch is not None:  # a batch's on_complete task: the batch's counts
+            ctx = replace(ctx, batch=await self._persist(self.batches.context, task.completes_batch))
         # Registered only while the handler runs (no await between here and the handler), so a
         # cancel request seen by the heartbeat always lands in the handler, never in our writes.
         self.running[task.id] = running
