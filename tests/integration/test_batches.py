@@ -324,3 +324,47 @@ async def test_plain_tasks_do_not_touch_batches(service: TaskService, repo: Task
     await _run_all(repo, [task.id])
     assert await repo.mark_succeeded(task.id, 1, None)
     assert await counts(pool) == (1, 0)
+
+
+class _LosesFirstAnswer(httpx.AsyncBaseTransport):
+    """Forwards every request; the first batch answer is lost on the way back (a network error
+    after the server stored the batch), as a client whose batch call died would see it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.keys: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.endswith("/tasks/batch"):
+            self.keys.append(request.headers["Idempotency-Key"])
+            if len(self.keys) == 1:
+                await response.aread()
+                raise httpx.ReadError("connection reset while reading the answer", request=request)
+        return response
+
+
+async def test_the_client_resends_a_batch_whose_answer_was_lost_and_nothing_is_stored_twice(
+    api: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    from taskflow_client import AsyncClient
+
+    app = api._transport.app  # type: ignore[attr-defined]  # the API the fixture started
+    lossy = _LosesFirstAnswer(httpx.ASGITransport(app=app))
+    http = httpx.AsyncClient(transport=lossy, headers=dict(api.headers))
+    async with AsyncClient("http://taskflow.test", http_client=http, retries=2, max_retry_wait=0.1) as tf:
+        submitted = await tf.submit_batch(
+            [{"task_type": "test", "payload": {"message": str(i)}} for i in range(100)],
+            on_complete={"task_type": "test", "payload": {"message": "done"}},
+        )
+        assert len(lossy.keys) == 2
+        assert lossy.keys[0] == lossy.keys[1]  # resent with the same Idempotency-Key
+        assert await counts(pool) == (100, 1)
+        batch = await tf.batch(submitted.batch_id)
+        assert batch.total == 100
+        assert batch.counts["queued"] == 100
+        assert batch.on_complete is not None
+        assert batch.on_complete.status is None
+        page = await tf.list(batch_id=submitted.batch_id, limit=100)
+        assert {t.id for t in page.items} == {i.id for i in submitted.items}
+        assert {t.batch_id for t in page.items} == {submitted.batch_id}

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
+import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
@@ -33,7 +34,7 @@ from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
 from taskcore.store.batches import BatchRepository
 from taskcore.store.progress import ProgressStore
-from taskcore.store.repository import Success, TaskRepository
+from taskcore.store.repository import Succeeded, Success, TaskRepository
 from taskcore.store.workflows import WorkflowRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.metrics import WorkerMetrics
@@ -48,6 +49,7 @@ TRACEBACK_LIMIT = 4000
 # meanwhile this worker picks nothing until PostgreSQL answers it again (probed at most once per interval).
 CLAIM_UNREACHABLE_DEFER_SECONDS = 1.0
 STORE_PROBE_INTERVAL_SECONDS = 1.0
+DEADLOCK_ATTEMPTS = 3  # a success batch aborted by a deadlock is sent again (see _succeed_many)
 
 
 def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
@@ -111,7 +113,7 @@ class TaskRunner:
 
     async def _success_batch(self, successes: Sequence[Success]) -> list[bool]:
         self.metrics.batch_size.labels("success").observe(len(successes))
-        outcome = await self.repo.succeed_many(successes)
+        outcome = await self._succeed_many(successes)
         recorded = outcome.recorded
         ready = [Enqueue(c.id, c.run_at, c.priority, c.queue) for c in outcome.unblocked if c.admitted]
         if ready and self.queue is not None:
@@ -126,6 +128,19 @@ class TaskRunner:
             answers.append(success.task_id in recorded)
             recorded.discard(success.task_id)
         return answers
+
+    async def _succeed_many(self, successes: Sequence[Success]) -> Succeeded:
+        """``succeed_many``, again when PostgreSQL broke a deadlock by aborting it (its transaction
+        rolled back, so a repeat records the same): two workers' batches finishing tasks of the same
+        two batches lock those batches' rows (migration 0011) in opposite orders."""
+        for attempt in range(DEADLOCK_ATTEMPTS):
+            try:
+                return await self.repo.succeed_many(successes)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_ATTEMPTS - 1:
+                    raise
+                log.info("success batch aborted by a deadlock; again", size=len(successes))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _persist(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call, retrying while PostgreSQL is unavailable (for up to outage_tolerance_seconds)."""
