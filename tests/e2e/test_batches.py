@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.e2e.test_cli import as_json, run
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +119,65 @@ async def _stored_on(db: asyncpg.Connection, key: str) -> tuple[int, int]:
         key,
     )
     return int(row["b"]), int(row["t"])
+
+
+async def test_the_cli_submits_a_batch_shows_it_and_lists_its_tasks(
+    stack: Stack, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    lines = tmp_path / "tasks.jsonl"
+    lines.write_text(
+        "\n".join(f'{{"task_type": "test", "payload": {{"message": "cli {i}"}}}}' for i in range(5)) + "\n\n"
+    )
+    submitted = as_json(
+        await asyncio.to_thread(
+            run,
+            stack,
+            "--json",
+            "batch",
+            str(lines),
+            "--on-complete-type",
+            "e2e.batch_done",
+            "--on-complete-payload",
+            '{"label": "cli"}',
+            "--idempotency-key",
+            "cli-batch-1",
+        )
+    )
+    batch_id = submitted["batch_id"]
+    assert submitted["count"] == 5
+    again = as_json(
+        await asyncio.to_thread(
+            run,
+            stack,
+            "--json",
+            "batch",
+            str(lines),
+            "--on-complete-type",
+            "e2e.batch_done",
+            "--on-complete-payload",
+            '{"label": "cli"}',
+            "--idempotency-key",
+            "cli-batch-1",
+        )
+    )
+    assert again == submitted
+    await wait_batch(api, batch_id)
+    shown = as_json(await asyncio.to_thread(run, stack, "--json", "batches", "get", batch_id))
+    assert shown["finished"] is True
+    assert shown["counts"]["succeeded"] == 5
+    assert shown["on_complete"]["status"] == "succeeded"
+    human = await asyncio.to_thread(run, stack, "batches", "get", batch_id)
+    assert human.returncode == 0, human.stderr
+    assert "finished" in human.stdout
+    listed = as_json(await asyncio.to_thread(run, stack, "--json", "list", "--batch", batch_id))
+    assert {t["id"] for t in listed["items"]} == {i["id"] for i in submitted["items"]}
+    bad = await asyncio.to_thread(run, stack, "batch", "-", stdin="not json\n")
+    assert bad.returncode != 0
+    parent = submitted["items"][0]["id"]
+    child = as_json(
+        await asyncio.to_thread(
+            run, stack, "--json", "submit", "test", "-p", '{"message": "child"}', "--depends-on", parent, "--wait"
+        )
+    )
+    assert child["depends_on"] == [parent]
+    assert child["status"] == "succeeded"
