@@ -368,3 +368,39 @@ async def test_the_client_resends_a_batch_whose_answer_was_lost_and_nothing_is_s
         page = await tf.list(batch_id=submitted.batch_id, limit=100)
         assert {t.id for t in page.items} == {i.id for i in submitted.items}
         assert {t.batch_id for t in page.items} == {submitted.batch_id}
+
+
+async def test_the_dashboard_shows_a_batch_and_links_its_tasks(
+    service: TaskService, repo: TaskRepository, settings: Settings, registry: Any
+) -> None:
+    from fastapi import FastAPI
+
+    from taskflow_api.app import create_app
+    from tests.conftest import TEST_API_KEY
+    from tests.integration.test_dashboard import login
+
+    batch_id, ids = await _batch(service, 4)
+    await _run_all(repo, ids[:1])
+    assert await repo.mark_succeeded(ids[0], 1, None)
+    app: FastAPI = create_app(settings, registry=registry)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test") as ui,
+    ):
+        await login(ui, TEST_API_KEY)
+        page = await ui.get(f"/ui/batches/{batch_id}")
+        assert page.status_code == 200, page.text
+        assert 'id="batch-progress" max="100" value="25"' in page.text
+        assert "1 of 4 tasks ended" in page.text
+        assert 'data-finished="false"' in page.text
+        fragment = await ui.get(f"/ui/batches/{batch_id}?fragment=true")
+        assert fragment.status_code == 200
+        assert "<html" not in fragment.text
+        task = await ui.get(f"/ui/tasks/{ids[1]}")
+        assert f'href="/ui/batches/{batch_id}"' in task.text
+        listed = await ui.get("/ui/tasks", params={"batch_id": str(batch_id)})
+        assert listed.status_code == 200
+        assert all(str(i) in listed.text for i in ids)
+        assert 'id="batch-filter"' in listed.text
+        missing = await ui.get(f"/ui/batches/{uuid4()}")
+        assert missing.status_code == 404
