@@ -404,3 +404,55 @@ async def test_the_dashboard_shows_a_batch_and_links_its_tasks(
         assert 'id="batch-filter"' in listed.text
         missing = await ui.get(f"/ui/batches/{uuid4()}")
         assert missing.status_code == 404
+
+
+async def test_openapi_declares_the_batch_endpoints(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    assert "/api/v1/batches/{batch_id}" in spec["paths"]
+    post = spec["paths"]["/api/v1/tasks/batch"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
+    schemas = spec["components"]["schemas"]
+    assert "on_complete" in schemas["BatchCreate"]["properties"]
+    assert "idempotency_key" in schemas["BatchTaskCreate"]["properties"]
+    assert "batch_id" in schemas["TaskOut"]["properties"]
+    listed = spec["paths"]["/api/v1/tasks"]["get"]
+    assert any(p["name"] == "batch_id" for p in listed["parameters"])
+
+
+def test_the_clients_batch_call_carries_a_key_and_may_be_resent() -> None:
+    """(The blocking client's batch calls run against a real API in tests/e2e/test_batches.py, via the CLI.)"""
+    from taskflow_client import Client
+    from taskflow_client._base import submit_batch_call
+
+    call = submit_batch_call([{"task_type": "test", "payload": {}}], on_complete=None, idempotency_key=None)
+    assert call.resend
+    assert call.headers["Idempotency-Key"].startswith("taskflow-client-batch-")
+    assert Client.submit_batch.__doc__ is not None
+    assert Client.batch.__doc__ is not None
+
+
+async def test_success_batches_ending_tasks_of_two_batches_in_opposite_orders_all_count(
+    service: TaskService, repo: TaskRepository, settings: Settings, registry: Any, pool: asyncpg.Pool
+) -> None:
+    """Two workers' success batches that end tasks of batches X and Y in opposite orders lock the
+    two batch rows in opposite orders: PostgreSQL may abort one (deadlock), and the runner sends
+    it again. Every success is recorded and each batch fires once."""
+    from taskcore.store.repository import Success
+    from taskflow_worker.runner import TaskRunner
+
+    wide = await create_pool(settings.database_url, max_size=20)
+    try:
+        runner = TaskRunner(repo=TaskRepository(wide), registry=registry, settings=settings, worker_id="w")
+        for _ in range(3):
+            x_id, xs = await _batch(service, 60)
+            y_id, ys = await _batch(service, 60)
+            await _run_all(repo, xs + ys)
+            firsts = [Success(t, 1, "null") for pair in zip(xs, ys, strict=True) for t in pair]
+            seconds = [Success(t, 1, "null") for pair in zip(ys, xs, strict=True) for t in pair]
+            halves = [firsts[i : i + 20] if i % 40 == 0 else seconds[i : i + 20] for i in range(0, 120, 20)]
+            outcomes = await asyncio.gather(*(runner._succeed_many(h) for h in halves))
+            assert sum(len(o.recorded) for o in outcomes) == 120
+            assert await callbacks(pool, x_id) == 1
+            assert await callbacks(pool, y_id) == 1
+    finally:
+        await wide.close()
