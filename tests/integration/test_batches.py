@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from taskcore.batches import OnComplete, submit_batch
+from taskcore.errors import BatchNotFound
 from taskcore.service import Origin, TaskRequest, TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, create_pool
@@ -456,3 +457,16 @@ async def test_success_batches_ending_tasks_of_two_batches_in_opposite_orders_al
             assert await callbacks(pool, y_id) == 1
     finally:
         await wide.close()
+
+
+async def test_retention_drops_a_batch_once_its_tasks_are_gone(service: TaskService, pool: asyncpg.Pool) -> None:
+    from datetime import timedelta
+
+    kept, _ = await _batch(service, 2)
+    gone, ids = await _batch(service, 2, on_complete=False)
+    await pool.execute("DELETE FROM tasks WHERE id = ANY($1::uuid[])", ids)
+    batches = BatchRepository(pool)
+    assert await batches.purge(older_than=timedelta(0), limit=100) == 1
+    assert (await batches.get(kept)).total == 2
+    with pytest.raises(BatchNotFound):
+        await batches.get(gone)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -224,6 +224,20 @@ class BatchRepository:
             total = await conn.fetchval("SELECT total FROM batches WHERE id = $1", batch_id)
             counts = await _counts(conn, batch_id)
         return {"id": str(batch_id), "counts": {s.value: n for s, n in counts.items()}, "total": total or 0}
+
+    async def purge(self, *, older_than: timedelta, limit: int) -> int:
+        """Drop batches older than ``older_than`` none of whose tasks is left (retention purged them)."""
+        async with translate_errors(), self._pool.acquire() as conn:
+            result: str = await conn.execute(
+                """DELETE FROM batches WHERE id IN (
+                       SELECT b.id FROM batches b WHERE b.created_at < clock_timestamp() - $1::interval
+                          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id)
+                          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = b.on_complete_task_id)
+                        LIMIT $2)""",
+                older_than,
+                limit,
+            )
+        return int(result.split()[-1])
 
     async def callbacks_due(self, batch_ids: Sequence[UUID]) -> list[DueTask]:
         """The on_complete tasks of these batches that are stored, queued and admitted (to enqueue)."""
