@@ -81,10 +81,15 @@ async def test_an_api_killed_mid_batch_then_a_resend_stores_each_task_once(isola
     outcomes = []
     try:
         async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=30) as api:
-            for round_, delay in enumerate((0.1, 0.35, 0.7)):
+            # None: the moment PostgreSQL shows the API's backend inserting the batch's tasks
+            # (mid-transaction); then fixed delays, before, during and after the commit.
+            for round_, delay in enumerate((None, 0.1, 0.35, 0.7)):
                 key = f"killed-{round_}"
                 sending = asyncio.create_task(api.post(BATCH, json=body, headers={"Idempotency-Key": key}))
-                await asyncio.sleep(delay)
+                if delay is None:
+                    await _storing(db)
+                else:
+                    await asyncio.sleep(delay)
                 assert stack.api is not None
                 stack.api.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(stack.api.wait, 10)
@@ -95,6 +100,8 @@ async def test_an_api_killed_mid_batch_then_a_resend_stores_each_task_once(isola
                     first = None
                     outcomes.append("cut")
                 before = await _stored_on(db, key)
+                if delay is None:  # killed inside its transaction: nothing of it is left
+                    assert before == (0, 0)
                 await asyncio.to_thread(stack.start_api)
                 again = await api.post(BATCH, json=body, headers={"Idempotency-Key": key})
                 assert again.status_code == 202, again.text
@@ -109,6 +116,20 @@ async def test_an_api_killed_mid_batch_then_a_resend_stores_each_task_once(isola
     finally:
         await db.close()
     print("outcomes:", outcomes)  # shown with -s: how many rounds the kill cut
+
+
+async def _storing(db: asyncpg.Connection, *, within: float = 30) -> None:
+    """Until another session of this database is running the batch's INSERT INTO tasks."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        busy = await db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%INSERT INTO tasks%'"""
+        )
+        if busy:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the batch's insert was never seen running")
 
 
 async def _stored_on(db: asyncpg.Connection, key: str) -> tuple[int, int]:
