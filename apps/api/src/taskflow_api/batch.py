@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskcore.batches import IDEMPOTENCY_KEY_MAX, OnComplete, submit_batch
+from taskcore import batches
 from taskcore.domain import TaskStatus
 from taskcore.flow import QUEUE_PATTERN
 from taskcore.store.batches import Batch, BatchRepository
@@ -31,7 +31,7 @@ class BatchTaskCreate(TaskCreate):
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX,
+        max_length=batches.IDEMPOTENCY_KEY_MAX,
         description="As a single submit's Idempotency-Key: a task stored with this key already is returned "
         "(duplicate_of, idempotent_replay), nothing stored",
     )
@@ -47,8 +47,8 @@ class OnCompleteCreate(BaseModel):
     max_retries: int | None = Field(default=None, ge=0)
     timeout_seconds: int | None = Field(default=None, ge=1)
 
-    def to_on_complete(self) -> OnComplete:
-        return OnComplete(
+    def to_on_complete(self) -> batches.OnComplete:
+        return batches.OnComplete(
             task_type=self.task_type,
             payload=self.payload,
             queue=self.queue,
@@ -118,7 +118,7 @@ router = APIRouter(prefix="/api/v1", route_class=StrictJSONRoute)
     summary="Submit up to 1,000 tasks at once (all or nothing)",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def post_batch(
+async def submit_batch(
     body: BatchCreate,
     state: StateDep,
     request: Request,
@@ -127,14 +127,14 @@ async def post_batch(
         Header(
             alias="Idempotency-Key",
             min_length=1,
-            max_length=IDEMPOTENCY_KEY_MAX,
+            max_length=batches.IDEMPOTENCY_KEY_MAX,
             description="A repeat with the same key returns the first answer (same batch_id and task ids) "
             "and stores nothing; a different body with the same key is 409",
         ),
     ] = None,
 ) -> Response:
     await charge_submits(request, len(body.tasks))  # a batch costs its size in the submit rate limit
-    stored = await submit_batch(
+    stored = await batches.submit_batch(
         state.service,
         [t.to_request() for t in body.tasks],
         origin=origin_of(request, state.tracing),
