@@ -297,8 +297,12 @@ async def test_a_batch_without_on_complete_finishes_without_one(
         assert await repo.mark_succeeded(task_id, 1, None)
     batch = await BatchRepository(pool).get(batch_id)
     assert batch.finished
+    assert batch.finished_at is not None
     assert batch.on_complete_task_id is None
     assert await callbacks(pool, batch_id) == 0
+    # Its tasks are not counted on the batch row (nothing waits for the count): the trigger never ran.
+    assert not any(t.batch_counted for t in [await repo.get(i) for i in ids])
+    assert await pool.fetchval("SELECT fired_at IS NULL AND remaining = 0 FROM batches WHERE id = $1", batch_id)
 
 
 async def test_a_batch_of_duplicates_only_fires_on_complete_at_once(service: TaskService, pool: asyncpg.Pool) -> None:

@@ -217,7 +217,7 @@ class TaskRunner:
             finally:
                 if task.limit_keys:  # however the run ended (success, failure, retry, cancel, release)
                     self.slot_freed.set()
-                if task.batch_id is not None:
+                if task.batch_counted and task.batch_id is not None:  # its batch has an on_complete
                     await self._enqueue_batch_callback(task.batch_id)
 
     async def _run_claimed(self, task: Task) -> None:
@@ -247,7 +247,7 @@ class TaskRunner:
     async def _enqueue_batch_callback(self, batch_id: UUID) -> None:
         """A task of a batch ended: if that ended the batch, PostgreSQL stored its on_complete task in
         the same transaction (migration 0011); enqueue it now rather than wait for the reconciler.
-        Only tasks of a batch pay this query; a repeat enqueue (two last finishers) is a no-op."""
+        Only tasks of a batch with an on_complete pay this query; a repeat enqueue is a no-op."""
         if self.queue is None:
             return
         try:

@@ -168,7 +168,7 @@ def _prepare_all(
         except TaskValidationError as exc:
             errors.extend({**e, "field": f"tasks.{index}.{e['field']}", "index": index} for e in exc.errors)
             continue
-        news.append(_with(new, batch_id, key, request))
+        news.append(_with(new, batch_id, key, request, counted=on_complete is not None))
     spec: dict[str, Any] | None = None
     if on_complete is not None:
         try:
@@ -182,10 +182,12 @@ def _prepare_all(
     return news, spec
 
 
-def _with(new: NewTask, batch_id: UUID, key: str | None, request: TaskRequest) -> NewTask:
+def _with(new: NewTask, batch_id: UUID, key: str | None, request: TaskRequest, *, counted: bool) -> NewTask:
     if key is None:
-        return replace(new, batch_id=batch_id)
-    return replace(new, batch_id=batch_id, idempotency_key=key, request_hash=request.fingerprint())
+        return replace(new, batch_id=batch_id, batch_counted=counted)
+    return replace(
+        new, batch_id=batch_id, batch_counted=counted, idempotency_key=key, request_hash=request.fingerprint()
+    )
 
 
 def _on_complete_spec(service: TaskService, on_complete: OnComplete, origin: Origin) -> dict[str, Any]:

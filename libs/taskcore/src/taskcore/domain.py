@@ -87,6 +87,7 @@ class Task:
     unique_key: str | None = None
     progress: dict[str, Any] | None = None  # the last progress its handler reported (not read on claim)
     batch_id: UUID | None = None  # the batch that stored it (taskcore.batches)
+    batch_counted: bool = False  # its batch has an on_complete: its end is counted on the batch row
     completes_batch: UUID | None = None  # it is this batch's on_complete task (ctx.batch)
 
     @property
@@ -115,6 +116,7 @@ class NewTask:
     unique_key: str | None = None  # at most one waiting or running task per key (docs/schedules.md)
     unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
     batch_id: UUID | None = None  # the batch it is stored with (taskcore.batches)
+    batch_counted: bool = False  # ... which has an on_complete (migration 0011)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,27 +50,26 @@ class Batch:
     id: UUID
     created_at: datetime
     total: int
-    remaining: int
-    finished_at: datetime | None
+    finished_at: datetime | None  # when the last of its tasks ended; None while one has not
     counts: dict[TaskStatus, int]
     on_complete_task_id: UUID | None
     on_complete_status: TaskStatus | None  # None: not stored yet (the batch has not finished)
 
     @property
     def finished(self) -> bool:
-        return self.remaining == 0
+        return not any(n for s, n in self.counts.items() if not s.terminal)
 
 
 _KEYED_INSERT = f"""WITH now AS (SELECT clock_timestamp() AS ts)
     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
-        created_at, updated_at, queue, limit_keys, admitted, batch_id)
+        created_at, updated_at, queue, limit_keys, admitted, batch_id, batch_counted)
     SELECT $1, $2, $3::text::jsonb,
         CASE WHEN $9::timestamptz > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
         $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts,
         $12, $13::text[], cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1 FROM pauses p
             WHERE (p.kind = 'queue' AND p.name = $12) OR (p.kind = 'task_type' AND p.name = $2)),
-        $14
+        $14, $15
     FROM now
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, status, priority, run_at, created_at, queue, admitted"""
@@ -114,6 +113,7 @@ async def _insert_keyed(conn: asyncpg.Connection, new: NewTask) -> Inserted:
             new.queue,
             list(new.limit_keys),
             new.batch_id,
+            new.batch_counted,
         )
         if row is not None:
             return _inserted(row)
@@ -181,7 +181,7 @@ class BatchRepository:
             stored = sum(1 for i in items if i.duplicate_of is None)
             answer = answer_of(items)
             row = await conn.fetchrow(
-                """UPDATE batches SET total = $2, remaining = $2,
+                """UPDATE batches SET total = $2, remaining = CASE WHEN on_complete IS NULL THEN 0 ELSE $2 END,
                        finished_at = CASE WHEN $2 = 0 THEN clock_timestamp() END, answer = $3
                    WHERE id = $1 RETURNING *""",
                 batch.id,
@@ -198,21 +198,21 @@ class BatchRepository:
     async def get(self, batch_id: UUID) -> Batch:
         async with translate_errors(), self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                """SELECT b.id, b.created_at, b.total, b.remaining, b.finished_at, b.on_complete_task_id,
+                """SELECT b.id, b.created_at, b.total, b.on_complete_task_id,
                           (SELECT t.status FROM tasks t WHERE t.id = b.on_complete_task_id) AS on_complete_status
                      FROM batches b WHERE b.id = $1""",
                 batch_id,
             )
             if row is None:
                 raise BatchNotFound(batch_id)
-            counts = await _counts(conn, batch_id)
+            counts, last = await _counts_and_last(conn, batch_id)
         status = row["on_complete_status"]
+        unfinished = any(n for s, n in counts.items() if not s.terminal)
         return Batch(
             row["id"],
             row["created_at"],
             row["total"],
-            row["remaining"],
-            row["finished_at"],
+            None if unfinished else last or row["created_at"],
             counts,
             row["on_complete_task_id"],
             None if status is None else TaskStatus(status),
@@ -246,12 +246,21 @@ class BatchRepository:
 
 
 async def _counts(conn: asyncpg.Connection, batch_id: UUID) -> dict[TaskStatus, int]:
+    counts, _ = await _counts_and_last(conn, batch_id)
+    return counts
+
+
+async def _counts_and_last(conn: asyncpg.Connection, batch_id: UUID) -> tuple[dict[TaskStatus, int], datetime | None]:
+    """The batch's tasks by status (every status), and when the last of them ended."""
     rows = await conn.fetch(
-        "SELECT status, count(*)::int AS n FROM tasks WHERE batch_id = $1 GROUP BY status", batch_id
+        """SELECT status, count(*)::int AS n, max(finished_at) AS last
+             FROM tasks WHERE batch_id = $1 GROUP BY status""",
+        batch_id,
     )
     counts = {s: 0 for s in TaskStatus}
     counts.update({TaskStatus(r["status"]): r["n"] for r in rows})
-    return counts
+    ends = [r["last"] for r in rows if r["last"] is not None]
+    return counts, max(ends) if ends else None
 
 
 async def _callbacks(conn: asyncpg.Connection, batch_ids: Sequence[UUID]) -> list[DueTask]:

@@ -1,18 +1,21 @@
 -- issue 14: batches (a batch submit's tasks as one unit with counts) and their on_complete task.
 --
--- A batch row counts its tasks that are not terminal (`remaining`). A trigger on the tasks that
--- carry a batch_id moves it on each terminal transition (-1) and on each way back (+1, a retry);
+-- Every task a batch submit stores carries its batch_id (counts: GROUP BY over
+-- tasks_batch_created_idx). For a batch with an on_complete task, its tasks also carry
+-- batch_counted, and the batch row counts those that are not terminal (`remaining`): a trigger
+-- moves it on each terminal transition (-1) and on each way back (+1, a retry);
 -- the UPDATE of the batch row serialises concurrent finishes on that row, so whichever takes the
 -- counter to 0 is the one that fires on_complete — once: `fired_at` is set in the same statement
 -- and the callback task is unique per batch (tasks_completes_batch_idx). A retry after that makes
 -- the batch unfinished again but never fires on_complete a second time.
--- Tasks without a batch pay the trigger's WHEN clause only (no function call).
+-- Tasks without a batch, and those of a batch without on_complete, pay the trigger's WHEN clause
+-- only (no function call).
 CREATE TABLE batches (
     id                  uuid        PRIMARY KEY,
     created_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     total               integer     NOT NULL DEFAULT 0 CHECK (total >= 0),
-    remaining           integer     NOT NULL DEFAULT 0 CHECK (remaining >= 0),
-    finished_at         timestamptz,          -- when every task was last terminal (NULL while one is not)
+    remaining           integer     NOT NULL DEFAULT 0 CHECK (remaining >= 0),  -- with on_complete only
+    finished_at         timestamptz,          -- with on_complete: when every task was last terminal
     on_complete         jsonb,                -- the callback task as submitted, defaults applied
     on_complete_task_id uuid,                 -- its id, chosen at submit (the task exists once fired)
     fired_at            timestamptz,          -- when on_complete was stored
@@ -23,8 +26,9 @@ CREATE TABLE batches (
 CREATE INDEX batches_created_idx ON batches (created_at DESC, id DESC);
 
 ALTER TABLE tasks
-    ADD COLUMN batch_id        uuid,  -- the batch that stored it
-    ADD COLUMN completes_batch uuid;  -- it is that batch's on_complete task (ctx.batch)
+    ADD COLUMN batch_id        uuid,                           -- the batch that stored it
+    ADD COLUMN batch_counted   boolean NOT NULL DEFAULT false, -- ... and that batch has an on_complete
+    ADD COLUMN completes_batch uuid;                           -- it is that batch's on_complete task (ctx.batch)
 
 CREATE INDEX tasks_batch_created_idx ON tasks (batch_id, created_at DESC, id DESC) WHERE batch_id IS NOT NULL;
 CREATE UNIQUE INDEX tasks_completes_batch_idx ON tasks (completes_batch) WHERE completes_batch IS NOT NULL;
@@ -71,6 +75,6 @@ $$;
 CREATE TRIGGER tasks_batch_count
     AFTER UPDATE OF status ON tasks
     FOR EACH ROW
-    WHEN (NEW.batch_id IS NOT NULL
+    WHEN (NEW.batch_counted
           AND (OLD.status IN ('succeeded', 'failed', 'cancelled')) <> (NEW.status IN ('succeeded', 'failed', 'cancelled')))
     EXECUTE FUNCTION taskflow_batch_count();
