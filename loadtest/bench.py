@@ -13,7 +13,9 @@
    ``max_running`` key, and a fair-share run (``--no-flow`` skips them);
 7. the front door (``loadtest/frontdoor.py``): single submits against a bare FastAPI endpoint doing
    one INSERT and one enqueue, closed loop at 1-50 connections and open loop up to 1,000/s
-   (``--no-frontdoor`` skips it).
+   (``--no-frontdoor`` skips it);
+8. a 1,000-step fan-out/fan-in workflow (``loadtest/workflowbench.py``): submit to succeeded,
+   steps/s (``--no-workflow`` skips it).
 
 Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
 rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
@@ -41,7 +43,7 @@ import asyncpg
 import httpx
 import orjson
 
-from loadtest import flowbench, frontdoor, latency
+from loadtest import flowbench, frontdoor, latency, workflowbench
 from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect, queue_key
 
@@ -304,6 +306,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"two queues (one worker, weights 1:1): {two.throughput:,.0f} tasks/s", flush=True)
                 flow_runs = await flowbench.run(system, jobs=args.jobs, log=lambda line: print(line, flush=True))
                 report["flow"] = {"two_queues": {"tasks": two.jobs, "per_s": two.throughput}, **flow_runs}
+            if args.workflow:
+                report["workflow"] = await workflowbench.run(system, log=lambda line: print(line, flush=True))
             worker = system.start_worker()
             await wait_for_worker(system.url)
             report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)
@@ -366,6 +370,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "idle_wait_p99_ms": percentile(wait, 99),
         **_flow_summary(report.get("flow"), best_flow),
         **({"frontdoor": report["frontdoor"]["summary"]} if "frontdoor" in report else {}),
+        **_workflow_summary(report.get("workflow")),
     }
 
 
@@ -380,6 +385,17 @@ def _flow_summary(flow: dict[str, Any] | None, single_queue_per_s: float) -> dic
         "fair_small_seconds": flow["fair_share"]["small_key_seconds"],
         "fair_small_durations": flow["fair_share"]["small_key_in_task_durations"],
         "fair_flood_seconds": flow["fair_share"]["flood_seconds"],
+    }
+
+
+def _workflow_summary(workflow: dict[str, Any] | None) -> dict[str, Any]:
+    if workflow is None:
+        return {}
+    return {
+        "workflow_steps": workflow["steps"],
+        "workflow_seconds": workflow["seconds"],
+        "workflow_steps_per_s": workflow["steps_per_s"],
+        "workflow_fan_in_wait_ms": workflow["fan_in_wait_ms"],
     }
 
 
@@ -439,6 +455,17 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
                 "",
             ),
         ]
+    if "workflow_seconds" in summary:
+        rows.append(
+            (
+                f"{summary['workflow_steps']:,}-step fan-out/fan-in workflow",
+                f"{summary['workflow_seconds']:.2f} s submit to succeeded "
+                f"({summary['workflow_steps_per_s']:,.0f} steps/s; "
+                f"fan-in wait {summary['workflow_fan_in_wait_ms']:.0f} ms)",
+                "",
+                "",
+            )
+        )
     rows.append(
         (
             "  API CPU per submit (that rate)",
@@ -545,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--frontdoor", action=argparse.BooleanOptionalAction, default=True, help="the front door")
     parser.add_argument("--frontdoor-seconds", type=float, default=5, help="length of each front-door point")
+    parser.add_argument(
+        "--workflow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the 1,000-step fan-out/fan-in workflow run",
+    )
     args = parser.parse_args(argv)
     import uvloop
 

@@ -54,6 +54,21 @@ async def step(payload: StepPayload, ctx: TaskContext) -> dict[str, Any]:
     return {"name": payload.name, "parents": dict(ctx.parents)}
 
 
+class BatchDonePayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = "done"
+    path: str | None = Field(default=None, description="File to append one line to per run")
+
+
+@task("e2e.batch_done")
+async def batch_done(payload: BatchDonePayload, ctx: TaskContext) -> dict[str, Any]:
+    """A batch's on_complete task: returns what it saw of the batch (ctx.batch); a line per run in ``path``."""
+    if payload.path is not None:
+        _append(payload.path, f"{payload.label}\n")
+    return {"label": payload.label, "batch": None if ctx.batch is None else dict(ctx.batch)}
+
+
 class BlockPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from taskcore.errors import (
+    BatchNotFound,
     DependencyUnavailable,
     IdempotencyConflict,
     InvalidTransition,
@@ -111,6 +112,10 @@ async def _schedule_not_found(request: Request, exc: Exception) -> Response:
     return problem(404, "schedule-not-found", "Schedule not found", str(exc), instance=request.url.path)
 
 
+async def _batch_not_found(request: Request, exc: Exception) -> Response:
+    return problem(404, "batch-not-found", "Batch not found", str(exc), instance=request.url.path)
+
+
 async def _schedule_name_taken(request: Request, exc: Exception) -> Response:
     return problem(
         409,
@@ -174,6 +179,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(WorkflowNotFound, _workflow_not_found)
     app.add_exception_handler(ScheduleNotFound, _schedule_not_found)
     app.add_exception_handler(ScheduleNameTaken, _schedule_name_taken)
+    app.add_exception_handler(BatchNotFound, _batch_not_found)
     app.add_exception_handler(IdempotencyConflict, _conflict)
     app.add_exception_handler(InvalidTransition, _conflict)
     app.add_exception_handler(DependencyUnavailable, _unavailable)

@@ -156,6 +156,8 @@ class TaskOut(BaseModel):
     schedule_id: UUID | None = Field(default=None, description="The schedule that fired it")
     scheduled_for: datetime | None = Field(default=None, description="Its schedule slot (or the trigger's instant)")
     unique_key: str | None = None
+    batch_id: UUID | None = Field(default=None, description="The batch that stored it (GET /api/v1/batches/{id})")
+    completes_batch: UUID | None = Field(default=None, description="It is this batch's on_complete task")
     result: Any = None
     error: dict[str, Any] | None = None
     progress: dict[str, Any] | None = Field(
@@ -189,6 +191,8 @@ class TaskOut(BaseModel):
             schedule_id=task.schedule_id,
             scheduled_for=task.scheduled_for,
             unique_key=task.unique_key,
+            batch_id=task.batch_id,
+            completes_batch=task.completes_batch,
             result=task.result,
             error=task.error,
             progress=task.progress,

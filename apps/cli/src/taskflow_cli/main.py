@@ -205,10 +205,15 @@ def submit(
         list[str] | None,
         typer.Option("--limit-key", "-k", help="Repeatable (up to 4); the first is the fair-share key"),
     ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option("--depends-on", help="Repeatable: a task id that must succeed first (it waits blocked)"),
+    ] = None,
 ) -> None:
     """Submit a task (and with --wait, wait for its result)."""
     state = _state(ctx)
     body = read_payload(payload)
+    parents = [_task_id(p) for p in depends_on or []]
     task = call(
         state,
         lambda c: c.submit(
@@ -223,6 +228,7 @@ def submit(
             unique_for_seconds=unique_for,
             queue=queue,
             limit_keys=limit_key,
+            depends_on=parents or None,
             wait=wait,
             wait_timeout=wait_timeout,
         ),
@@ -274,10 +280,17 @@ def list_tasks(
     queue: Annotated[str | None, typer.Option(help="Only this queue")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="Page size")] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="Only the tasks of this batch")] = None,
 ) -> None:
     """List tasks, newest first (one page; --json includes next_cursor)."""
     state = _state(ctx)
-    page = call(state, lambda c: c.list(status=status, task_type=task_type, queue=queue, limit=limit, cursor=cursor))
+    batch_id = None if batch is None else _uuid(batch, "a batch id")
+    page = call(
+        state,
+        lambda c: c.list(
+            status=status, task_type=task_type, queue=queue, limit=limit, cursor=cursor, batch_id=batch_id
+        ),
+    )
 
     def human() -> None:
         out.print(tasks_table(page.items))
@@ -492,6 +505,10 @@ _flow.register(app)
 from taskflow_cli import workflows as _workflows  # noqa: E402 - likewise
 
 _workflows.register(app)
+
+from taskflow_cli import batches as _batches  # noqa: E402 - likewise
+
+_batches.register(app)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from taskcore.domain import TaskStatus
 from taskcore.errors import LeaseExpired
 from taskcore.queue import TaskQueue
 from taskcore.settings import Settings
+from taskcore.store.batches import BatchRepository
 from taskcore.store.repository import TaskRepository
 
 log = structlog.get_logger("taskflow.reconciler")
@@ -44,6 +45,9 @@ class Reconciler:
             report.recovered = await self._recover_expired_leases()
             report.enqueued, report.released = await self._enqueue_missing()
             report.purged = await self.repo.purge_finished(
+                older_than=timedelta(days=self.settings.retention_days), limit=self.settings.reconcile_batch_size
+            )
+            await BatchRepository(self.repo.pool).purge(
                 older_than=timedelta(days=self.settings.retention_days), limit=self.settings.reconcile_batch_size
             )
             await self.repo.forget_workers(unseen_for=timedelta(days=1))

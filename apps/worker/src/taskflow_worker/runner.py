@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
+import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
@@ -31,8 +32,9 @@ from taskcore.progress import ProgressHub
 from taskcore.queue import Enqueue, TaskQueue, defer
 from taskcore.registry import TaskContext, TaskRegistry
 from taskcore.settings import Settings
+from taskcore.store.batches import BatchRepository
 from taskcore.store.progress import ProgressStore
-from taskcore.store.repository import Success, TaskRepository
+from taskcore.store.repository import Succeeded, Success, TaskRepository
 from taskcore.store.workflows import WorkflowRepository
 from taskcore.telemetry import Tracing
 from taskflow_worker.metrics import WorkerMetrics
@@ -47,6 +49,7 @@ TRACEBACK_LIMIT = 4000
 # meanwhile this worker picks nothing until PostgreSQL answers it again (probed at most once per interval).
 CLAIM_UNREACHABLE_DEFER_SECONDS = 1.0
 STORE_PROBE_INTERVAL_SECONDS = 1.0
+DEADLOCK_ATTEMPTS = 3  # a success batch aborted by a deadlock is sent again (see _succeed_many)
 
 
 def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class TaskRunner:
         self.slot_freed = slot_freed or asyncio.Event()
         self.queue = queue  # enqueues the children a success unblocked (else the reconciler does)
         self.workflows = WorkflowRepository(repo.pool)
+        self.batches = BatchRepository(repo.pool)
         self.metrics = metrics or WorkerMetrics()
         self.tracing = tracing or Tracing(None, "taskflow-worker")
         self.registry = registry
@@ -109,7 +113,7 @@ class TaskRunner:
 
     async def _success_batch(self, successes: Sequence[Success]) -> list[bool]:
         self.metrics.batch_size.labels("success").observe(len(successes))
-        outcome = await self.repo.succeed_many(successes)
+        outcome = await self._succeed_many(successes)
         recorded = outcome.recorded
         ready = [Enqueue(c.id, c.run_at, c.priority, c.queue) for c in outcome.unblocked if c.admitted]
         if ready and self.queue is not None:
@@ -124,6 +128,19 @@ class TaskRunner:
             answers.append(success.task_id in recorded)
             recorded.discard(success.task_id)
         return answers
+
+    async def _succeed_many(self, successes: Sequence[Success]) -> Succeeded:
+        """``succeed_many``, again when PostgreSQL broke a deadlock by aborting it (its transaction
+        rolled back, so a repeat records the same): two workers' batches finishing tasks of the same
+        two batches lock those batches' rows (migration 0011) in opposite orders."""
+        for attempt in range(DEADLOCK_ATTEMPTS):
+            try:
+                return await self.repo.succeed_many(successes)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_ATTEMPTS - 1:
+                    raise
+                log.info("success batch aborted by a deadlock; again", size=len(successes))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _persist(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call, retrying while PostgreSQL is unavailable (for up to outage_tolerance_seconds)."""
@@ -200,6 +217,8 @@ class TaskRunner:
             finally:
                 if task.limit_keys:  # however the run ended (success, failure, retry, cancel, release)
                     self.slot_freed.set()
+                if task.batch_counted and task.batch_id is not None:  # its batch has an on_complete
+                    await self._enqueue_batch_callback(task.batch_id)
 
     async def _run_claimed(self, task: Task) -> None:
         log.debug("task started")
@@ -225,6 +244,19 @@ class TaskRunner:
         else:
             log.warning("result discarded: the task changed while it ran (lease lost or cancelled)")
 
+    async def _enqueue_batch_callback(self, batch_id: UUID) -> None:
+        """A task of a batch ended: if that ended the batch, PostgreSQL stored its on_complete task in
+        the same transaction (migration 0011); enqueue it now rather than wait for the reconciler.
+        Only tasks of a batch with an on_complete pay this query; a repeat enqueue is a no-op."""
+        if self.queue is None:
+            return
+        try:
+            due = await self.batches.callbacks_due([batch_id])
+            if due:
+                await self.queue.enqueue_many([Enqueue(t.id, t.run_at, t.priority, t.queue) for t in due])
+        except DependencyUnavailable as exc:  # stored as queued: the reconciler enqueues it
+            log.warning("batch callback not enqueued", batch_id=str(batch_id), error=str(exc))
+
     async def _not_claimed(self, task_id: UUID) -> None:
         """Cancelled, finished or already running elsewhere: skip. Waiting but early: come back when due.
         Waiting but not admitted (paused, or waiting for its limit): skip too; the admitter enqueues it
@@ -248,6 +280,8 @@ class TaskRunner:
         ctx = TaskContext(task.id, task.task_type, task.attempt, task.max_retries, progress_hub=self.progress)
         if task.depends_on:  # only a task with parents pays this query
             ctx = replace(ctx, parents=await self._persist(self.workflows.parent_results, task.depends_on))
+        if task.completes_batch is not None:  # a batch's on_complete task: the batch's counts
+            ctx = replace(ctx, batch=await self._persist(self.batches.context, task.completes_batch))
         # Registered only while the handler runs (no await between here and the handler), so a
         # cancel request seen by the heartbeat always lands in the handler, never in our writes.
         self.running[task.id] = running

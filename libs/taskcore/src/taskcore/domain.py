@@ -86,6 +86,9 @@ class Task:
     scheduled_for: datetime | None = None  # its slot (or the instant of a manual trigger)
     unique_key: str | None = None
     progress: dict[str, Any] | None = None  # the last progress its handler reported (not read on claim)
+    batch_id: UUID | None = None  # the batch that stored it (taskcore.batches)
+    batch_counted: bool = False  # its batch has an on_complete: its end is counted on the batch row
+    completes_batch: UUID | None = None  # it is this batch's on_complete task (ctx.batch)
 
     @property
     def retries_left(self) -> bool:
@@ -112,6 +115,8 @@ class NewTask:
     limit_keys: tuple[str, ...] = ()
     unique_key: str | None = None  # at most one waiting or running task per key (docs/schedules.md)
     unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
+    batch_id: UUID | None = None  # the batch it is stored with (taskcore.batches)
+    batch_counted: bool = False  # ... which has an on_complete (migration 0011)
 
 
 @dataclass(frozen=True, slots=True)

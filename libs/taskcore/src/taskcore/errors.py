@@ -5,6 +5,7 @@ TaskflowError
 ├── LimitNotFound           — no limit set on that key
 ├── WorkflowNotFound        — no workflow with that id
 ├── ScheduleNotFound        — no schedule with that id
+├── BatchNotFound           — no batch with that id
 ├── ScheduleNameTaken       — another schedule has that name
 ├── InvalidTransition       — the task's state does not allow the operation
 ├── IdempotencyConflict     — same Idempotency-Key, different request
@@ -63,6 +64,12 @@ class ScheduleNotFound(TaskflowError):
         self.schedule_id = schedule_id
 
 
+class BatchNotFound(TaskflowError):
+    def __init__(self, batch_id: UUID) -> None:
+        super().__init__(f"batch {batch_id} does not exist")
+        self.batch_id = batch_id
+
+
 class ScheduleNameTaken(TaskflowError):
     def __init__(self, name: str) -> None:
         super().__init__(f"a schedule named {name!r} exists already")
@@ -82,6 +89,17 @@ class IdempotencyConflict(TaskflowError):
         super().__init__(f"Idempotency-Key {key!r} was already used for task {task_id} with a different request")
         self.key = key
         self.task_id = task_id
+
+
+class BatchIdempotencyConflict(IdempotencyConflict):
+    """A batch request's Idempotency-Key was used for another batch request (``task_id``: that batch)."""
+
+    def __init__(self, key: str, batch_id: UUID) -> None:
+        TaskflowError.__init__(
+            self, f"Idempotency-Key {key!r} was already used for batch {batch_id} with a different request"
+        )
+        self.key = key
+        self.task_id = batch_id
 
 
 class TaskValidationError(TaskflowError):

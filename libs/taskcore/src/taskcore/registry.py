@@ -36,6 +36,8 @@ class TaskContext:
     # The results of the tasks it depends on: by ref for a workflow step's parents, by task id
     # (as a string) for a plain submit's depends_on. Empty for a task without parents.
     parents: Mapping[str, Any] = field(default_factory=dict)
+    # For a batch's on_complete task: {"id", "counts" (by status), "total"}; None for any other task.
+    batch: Mapping[str, Any] | None = None
     # Where progress goes (the worker's hub); None outside a worker: progress() only validates.
     progress_hub: ProgressHub | None = field(default=None, repr=False, compare=False)
 

@@ -23,6 +23,10 @@ from taskflow_client._errors import (
     ValidationFailed,
 )
 from taskflow_client._models import (
+    Batch,
+    BatchCallback,
+    BatchItem,
+    BatchSubmitted,
     BulkAction,
     KeyUsage,
     Limit,
@@ -47,6 +51,10 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "BadRequest",
+    "Batch",
+    "BatchCallback",
+    "BatchItem",
+    "BatchSubmitted",
     "BulkAction",
     "Client",
     "Conflict",

@@ -20,6 +20,7 @@ from taskflow_client._base import (
     Call,
     Config,
     TaskId,
+    batch_path,
     bulk_call,
     bulk_status_call,
     get_call,
@@ -28,6 +29,7 @@ from taskflow_client._base import (
     name_path,
     parse,
     set_limit_call,
+    submit_batch_call,
     submit_call,
     submit_workflow_call,
     task_path,
@@ -37,6 +39,8 @@ from taskflow_client._base import (
 )
 from taskflow_client._errors import TransportError, error_from_response
 from taskflow_client._models import (
+    Batch,
+    BatchSubmitted,
     BulkAction,
     Limit,
     Load,
@@ -101,7 +105,7 @@ class AsyncClient(AsyncSchedulesMixin):
     # -- transport ------------------------------------------------------------------------
 
     async def _send(self, call: Call) -> httpx.Response:
-        async for attempt in AsyncRetrying(**self._config.retry_options()):
+        async for attempt in AsyncRetrying(**self._config.retry_options(resend=call.resend)):
             with attempt:
                 try:
                     response = await self._http.request(
@@ -187,6 +191,7 @@ class AsyncClient(AsyncSchedulesMixin):
         queue: str | None = None,
         workflow_id: TaskId | None = None,
         schedule_id: uuid.UUID | str | None = None,
+        batch_id: uuid.UUID | str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -199,6 +204,7 @@ class AsyncClient(AsyncSchedulesMixin):
             queue=queue,
             workflow_id=workflow_id,
             schedule_id=schedule_id,
+            batch_id=batch_id,
         )
         return parse(await self._send(call), TaskPage)
 
@@ -229,6 +235,26 @@ class AsyncClient(AsyncSchedulesMixin):
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    async def submit_batch(
+        self,
+        tasks: Sequence[dict[str, Any]],
+        *,
+        on_complete: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchSubmitted:
+        """Submit up to 1,000 tasks at once (all or nothing): one dict per task, ``{"task_type",
+        "payload", ...options}`` and optionally its own ``idempotency_key``. ``on_complete``
+        (``{"task_type", "payload", ...}``) is submitted once every task is terminal; its handler sees
+        ``ctx.batch``. The call carries an Idempotency-Key (``idempotency_key``, else a new one) and is
+        sent again with it after any transport error: nothing is stored twice. Returns the batch_id
+        and the items."""
+        call = submit_batch_call(tasks, on_complete=on_complete, idempotency_key=idempotency_key)
+        return parse(await self._send(call), BatchSubmitted)
+
+    async def batch(self, batch_id: uuid.UUID | str) -> Batch:
+        """A batch: its tasks' counts by status, whether it finished, its on_complete task."""
+        return parse(await self._send(Call("GET", batch_path(batch_id))), Batch)
 
     async def submit_workflow(self, name: str, tasks: Sequence[dict[str, Any]]) -> WorkflowCreated:
         """Submit a workflow: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...}``

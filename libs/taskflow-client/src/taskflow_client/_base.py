@@ -32,6 +32,9 @@ class Call:
     json: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
+    # Safe to send again after any transport error (it carries an Idempotency-Key that makes a
+    # repeat return the first answer), not only when the connection was refused.
+    resend: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +64,11 @@ class Config:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def retry_options(self) -> dict[str, Any]:
-        """tenacity options: 429 and 503 (and a refused connection) are tried again, after Retry-After."""
+    def retry_options(self, *, resend: bool = False) -> dict[str, Any]:
+        """tenacity options: 429 and 503 (and a refused connection) are tried again, after Retry-After;
+        with ``resend``, any transport error too (a call whose repeat is idempotent)."""
         return {
-            "retry": retry_if_exception(_retryable),
+            "retry": retry_if_exception(_resendable if resend else _retryable),
             "wait": _RetryAfterWait(self.max_retry_wait),
             "stop": stop_after_attempt(self.retries + 1),
             "reraise": True,
@@ -90,6 +94,10 @@ def _retryable(exc: BaseException) -> bool:
         return True
     # Nothing reached the server: safe to send again, even a submit.
     return isinstance(exc, TransportError) and isinstance(exc.__cause__, httpx.ConnectError)
+
+
+def _resendable(exc: BaseException) -> bool:
+    return _retryable(exc) or isinstance(exc, TransportError)
 
 
 def task_path(task_id: TaskId, suffix: str = "") -> str:
@@ -148,6 +156,7 @@ def list_call(
     queue: str | None = None,
     workflow_id: TaskId | None = None,
     schedule_id: uuid.UUID | str | None = None,
+    batch_id: uuid.UUID | str | None = None,
 ) -> Call:
     params: list[tuple[str, str]] = []
     statuses = [status] if isinstance(status, str) else list(status or [])
@@ -168,7 +177,26 @@ def list_call(
         params.append(("cursor", cursor))
     if schedule_id is not None:
         params.append(("schedule_id", str(uuid.UUID(str(schedule_id)))))
+    if batch_id is not None:
+        params.append(("batch_id", str(uuid.UUID(str(batch_id)))))
     return Call("GET", f"{API}/tasks", params=tuple(params))
+
+
+def submit_batch_call(
+    tasks: Sequence[dict[str, Any]], *, on_complete: dict[str, Any] | None, idempotency_key: str | None
+) -> Call:
+    """``tasks``: one dict per task, ``{"task_type", "payload", ...options, "idempotency_key"}``;
+    ``on_complete``: ``{"task_type", "payload", ...}``. The batch's Idempotency-Key (one per call
+    unless given) makes the client's own resends safe: a repeat replays the first answer."""
+    body: dict[str, Any] = {"tasks": list(tasks)}
+    if on_complete is not None:
+        body["on_complete"] = on_complete
+    key = idempotency_key or f"taskflow-client-batch-{uuid.uuid4()}"
+    return Call("POST", f"{API}/tasks/batch", json=body, headers={"Idempotency-Key": key}, resend=True)
+
+
+def batch_path(batch_id: uuid.UUID | str) -> str:
+    return f"{API}/batches/{uuid.UUID(str(batch_id))}"
 
 
 def name_path(kind: str, name: str, suffix: str = "") -> str:

@@ -61,6 +61,8 @@ class Task(_Model):
     workflow_id: UUID | None = None
     ref: str | None = None
     depends_on: list[UUID] = Field(default_factory=list)
+    batch_id: UUID | None = None  # the batch that stored it
+    completes_batch: UUID | None = None  # it is this batch's on_complete task
 
     @property
     def terminal(self) -> bool:
@@ -194,3 +196,37 @@ class WorkflowCreated(_Model):
 class WorkflowPage(_Model):
     items: list[Workflow]
     next_cursor: str | None = None
+
+
+class BatchItem(_Model):
+    id: UUID
+    status: TaskStatus
+    run_at: datetime
+    created_at: datetime
+    location: str
+    duplicate_of: UUID | None = None  # its unique_key was held, or its idempotency_key used: nothing stored
+    duplicate: bool = False
+    idempotent_replay: bool = False
+
+
+class BatchSubmitted(_Model):
+    """The answer of a batch submit: its ``batch_id`` and one item per task, in request order."""
+
+    batch_id: UUID
+    count: int
+    items: list[BatchItem]
+
+
+class BatchCallback(_Model):
+    task_id: UUID
+    status: TaskStatus | None = None  # None until the batch finished and the task was stored
+
+
+class Batch(_Model):
+    id: UUID
+    created_at: datetime
+    total: int
+    counts: dict[str, int]
+    finished: bool
+    finished_at: datetime | None = None
+    on_complete: BatchCallback | None = None

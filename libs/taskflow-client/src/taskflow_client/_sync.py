@@ -20,6 +20,7 @@ from taskflow_client._base import (
     Call,
     Config,
     TaskId,
+    batch_path,
     bulk_call,
     bulk_status_call,
     get_call,
@@ -28,6 +29,7 @@ from taskflow_client._base import (
     name_path,
     parse,
     set_limit_call,
+    submit_batch_call,
     submit_call,
     submit_workflow_call,
     task_path,
@@ -37,6 +39,8 @@ from taskflow_client._base import (
 )
 from taskflow_client._errors import TransportError, error_from_response
 from taskflow_client._models import (
+    Batch,
+    BatchSubmitted,
     BulkAction,
     Limit,
     Load,
@@ -101,7 +105,7 @@ class Client(SchedulesMixin):
     # -- transport ------------------------------------------------------------------------
 
     def _send(self, call: Call) -> httpx.Response:
-        for attempt in Retrying(**self._config.retry_options()):
+        for attempt in Retrying(**self._config.retry_options(resend=call.resend)):
             with attempt:
                 try:
                     response = self._http.request(
@@ -187,6 +191,7 @@ class Client(SchedulesMixin):
         queue: str | None = None,
         workflow_id: TaskId | None = None,
         schedule_id: uuid.UUID | str | None = None,
+        batch_id: uuid.UUID | str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
         call = list_call(
@@ -199,6 +204,7 @@ class Client(SchedulesMixin):
             queue=queue,
             workflow_id=workflow_id,
             schedule_id=schedule_id,
+            batch_id=batch_id,
         )
         return parse(self._send(call), TaskPage)
 
@@ -228,6 +234,26 @@ class Client(SchedulesMixin):
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    def submit_batch(
+        self,
+        tasks: Sequence[dict[str, Any]],
+        *,
+        on_complete: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchSubmitted:
+        """Submit up to 1,000 tasks at once (all or nothing): one dict per task, ``{"task_type",
+        "payload", ...options}`` and optionally its own ``idempotency_key``. ``on_complete``
+        (``{"task_type", "payload", ...}``) is submitted once every task is terminal; its handler sees
+        ``ctx.batch``. The call carries an Idempotency-Key (``idempotency_key``, else a new one) and is
+        sent again with it after any transport error: nothing is stored twice. Returns the batch_id
+        and the items."""
+        call = submit_batch_call(tasks, on_complete=on_complete, idempotency_key=idempotency_key)
+        return parse(self._send(call), BatchSubmitted)
+
+    def batch(self, batch_id: uuid.UUID | str) -> Batch:
+        """A batch: its tasks' counts by status, whether it finished, its on_complete task."""
+        return parse(self._send(Call("GET", batch_path(batch_id))), Batch)
 
     def submit_workflow(self, name: str, tasks: Sequence[dict[str, Any]]) -> WorkflowCreated:
         """Submit a workflow: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...}``

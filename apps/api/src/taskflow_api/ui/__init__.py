@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from taskflow_api.ui import bulk, schedules
 from taskflow_api.ui._session import AdminRequired, CsrfRejected, Forbidden, LoginRequired
+from taskflow_api.ui.batches import router as batches_router
 from taskflow_api.ui.flow import router as flow_router
 from taskflow_api.ui.routes import render, router
 from taskflow_api.ui.workflows import router as workflows_router
@@ -39,6 +40,7 @@ def install(app: FastAPI) -> None:
     app.include_router(schedules.router)
     app.include_router(flow_router)
     app.include_router(workflows_router)
+    app.include_router(batches_router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(Forbidden, _forbidden)

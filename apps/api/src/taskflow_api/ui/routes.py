@@ -225,6 +225,7 @@ def _form_values(filters: ListFilter, limit: int) -> dict[str, Any]:
         "limit": limit,
         "created_after": after.strftime("%Y-%m-%dT%H:%M:%S") if after else "",
         "created_before": before.strftime("%Y-%m-%dT%H:%M:%S") if before else "",
+        "batch_id": str(filters.batch_id) if filters.batch_id else "",
     }
 
 
@@ -245,6 +246,8 @@ def _query_of(filters: ListFilter, limit: int) -> list[tuple[str, str]]:
         query.append(("payload", payload_text(filters.payload)))
     if filters.schedule_id:
         query.append(("schedule_id", str(filters.schedule_id)))
+    if filters.batch_id:
+        query.append(("batch_id", str(filters.batch_id)))
     query.append(("limit", str(limit)))
     return query
 
@@ -273,13 +276,14 @@ async def tasks_page(
     limit_key: Annotated[str, Query(max_length=200)] = "",
     payload: Annotated[str, Query(max_length=MAX_PAYLOAD_FILTER_BYTES)] = "",
     schedule_id: UUID | None = None,
+    batch_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     fragment: bool = False,
 ) -> Response:
     _remember(request, principal)
     filters, errors = list_filter_of(status_, task_type, created_after, created_before, queue, limit_key, payload)
-    filters = dataclasses.replace(filters, schedule_id=schedule_id)
+    filters = dataclasses.replace(filters, schedule_id=schedule_id, batch_id=batch_id)
     context = await _task_page(state.repo, filters, limit, cursor)
     if errors:
         context["error"] = " ".join(errors)

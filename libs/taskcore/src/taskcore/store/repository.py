@@ -28,7 +28,7 @@ from taskcore.store._pool import translate_errors
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
     idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key,
-    workflow_id, step_ref AS ref, depends_on"""
+    workflow_id, step_ref AS ref, depends_on, batch_id, batch_counted, completes_batch"""
 # What a read returns: the task and its progress (the claim and the workers' writes never read progress).
 _READ_COLUMNS = _COLUMNS + ", progress"
 
@@ -73,6 +73,7 @@ class ListFilter:
     limit_key: str | None = None  # tasks naming this limit key
     error_type: str | None = None  # the error.type of the task's last failed attempt
     payload: dict[str, Any] | None = None  # containment: payload @> this (GIN tasks_payload_idx)
+    batch_id: UUID | None = None  # the tasks a batch submit stored
     # A new filter is a field here and a line in _CONDITIONS: the list, the dashboard and bulk
     # actions (taskcore/store/bulk.py) all build their WHERE with filter_conditions().
 
@@ -84,6 +85,7 @@ _CONDITIONS: tuple[tuple[str, str], ...] = (
     ("queue", "tasks.queue = {}"),
     ("schedule_id", "tasks.schedule_id = {}"),
     ("workflow_id", "tasks.workflow_id = {}"),
+    ("batch_id", "tasks.batch_id = {}"),
     ("created_after", "tasks.created_at > {}"),
     ("created_before", "tasks.created_at < {}"),
     ("limit_key", "tasks.limit_keys @> ARRAY[{}::text]"),
@@ -134,6 +136,7 @@ class Inserted:
     queue: str = "default"
     admitted: bool = True
     duplicate_of: UUID | None = None  # a unique_key already held: this is that task, nothing was stored
+    replayed: bool = False  # with duplicate_of: the item's idempotency_key was used already (that task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,14 +711,14 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
                 stored AS (
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
-                        queue, limit_keys, admitted)
+                        queue, limit_keys, admitted, batch_id, batch_counted)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
                         $8, $9, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
                         n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
-                               OR (p.kind = 'task_type' AND p.name = n.task_type))
+                               OR (p.kind = 'task_type' AND p.name = n.task_type)), $12::uuid, $13::bool
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
                                 $7::timestamptz[], $10::text[], $11::text[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys)
@@ -734,6 +737,8 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
         news[0].traceparent,
         queues,
         keys,
+        news[0].batch_id,
+        news[0].batch_counted,
     )
     if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
         raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")

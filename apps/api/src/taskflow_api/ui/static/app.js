@@ -211,10 +211,24 @@ function startWorkflow() {
   });
 }
 
+// A batch's page re-renders its counts and progress until the batch and its on_complete have ended.
+function startBatch() {
+  const detail = document.getElementById("batch-detail");
+  if (!detail || detail.dataset.finished === "true") return;
+  const timer = every(POLL_MS, async () => {
+    const html = await fetchLive(detail.dataset.fragment, "text/html");
+    if (html === null) return;
+    detail.innerHTML = html;
+    const status = document.getElementById("batch-status");
+    if (status && status.dataset.settled === "true") window.clearInterval(timer);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   startOverview();
   startTaskList();
   startTask();
   startWorkflow();
+  startBatch();
   startSubmitChooser();
 });
