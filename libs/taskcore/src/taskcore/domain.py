@@ -112,6 +112,7 @@ class NewTask:
     limit_keys: tuple[str, ...] = ()
     unique_key: str | None = None  # at most one waiting or running task per key (docs/schedules.md)
     unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
+    actor: str | None = None  # who submitted it, for its history ('api:<key>', 'schedule:<name>', ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from taskflow_api.auth import Scope
 from taskflow_api.deps import AppState, AuthDep, RegistryDep, RepoDep, ServiceDep, StateDep, charge_submits, state_of
 from taskflow_api.filters import MAX_PAYLOAD_FILTER_BYTES
 from taskflow_api.live import HEARTBEAT_SECONDS, task_events
-from taskflow_api.observability import origin_of
+from taskflow_api.observability import actor_name, origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS
 from taskflow_api.ratelimit import RateLimited
 from taskflow_api.schemas import TaskTypeFilter
@@ -360,17 +360,17 @@ async def task_page_events(task_id: UUID, principal: Viewer, state: StateDep) ->
 
 @router.post("/tasks/{task_id}/cancel")
 async def cancel(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf, service: ServiceDep) -> Response:
-    return await _act(request, service, task_id, "cancel")
+    return await _act(request, service, task_id, "cancel", actor_name("dashboard", principal.name))
 
 
 @router.post("/tasks/{task_id}/retry")
 async def retry(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf, service: ServiceDep) -> Response:
-    return await _act(request, service, task_id, "retry")
+    return await _act(request, service, task_id, "retry", actor_name("dashboard", principal.name))
 
 
-async def _act(request: Request, service: TaskService, task_id: UUID, action: str) -> Response:
+async def _act(request: Request, service: TaskService, task_id: UUID, action: str, actor: str) -> Response:
     try:
-        await (service.cancel(task_id) if action == "cancel" else service.retry(task_id))
+        await (service.cancel(task_id, actor=actor) if action == "cancel" else service.retry(task_id, actor=actor))
     except TaskNotFound:
         return _not_found(request, task_id)
     except InvalidTransition as exc:
@@ -436,7 +436,8 @@ async def submit(request: Request, principal: Writer, _csrf: Csrf, state: StateD
     request.state.principal = principal  # the key behind the cookie pays for the submit, as over the API
     try:
         await charge_submits(request, 1)
-        task, _ = await state.service.submit(body.to_request(), origin=origin_of(request, state.tracing))
+        origin = dataclasses.replace(origin_of(request, state.tracing), actor=actor_name("dashboard", principal.name))
+        task, _ = await state.service.submit(body.to_request(), origin=origin)
     except RateLimited as exc:
         message = f"this key's submit rate limit is used up: try again in {exc.retry_after_seconds} s"
         limited = _submit_form(
