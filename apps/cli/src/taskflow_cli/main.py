@@ -493,6 +493,10 @@ from taskflow_cli import workflows as _workflows  # noqa: E402 - likewise
 
 _workflows.register(app)
 
+from taskflow_cli import history as _history  # noqa: E402 - likewise
+
+_history.register(app)
+
 
 def main() -> None:
     try:
