@@ -27,9 +27,11 @@ from taskcore.store.history import Transition, task_history
 from taskcore.store.repository import ListFilter, Success
 from taskcore.store.schedules import ScheduleRepository
 from taskcore.store.workflows import NewStep, WorkflowRepository
+from tests.conftest import TEST_API_KEY
 from tests.integration.conftest import new_task, stored
 from tests.integration.test_api import make_client  # noqa: F401  (fixture)
 from tests.integration.test_bulk import runner
+from tests.integration.test_dashboard import csrf_of, login, ui  # noqa: F401  (fixture)
 
 S = TaskStatus
 API = Origin(actor="api:ops")
@@ -320,3 +322,24 @@ async def test_the_history_is_in_openapi_and_needs_a_key(api: httpx.AsyncClient)
     assert schema["type"] == "array"
     anonymous = httpx.AsyncClient(transport=api._transport, base_url="http://taskflow.test")
     assert (await anonymous.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/history")).status_code == 401
+
+
+# -- dashboard -------------------------------------------------------------------------------------
+
+
+async def test_the_task_page_shows_the_timeline_and_dashboard_actions_name_the_key(
+    ui: httpx.AsyncClient,  # noqa: F811
+    repo: TaskRepository,
+) -> None:
+    await login(ui, TEST_API_KEY)
+    task = await stored(repo, run_at=datetime.now(UTC) + timedelta(hours=1))
+    page = await ui.get(f"/ui/tasks/{task.id}")
+    cancelled = await ui.post(f"/ui/tasks/{task.id}/cancel", data={"csrf": csrf_of(page)})
+    assert cancelled.status_code == 303
+    assert steps(await hist(repo, task.id))[-1] == ("scheduled", "cancelled", "dashboard:test-suite")
+    page = await ui.get(f"/ui/tasks/{task.id}")
+    assert 'id="task-history"' in page.text
+    assert page.text.count('class="history-entry"') == 2
+    assert "dashboard:test-suite" in page.text
+    fragment = await ui.get(f"/ui/tasks/{task.id}?fragment=true")  # the live refresh keeps it
+    assert 'id="task-history"' in fragment.text

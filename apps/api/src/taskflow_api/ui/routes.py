@@ -22,6 +22,7 @@ from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFou
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.store.dashboard import Overview
+from taskcore.store.history import task_history
 from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api.auth import Scope
 from taskflow_api.deps import AppState, AuthDep, RegistryDep, RepoDep, ServiceDep, StateDep, charge_submits, state_of
@@ -40,6 +41,7 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["json"] = lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 templates.env.filters["ts"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+templates.env.filters["ts_ms"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 class _DashboardRoute(APIRoute):
@@ -332,9 +334,10 @@ async def task_page(
     _remember(request, principal)
     try:
         task = await repo.get(task_id)
+        history = await task_history(repo.pool, task_id)
     except TaskNotFound:
         return _not_found(request, task_id)
-    context = {"task": task, "page": "tasks", "terminal": task.status.terminal}
+    context = {"task": task, "page": "tasks", "terminal": task.status.terminal, "history": history}
     return render(request, "_task.html" if fragment else "task.html", context)
 
 
