@@ -115,7 +115,7 @@ async def test_the_worker_paths_name_the_worker_and_the_user_paths_the_key(
     assert retry["retry_at"]
     assert failed == {"error_type": "Boom", "message": "no"}
     assert history[7].detail == {"reason": "released by the worker at shutdown"}
-    assert history[9].detail == {"reason": "cancel requested"}
+    assert history[9].detail == {"reason": "cancel requested", "requested_by": "api:ops"}
     assert history[0].detail is None
     assert history[-1].detail is None
 

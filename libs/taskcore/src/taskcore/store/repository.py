@@ -53,6 +53,9 @@ RETRY_SET = f"status = {st.QUEUED}, {_RETRY_RESET}, admitted = {_UNGATED}"
 # tasks.actor too, which the history trigger copies. A worker's transitions name the worker that
 # holds the task (SET reads the row before the statement, so this works where worker_id is cleared).
 _BY_WORKER = "actor = 'worker:' || tasks.worker_id"
+# A cancel the worker carries out names who asked for it: the actor the cancel request left on the row.
+_CANCEL_NOTE = """E'\\n' || jsonb_build_object('reason', 'cancel requested',
+    'requested_by', split_part(tasks.actor, E'\\n', 1))::text"""
 
 
 def _note(**detail: str) -> str:
@@ -531,7 +534,7 @@ class TaskRepository:
         """Running with a cancel request → cancelled; False when no cancel was requested."""
         row = await self._finish(
             f"status = {st.CANCELLED}, finished_at = clock_timestamp(), worker_id = NULL, "
-            f"{_BY_WORKER} || {_note(reason='cancel requested')}",
+            f"{_BY_WORKER} || {_CANCEL_NOTE}",
             task_id,
             attempt,
             only_if="cancel_requested",
