@@ -144,4 +144,4 @@ async def clean(pool: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> Asyn
     """Each test starts and ends with no tasks, no workers and an empty queue."""
     yield
     await purge_queue(redis, settings.queue_name, await all_task_ids(pool))
-    await pool.execute("TRUNCATE tasks, workers, workflows, task_dependencies")
+    await pool.execute("TRUNCATE tasks, workers, workflows, task_dependencies, task_history")

@@ -8,12 +8,14 @@ their parents succeed, cancelled as UpstreamFailed when one fails for good or is
 re-armed when it is retried) — through ``TaskRepository``'s guarded UPDATEs on PostgreSQL. A
 plain Python model says what each step must do. After every step the database must match the
 model exactly, and every status change observed must be one that ``taskcore.domain.TRANSITIONS``
-allows.
+allows — and the task's history (migration 0012) must be that path: each entry starting where the
+one before ended, each a transition of the table, each made by someone, ending in the current state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -84,10 +86,11 @@ class TaskLifecycle(RuleBasedStateMachine):
         self.pool: asyncpg.Pool = self.run(create_pool(self.database_url, max_size=2))
         self.repo = TaskRepository(self.pool)
         self.deps = WorkflowRepository(self.pool)
-        self.run(self.pool.execute("TRUNCATE tasks, task_dependencies"))
+        self.run(self.pool.execute("TRUNCATE tasks, task_dependencies, task_history"))
         self.model: dict[uuid.UUID, Model] = {}
         self.children: dict[uuid.UUID, list[uuid.UUID]] = {}
         self.seen: dict[uuid.UUID, TaskStatus] = {}
+        self.history_seen: dict[uuid.UUID, int] = {}  # entries of each task's history at the last check
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -277,9 +280,9 @@ class TaskLifecycle(RuleBasedStateMachine):
         m = self.model[task_id]
         if m.status in TERMINAL_STATES:
             with pytest.raises(InvalidTransition):
-                self.run(self.repo.cancel(task_id))
+                self.run(self.repo.cancel(task_id, actor="api:prop"))
             return
-        task = self.run(self.repo.cancel(task_id))
+        task = self.run(self.repo.cancel(task_id, actor="api:prop"))
         m.cancel_requested = True
         if m.status is not S.RUNNING:
             m.status = S.CANCELLED
@@ -292,9 +295,9 @@ class TaskLifecycle(RuleBasedStateMachine):
         upstream = [self.model[p].status for p in m.parents]
         if m.status not in (S.FAILED, S.CANCELLED) or any(s in (S.FAILED, S.CANCELLED) for s in upstream):
             with pytest.raises(InvalidTransition):
-                self.run(self.repo.retry(task_id))
+                self.run(self.repo.retry(task_id, actor="api:prop"))
             return
-        task = self.run(self.repo.retry(task_id))
+        task = self.run(self.repo.retry(task_id, actor="api:prop"))
         blocked = any(s is not S.SUCCEEDED for s in upstream)
         assert (task.status, task.attempt) == (S.BLOCKED if blocked else S.QUEUED, 0)
         m.status, m.due = (S.BLOCKED, False) if blocked else (S.QUEUED, True)
@@ -347,6 +350,26 @@ class TaskLifecycle(RuleBasedStateMachine):
             before = self.seen.get(row["id"])
             assert before is None or before is status or status in TRANSITIONS[before], (before, status)
             self.seen[row["id"]] = status
+        self.history_is_the_path_of_each_task({r["id"]: TaskStatus(r["status"]) for r in rows})
+
+    def history_is_the_path_of_each_task(self, current: dict[uuid.UUID, TaskStatus]) -> None:
+        rows = self.run(
+            self.pool.fetch("SELECT task_id, from_status, to_status, actor FROM task_history ORDER BY task_id, at")
+        )
+        paths: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for row in rows:
+            paths.setdefault(row["task_id"], []).append(row)
+        assert set(paths) == set(current)
+        for task_id, path in paths.items():
+            assert path[0]["from_status"] is None
+            for before, after in itertools.pairwise(path):
+                assert after["from_status"] == before["to_status"], path
+                assert S(after["to_status"]) in TRANSITIONS[S(before["to_status"])], path
+                assert after["actor"], path  # every transition names who made it
+            assert S(path[-1]["to_status"]) is current[task_id], path
+            known = self.history_seen.get(task_id, 0)
+            assert len(path) >= known  # entries are only ever added
+            self.history_seen[task_id] = len(path)
 
 
 def test_task_state_machine_against_postgresql(machine_database: str) -> None:

@@ -21,6 +21,7 @@ from taskcore.telemetry import Tracing
 from taskflow_api import auth, batch, bulk, deps, flow, live, openapi, problems, ratelimit, schedules, ui, workflows
 from taskflow_api._edge import EdgeMiddleware
 from taskflow_api.auth import Authenticator
+from taskflow_api.history import router as history_router
 from taskflow_api.metrics import ApiMetrics
 from taskflow_api.routes import probes, router
 
@@ -133,6 +134,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
     app.include_router(workflows.router)
     app.include_router(schedules.router)
     app.include_router(bulk.router)
+    app.include_router(history_router)
     app.include_router(live.router)
     ui.install(app)
     app.include_router(probes)

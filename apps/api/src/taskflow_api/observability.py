@@ -35,4 +35,23 @@ def request_id_from(scope: Scope) -> str:
 
 def origin_of(request: Request, tracing: Tracing) -> Origin:
     """What a submit stores about where it came from (read inside the request's span)."""
-    return Origin(request_id=getattr(request.state, "request_id", None), traceparent=tracing.current_traceparent())
+    return Origin(
+        request_id=getattr(request.state, "request_id", None),
+        traceparent=tracing.current_traceparent(),
+        actor=actor_of(request),
+    )
+
+
+def actor_of(request: Request) -> str:
+    """Who acts, as a task's history names it: ``api:<key name>`` (``api`` with auth off), or
+    ``dashboard:<key name>`` (``dashboard``) for the dashboard's own requests."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return actor_name("api", principal.name)
+    principal = getattr(request.state, "ui_principal", None)
+    return actor_name("dashboard", None if principal is None else principal.name)
+
+
+def actor_name(door: str, key_name: str | None) -> str:
+    """``<door>:<key name>``, or the door alone for the anonymous caller (auth off)."""
+    return door if key_name in (None, "anonymous") else f"{door}:{key_name}"

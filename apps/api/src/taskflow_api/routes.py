@@ -28,7 +28,7 @@ from taskflow_api.deps import (
 )
 from taskflow_api.filters import ErrorTypeQuery, LimitKeyQuery, PayloadQuery, parse_payload_filter
 from taskflow_api.live import MAX_WAIT_SECONDS, wait_for_terminal
-from taskflow_api.observability import origin_of
+from taskflow_api.observability import actor_of, origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS, problem, problem_responses
 from taskflow_api.schemas import (
     Health,
@@ -161,8 +161,8 @@ async def list_tasks(
     summary="Cancel a task",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def cancel_task(task_id: UUID, service: ServiceDep, response: Response) -> TaskOut:
-    task = await service.cancel(task_id)
+async def cancel_task(task_id: UUID, service: ServiceDep, response: Response, request: Request) -> TaskOut:
+    task = await service.cancel(task_id, actor=actor_of(request))
     if task.status is TaskStatus.RUNNING:
         response.status_code = status.HTTP_202_ACCEPTED
     return TaskOut.of(task)
@@ -176,8 +176,8 @@ async def cancel_task(task_id: UUID, service: ServiceDep, response: Response) ->
     summary="Run a failed or cancelled task again",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def retry_task(task_id: UUID, service: ServiceDep) -> TaskOut:
-    return TaskOut.of(await service.retry(task_id))
+async def retry_task(task_id: UUID, service: ServiceDep, request: Request) -> TaskOut:
+    return TaskOut.of(await service.retry(task_id, actor=actor_of(request)))
 
 
 @router.get(

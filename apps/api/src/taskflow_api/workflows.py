@@ -17,7 +17,7 @@ from taskcore.workflows import MAX_STEPS, REF_PATTERN, StepRequest, WorkflowServ
 from taskflow_api._strict_json import StrictJSONRoute
 from taskflow_api.auth import Scope
 from taskflow_api.deps import StateDep, charge_submits, require_scope
-from taskflow_api.observability import origin_of
+from taskflow_api.observability import actor_of, origin_of
 from taskflow_api.problems import problem_responses
 from taskflow_api.schemas import TaskCreate
 
@@ -200,5 +200,5 @@ async def list_workflows(
     summary="Cancel every step that has not finished (running ones are stopped by their workers)",
     dependencies=[require_scope(Scope.TASKS_WRITE)],
 )
-async def cancel_workflow(workflow_id: UUID, state: StateDep) -> WorkflowOut:
-    return WorkflowOut.of(await _service(state).cancel(workflow_id))
+async def cancel_workflow(workflow_id: UUID, state: StateDep, request: Request) -> WorkflowOut:
+    return WorkflowOut.of(await _service(state).cancel(workflow_id, actor=actor_of(request)))

@@ -509,6 +509,9 @@ _workflows.register(app)
 from taskflow_cli import batches as _batches  # noqa: E402 - likewise
 
 _batches.register(app)
+from taskflow_cli import history as _history  # noqa: E402 - likewise
+
+_history.register(app)
 
 
 def main() -> None:

@@ -117,6 +117,7 @@ class NewTask:
     unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
     batch_id: UUID | None = None  # the batch it is stored with (taskcore.batches)
     batch_counted: bool = False  # ... which has an on_complete (migration 0011)
+    actor: str | None = None  # who submitted it, for its history ('api:<key>', 'schedule:<name>', ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,7 @@ class Origin:
 
     request_id: str | None = None
     traceparent: str | None = None
+    actor: str | None = None  # who submits, as the task's history names it ('api:<key name>', ...)
 
 
 class TaskService:
@@ -303,6 +304,7 @@ class TaskService:
             request_hash=None if idempotency_key is None else request.fingerprint(),
             request_id=origin.request_id,
             traceparent=origin.traceparent,
+            actor=origin.actor,
             payload_json=encoded.decode(),
             queue=check_queue_name(queue or DEFAULT_QUEUE),
             limit_keys=check_limit_keys(request.limit_keys) if request.limit_keys else (),
@@ -320,8 +322,8 @@ class TaskService:
             raise _limit_error(field, f"must be at most {limit}")
         return value
 
-    async def cancel(self, task_id: UUID) -> Task:
-        task = await self.repo.cancel(task_id)
+    async def cancel(self, task_id: UUID, *, actor: str | None = None) -> Task:
+        task = await self.repo.cancel(task_id, actor=actor)
         try:
             if task.status is TaskStatus.RUNNING:
                 await self.queue.abort(task_id)  # the worker's lease heartbeat also sees the request
@@ -333,8 +335,8 @@ class TaskService:
             await self.flow.admit_quietly()  # its slot is free
         return task
 
-    async def retry(self, task_id: UUID) -> Task:
-        task = await self.repo.retry(task_id)
+    async def retry(self, task_id: UUID, *, actor: str | None = None) -> Task:
+        task = await self.repo.retry(task_id, actor=actor)
         await self._enqueue(task, after_cancel=True)
         return task
 

@@ -172,9 +172,9 @@ class WorkflowService:
     async def page(self, *, limit: int, before: tuple[Any, UUID] | None = None) -> list[Workflow]:
         return await self.store.page(limit=limit, before=before)
 
-    async def cancel(self, workflow_id: UUID) -> Workflow:
+    async def cancel(self, workflow_id: UUID, *, actor: str | None = None) -> Workflow:
         """Cancel every step that has not ended; running ones are stopped by their workers."""
-        changed = await self.store.cancel(workflow_id)
+        changed = await self.store.cancel(workflow_id, actor=actor)
         if changed is None:
             raise WorkflowNotFound(workflow_id)
         await self._forget(changed)

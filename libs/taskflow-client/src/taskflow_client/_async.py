@@ -51,6 +51,7 @@ from taskflow_client._models import (
     TaskStatus,
     TaskType,
     TaskTypePause,
+    Transition,
     Workflow,
     WorkflowCreated,
     WorkflowPage,
@@ -60,6 +61,7 @@ from taskflow_client._schedules import AsyncSchedulesMixin
 _TYPES = TypeAdapter(list[TaskType])
 _QUEUES = TypeAdapter(list[Queue])
 _LIMITS = TypeAdapter(list[Limit])
+_HISTORY = TypeAdapter(list[Transition])
 
 
 class AsyncClient(AsyncSchedulesMixin):
@@ -278,6 +280,10 @@ class AsyncClient(AsyncSchedulesMixin):
 
     async def retry(self, task_id: TaskId) -> Task:
         return parse(await self._send(Call("POST", task_path(task_id, "/retry"))), Task)
+
+    async def history(self, task_id: TaskId) -> builtins.list[Transition]:
+        """Every transition of the task, oldest first: when, from → to, the attempt, who, and details."""
+        return _HISTORY.validate_python((await self._send(Call("GET", task_path(task_id, "/history")))).json())
 
     async def task_types(self) -> builtins.list[TaskType]:
         response = await self._send(Call("GET", "/api/v1/task-types"))

@@ -230,3 +230,16 @@ class Batch(_Model):
     finished: bool
     finished_at: datetime | None = None
     on_complete: BatchCallback | None = None
+
+
+class Transition(_Model):
+    """One entry of a task's history (``GET /api/v1/tasks/{id}/history``): ``from_`` None for its creation."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    at: datetime
+    from_: TaskStatus | None = Field(default=None, alias="from")
+    to: TaskStatus
+    attempt: int
+    actor: str | None = None  # api:<key>, dashboard:<key>, worker:<id>, reconciler, admitter, schedule:<name>, ...
+    detail: dict[str, Any] | None = None

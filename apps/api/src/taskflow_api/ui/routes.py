@@ -22,12 +22,13 @@ from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFou
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
 from taskcore.store.dashboard import Overview
+from taskcore.store.history import task_history
 from taskcore.store.repository import ListFilter, TaskRepository
 from taskflow_api.auth import Scope
 from taskflow_api.deps import AppState, AuthDep, RegistryDep, RepoDep, ServiceDep, StateDep, charge_submits, state_of
 from taskflow_api.filters import MAX_PAYLOAD_FILTER_BYTES
 from taskflow_api.live import HEARTBEAT_SECONDS, task_events
-from taskflow_api.observability import origin_of
+from taskflow_api.observability import actor_name, origin_of
 from taskflow_api.problems import RETRY_AFTER_SECONDS
 from taskflow_api.ratelimit import RateLimited
 from taskflow_api.schemas import TaskTypeFilter
@@ -40,6 +41,7 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["json"] = lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 templates.env.filters["ts"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+templates.env.filters["ts_ms"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 class _DashboardRoute(APIRoute):
@@ -336,9 +338,10 @@ async def task_page(
     _remember(request, principal)
     try:
         task = await repo.get(task_id)
+        history = await task_history(repo.pool, task_id)
     except TaskNotFound:
         return _not_found(request, task_id)
-    context = {"task": task, "page": "tasks", "terminal": task.status.terminal}
+    context = {"task": task, "page": "tasks", "terminal": task.status.terminal, "history": history}
     return render(request, "_task.html" if fragment else "task.html", context)
 
 
@@ -364,17 +367,17 @@ async def task_page_events(task_id: UUID, principal: Viewer, state: StateDep) ->
 
 @router.post("/tasks/{task_id}/cancel")
 async def cancel(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf, service: ServiceDep) -> Response:
-    return await _act(request, service, task_id, "cancel")
+    return await _act(request, service, task_id, "cancel", actor_name("dashboard", principal.name))
 
 
 @router.post("/tasks/{task_id}/retry")
 async def retry(request: Request, task_id: UUID, principal: Writer, _csrf: Csrf, service: ServiceDep) -> Response:
-    return await _act(request, service, task_id, "retry")
+    return await _act(request, service, task_id, "retry", actor_name("dashboard", principal.name))
 
 
-async def _act(request: Request, service: TaskService, task_id: UUID, action: str) -> Response:
+async def _act(request: Request, service: TaskService, task_id: UUID, action: str, actor: str) -> Response:
     try:
-        await (service.cancel(task_id) if action == "cancel" else service.retry(task_id))
+        await (service.cancel(task_id, actor=actor) if action == "cancel" else service.retry(task_id, actor=actor))
     except TaskNotFound:
         return _not_found(request, task_id)
     except InvalidTransition as exc:
@@ -440,7 +443,8 @@ async def submit(request: Request, principal: Writer, _csrf: Csrf, state: StateD
     request.state.principal = principal  # the key behind the cookie pays for the submit, as over the API
     try:
         await charge_submits(request, 1)
-        task, _ = await state.service.submit(body.to_request(), origin=origin_of(request, state.tracing))
+        origin = dataclasses.replace(origin_of(request, state.tracing), actor=actor_name("dashboard", principal.name))
+        task, _ = await state.service.submit(body.to_request(), origin=origin)
     except RateLimited as exc:
         message = f"this key's submit rate limit is used up: try again in {exc.retry_after_seconds} s"
         limited = _submit_form(

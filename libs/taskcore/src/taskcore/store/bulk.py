@@ -201,7 +201,7 @@ class BulkRepository:
                 SELECT i.task_id, i.status, i.attempt, i.finished_at FROM bulk_action_items i
                  WHERE i.bulk_id = $1 AND i.outcome IS NULL ORDER BY i.task_id LIMIT $2 FOR UPDATE),
             acted AS (
-                UPDATE tasks SET {transition} FROM picked p
+                UPDATE tasks SET {transition}, actor = 'bulk:' || $1::text FROM picked p
                  WHERE tasks.id = p.task_id AND tasks.status = p.status AND tasks.attempt = p.attempt
                    AND tasks.finished_at IS NOT DISTINCT FROM p.finished_at AND tasks.status IN {sources}
                 RETURNING tasks.id, tasks.status, tasks.priority, tasks.run_at, tasks.queue, tasks.admitted,

@@ -298,7 +298,8 @@ class FlowRepository:
                 return []
             admitted = await conn.fetch(
                 """UPDATE tasks AS t SET admitted = true, status = 'queued',
-                        run_at = GREATEST(t.run_at, s.start), updated_at = clock_timestamp()
+                        run_at = GREATEST(t.run_at, s.start), updated_at = clock_timestamp(),
+                        actor = CASE WHEN t.status = 'queued' THEN t.actor ELSE 'admitter' END
                     FROM unnest($1::uuid[], $2::timestamptz[]) AS s(id, start)
                     WHERE t.id = s.id AND NOT t.admitted AND t.status IN ('scheduled', 'queued')
                     RETURNING t.id, t.queue, t.priority, t.run_at""",

@@ -49,6 +49,20 @@ _RETRY_RESET = """attempt = 0, run_at = clock_timestamp(),
     lease_expires_at = NULL, worker_id = NULL"""
 RETRY_SET = f"status = {st.QUEUED}, {_RETRY_RESET}, admitted = {_UNGATED}"
 
+# Who makes a transition, for its history (migration 0012): every statement that sets status sets
+# tasks.actor too, which the history trigger copies. A worker's transitions name the worker that
+# holds the task (SET reads the row before the statement, so this works where worker_id is cleared).
+_BY_WORKER = "actor = 'worker:' || tasks.worker_id"
+# A cancel the worker carries out names who asked for it: the actor the cancel request left on the row.
+_CANCEL_NOTE = """E'\\n' || jsonb_build_object('reason', 'cancel requested',
+    'requested_by', split_part(tasks.actor, E'\\n', 1))::text"""
+
+
+def _note(**detail: str) -> str:
+    """An SQL literal to append to an actor: a newline and ``detail`` as JSON (the history's detail)."""
+    text = orjson.dumps(detail).decode().replace("'", "''")
+    return f"E'\\n' || '{text}'"
+
 
 def _task(row: asyncpg.Record) -> Task:
     return _task_values(dict(row.items()))
@@ -218,12 +232,13 @@ class TaskRepository:
                 f"""WITH now AS (SELECT clock_timestamp() AS ts)  -- one instant: a task due now has run_at = created_at
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
-                        created_at, updated_at, queue, limit_keys, admitted)
+                        created_at, updated_at, queue, limit_keys, admitted, actor)
                     SELECT $1, $2, $3::text::jsonb,
                         CASE WHEN $9::timestamptz > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts,
                         $12, $13::text[], cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1 FROM pauses p
-                            WHERE (p.kind = 'queue' AND p.name = $12) OR (p.kind = 'task_type' AND p.name = $2))
+                            WHERE (p.kind = 'queue' AND p.name = $12) OR (p.kind = 'task_type' AND p.name = $2)),
+                        $14
                     FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_COLUMNS}""",
@@ -240,6 +255,7 @@ class TaskRepository:
                 new.traceparent,
                 new.queue,
                 list(new.limit_keys),
+                new.actor,
             )
             if row is not None:
                 return _task(row), True
@@ -275,18 +291,19 @@ class TaskRepository:
                 f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts)
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
-                        queue, limit_keys, admitted)
+                        queue, limit_keys, admitted, actor)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
                         n.request_id, n.traceparent, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
                         n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
-                               OR (p.kind = 'task_type' AND p.name = n.task_type))
+                               OR (p.kind = 'task_type' AND p.name = n.task_type)),
+                        n.actor
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[])
+                                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at,
-                            request_id, traceparent, queue, keys)
+                            request_id, traceparent, queue, keys, actor)
                     RETURNING {_COLUMNS}""",
                 [n.id for n in news],
                 [n.task_type for n in news],
@@ -299,6 +316,7 @@ class TaskRepository:
                 [n.traceparent for n in news],
                 [n.queue for n in news],
                 [",".join(n.limit_keys) for n in news],  # a limit key never holds a comma
+                [n.actor for n in news],
             )
         by_id = {row["id"]: _task(row) for row in rows}
         return [by_id[n.id] for n in news]
@@ -382,7 +400,7 @@ class TaskRepository:
 
     # -- user actions ---------------------------------------------------------------------
 
-    async def cancel(self, task_id: UUID) -> Task:
+    async def cancel(self, task_id: UUID, *, actor: str | None = None) -> Task:
         """Waiting → cancelled at once; running → cancel requested; terminal → InvalidTransition."""
         async with self._conn() as conn, conn.transaction():
             found = await conn.fetchrow("SELECT status, has_children FROM tasks WHERE id = $1 FOR UPDATE", task_id)
@@ -392,14 +410,15 @@ class TaskRepository:
             if TaskStatus(status).terminal:
                 raise InvalidTransition(task_id, status, "cancel")
             row = await conn.fetchrow(
-                f"UPDATE tasks SET {CANCEL_SET} WHERE id = $1 RETURNING {_READ_COLUMNS}",
+                f"UPDATE tasks SET {CANCEL_SET}, actor = $2 WHERE id = $1 RETURNING {_READ_COLUMNS}",
                 task_id,
+                actor,
             )
             if found["has_children"] and row["status"] == TaskStatus.CANCELLED:
                 await deps.cancel_descendants(conn, [task_id])
         return _task(row)
 
-    async def retry(self, task_id: UUID) -> Task:
+    async def retry(self, task_id: UUID, *, actor: str | None = None) -> Task:
         """Failed or cancelled → queued with a fresh attempt budget (blocked while a parent has not
         succeeded; refused while one failed or was cancelled). Its descendants that were cancelled
         because it failed wait for it again."""
@@ -420,23 +439,26 @@ class TaskRepository:
                     why = f"waiting on upstream task {ended[0]}, which is {ended[1]}"
                     raise InvalidTransition(task_id, why, "retry")
             try:
-                row = await self._requeue(conn, task_id, waiting)
+                row = await self._requeue(conn, task_id, waiting, actor)
             except asyncpg.UniqueViolationError as exc:  # its unique_key is held by another waiting task
                 raise InvalidTransition(task_id, status, "retry (its unique_key is held by another task)") from exc
             if found["has_children"]:
                 await deps.rearm_descendants(conn, task_id)
         return _task(row)
 
-    async def _requeue(self, conn: asyncpg.Connection, task_id: UUID, waiting: int = 0) -> asyncpg.Record:
+    async def _requeue(
+        self, conn: asyncpg.Connection, task_id: UUID, waiting: int = 0, actor: str | None = None
+    ) -> asyncpg.Record:
         """``RETRY_SET`` (back to queued with a fresh attempt budget), but blocked instead while
         ``waiting`` parents have not succeeded (a bulk retry uses RETRY_SET: see store/bulk.py)."""
         row: asyncpg.Record = await conn.fetchrow(
             f"""UPDATE tasks SET {_RETRY_RESET},
                     status = CASE WHEN $2 > 0 THEN {st.BLOCKED} ELSE {st.QUEUED} END,
-                    waiting_on = $2, admitted = $2 = 0 AND {_UNGATED}
+                    waiting_on = $2, admitted = $2 = 0 AND {_UNGATED}, actor = $3
                 WHERE id = $1 RETURNING {_READ_COLUMNS}""",
             task_id,
             waiting,
+            actor,
         )
         return row
 
@@ -459,7 +481,8 @@ class TaskRepository:
             rows = await conn.fetch(
                 f"""UPDATE tasks SET status = {st.RUNNING}, attempt = attempt + 1,
                         started_at = clock_timestamp(), updated_at = clock_timestamp(),
-                        lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2
+                        lease_expires_at = clock_timestamp() + make_interval(secs => $3), worker_id = $2,
+                        actor = 'worker:' || $2
                     WHERE id = ANY($1::uuid[]) AND (status || '') IN {st.CLAIMABLE} AND admitted
                       AND run_at <= clock_timestamp() + interval '1 second'
                     RETURNING {_COLUMNS}""",
@@ -514,7 +537,8 @@ class TaskRepository:
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""UPDATE tasks AS t SET status = {st.SUCCEEDED}, result = s.result::jsonb, error = NULL,
-                        finished_at = clock_timestamp(), updated_at = clock_timestamp(), lease_expires_at = NULL
+                        finished_at = clock_timestamp(), updated_at = clock_timestamp(), lease_expires_at = NULL,
+                        actor = 'worker:' || t.worker_id
                     FROM unnest($1::uuid[], $2::int[], $3::text[]) AS s(id, attempt, result)
                     WHERE t.id = s.id AND t.status = {st.RUNNING} AND t.attempt = s.attempt
                     RETURNING t.id, t.has_children""",
@@ -528,14 +552,18 @@ class TaskRepository:
 
     async def mark_failed(self, task_id: UUID, attempt: int, error: dict[str, Any]) -> bool:
         row = await self._finish(
-            f"status = {st.FAILED}, error = $3, finished_at = clock_timestamp()", task_id, attempt, error, ends=True
+            f"status = {st.FAILED}, error = $3, finished_at = clock_timestamp(), {_BY_WORKER}",
+            task_id,
+            attempt,
+            error,
+            ends=True,
         )
         return row is not None
 
     async def mark_retry(self, task_id: UUID, attempt: int, error: dict[str, Any], delay: float) -> DueTask | None:
         """Running → scheduled after ``delay`` seconds, keeping the error of this attempt."""
         row = await self._finish(
-            f"status = {st.SCHEDULED}, error = $3, worker_id = NULL, "
+            f"status = {st.SCHEDULED}, error = $3, worker_id = NULL, {_BY_WORKER}, "
             f"run_at = clock_timestamp() + make_interval(secs => $4), admitted = {_UNGATED}",
             task_id,
             attempt,
@@ -549,7 +577,8 @@ class TaskRepository:
     async def mark_cancelled(self, task_id: UUID, attempt: int) -> bool:
         """Running with a cancel request → cancelled; False when no cancel was requested."""
         row = await self._finish(
-            f"status = {st.CANCELLED}, finished_at = clock_timestamp(), worker_id = NULL",
+            f"status = {st.CANCELLED}, finished_at = clock_timestamp(), worker_id = NULL, "
+            f"{_BY_WORKER} || {_CANCEL_NOTE}",
             task_id,
             attempt,
             only_if="cancel_requested",
@@ -560,7 +589,8 @@ class TaskRepository:
     async def release(self, task_id: UUID, attempt: int) -> bool:
         """Running → queued, the attempt not counted: the worker is shutting down before it ran out."""
         row = await self._finish(
-            f"status = {st.QUEUED}, attempt = attempt - 1, started_at = NULL, worker_id = NULL",
+            f"status = {st.QUEUED}, attempt = attempt - 1, started_at = NULL, worker_id = NULL, "
+            f"{_BY_WORKER} || {_note(reason='released by the worker at shutdown')}",
             task_id,
             attempt,
         )
@@ -606,7 +636,8 @@ class TaskRepository:
                         finished_at = CASE WHEN cancel_requested OR attempt > max_retries
                                            THEN clock_timestamp() END,
                         run_at = clock_timestamp(), updated_at = clock_timestamp(),
-                        lease_expires_at = NULL, worker_id = NULL, error = $2, admitted = {_UNGATED}
+                        lease_expires_at = NULL, worker_id = NULL, error = $2, admitted = {_UNGATED},
+                        actor = 'reconciler' || E'\\n' || jsonb_build_object('worker', worker_id)::text
                     WHERE id IN (SELECT id FROM tasks WHERE status = {st.RUNNING}
                                    AND lease_expires_at < clock_timestamp()
                                  ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
@@ -629,6 +660,7 @@ class TaskRepository:
                         SELECT id FROM tasks WHERE status IN {st.TERMINAL}
                           AND finished_at < clock_timestamp() - $1::interval LIMIT $2) RETURNING id),
                     edges AS (DELETE FROM task_dependencies WHERE task_id IN (SELECT id FROM gone)),
+                    history AS (DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone)),
                     -- a workflow whose steps an earlier round purged (this round's are still seen)
                     flows AS (DELETE FROM workflows WHERE id IN (
                         SELECT w.id FROM workflows w WHERE w.created_at < clock_timestamp() - $1::interval
@@ -711,14 +743,15 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
                 stored AS (
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
-                        queue, limit_keys, admitted, batch_id, batch_counted)
+                        queue, limit_keys, admitted, batch_id, batch_counted, actor)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
                         $8, $9, now.ts, now.ts, n.queue, string_to_array(n.keys, ','),
                         n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
-                               OR (p.kind = 'task_type' AND p.name = n.task_type)), $12::uuid, $13::bool
+                               OR (p.kind = 'task_type' AND p.name = n.task_type)), $12::uuid, $13::bool,
+                        $14
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
                                 $7::timestamptz[], $10::text[], $11::text[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys)
@@ -739,6 +772,7 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
         keys,
         news[0].batch_id,
         news[0].batch_counted,
+        news[0].actor,
     )
     if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
         raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")

@@ -112,7 +112,7 @@ async def unblock_children(conn: asyncpg.Connection, parents: Sequence[UUID]) ->
     fresh insert would be. Children are locked in id order, so concurrent finishes cannot deadlock."""
     rows = await conn.fetch(
         f"""WITH counts AS (
-                SELECT task_id, count(*)::int AS n FROM task_dependencies
+                SELECT task_id, count(*)::int AS n, min(parent_id::text) AS parent FROM task_dependencies
                  WHERE parent_id = ANY($1::uuid[]) GROUP BY task_id),
             locked AS (
                 SELECT t.id FROM tasks t JOIN counts c ON c.task_id = t.id
@@ -123,7 +123,8 @@ async def unblock_children(conn: asyncpg.Connection, parents: Sequence[UUID]) ->
                               ELSE {st.UNBLOCKED_QUEUED} END,
                 run_at = CASE WHEN tasks.waiting_on > c.n THEN tasks.run_at
                               ELSE GREATEST(tasks.run_at, clock_timestamp()) END,
-                admitted = tasks.waiting_on <= c.n AND {_UNGATED}
+                admitted = tasks.waiting_on <= c.n AND {_UNGATED},
+                actor = 'workflow' || E'\\n' || jsonb_build_object('parent', c.parent)::text
               FROM counts c
              WHERE tasks.id = c.task_id AND tasks.id IN (SELECT id FROM locked) AND tasks.status = {st.BLOCKED}
             RETURNING tasks.id, tasks.status, tasks.priority, tasks.run_at, tasks.queue, tasks.admitted""",
@@ -152,7 +153,7 @@ async def cancel_descendants(conn: asyncpg.Connection, roots: Sequence[UUID]) ->
                 SELECT t.id FROM tasks t JOIN victims v ON v.task_id = t.id
                  WHERE t.status = {st.BLOCKED} ORDER BY t.id FOR UPDATE OF t)
             UPDATE tasks SET status = {st.CANCELLED}, finished_at = clock_timestamp(),
-                updated_at = clock_timestamp(), admitted = false,
+                updated_at = clock_timestamp(), admitted = false, actor = 'workflow',
                 error = jsonb_build_object(
                     'type', $2::text,
                     'message', 'upstream task ' || v.root || COALESCE(' (' || v.root_ref || ')', '')
@@ -182,7 +183,7 @@ async def rearm_descendants(conn: asyncpg.Connection, task_id: UUID) -> list[UUI
             UPDATE tasks SET status = {st.BLOCKED}, attempt = 0, run_at = clock_timestamp(),
                 updated_at = clock_timestamp(), started_at = NULL, finished_at = NULL, result = NULL,
                 error = NULL, cancel_requested = false, lease_expires_at = NULL, worker_id = NULL,
-                admitted = false,
+                admitted = false, actor = 'workflow' || E'\\n' || jsonb_build_object('parent', $1::text)::text,
                 waiting_on = (SELECT count(*) FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id
                                WHERE d.task_id = tasks.id AND p.status <> {st.SUCCEEDED})
              WHERE tasks.id IN (SELECT task_id FROM down) AND tasks.status = {st.CANCELLED}
@@ -269,7 +270,7 @@ class WorkflowRepository:
                 f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts)
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries, timeout_seconds,
                         run_at, request_id, traceparent, created_at, updated_at, queue, limit_keys, admitted,
-                        workflow_id, step_ref, depends_on, waiting_on, has_children)
+                        workflow_id, step_ref, depends_on, waiting_on, has_children, actor)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.deps <> '' THEN {st.BLOCKED}
                              WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
@@ -279,7 +280,7 @@ class WorkflowRepository:
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
                                OR (p.kind = 'task_type' AND p.name = n.task_type)),
                         $12, n.ref, string_to_array(n.deps, ',')::uuid[],
-                        cardinality(string_to_array(n.deps, ',')), n.has_children
+                        cardinality(string_to_array(n.deps, ',')), n.has_children, $16
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
                                 $7::timestamptz[], $10::text[], $11::text[], $13::text[], $14::text[], $15::bool[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys,
@@ -291,6 +292,7 @@ class WorkflowRepository:
                 *columns[7:9],
                 workflow_id,
                 *columns[9:],
+                first.actor,
             )
             if children:
                 await conn.execute(
@@ -332,7 +334,7 @@ class WorkflowRepository:
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
                         created_at, updated_at, queue, limit_keys, admitted, depends_on, waiting_on,
-                        error, finished_at)
+                        error, finished_at, actor)
                     SELECT $1, $2, $3::text::jsonb,
                         CASE WHEN $15::jsonb IS NOT NULL THEN {st.CANCELLED}
                              WHEN $14 > 0 THEN {st.BLOCKED}
@@ -341,7 +343,7 @@ class WorkflowRepository:
                         $12, $13::text[], $14 = 0 AND cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1
                             FROM pauses p WHERE (p.kind = 'queue' AND p.name = $12)
                                              OR (p.kind = 'task_type' AND p.name = $2)),
-                        $16::uuid[], $14, $15::jsonb, CASE WHEN $15::jsonb IS NOT NULL THEN now.ts END
+                        $16::uuid[], $14, $15::jsonb, CASE WHEN $15::jsonb IS NOT NULL THEN now.ts END, $17
                     FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_TASK_COLUMNS}""",
@@ -361,6 +363,7 @@ class WorkflowRepository:
                 len(pending),
                 None if ended is None else upstream_error(ended["id"], ended["status"], ended["step_ref"]),
                 list(parents),
+                new.actor,
             )
             if row is None:
                 return None
@@ -414,7 +417,7 @@ class WorkflowRepository:
             out.append(Workflow(r["id"], r["name"], r["created_at"], [], counts))
         return out
 
-    async def cancel(self, workflow_id: UUID) -> list[Task] | None:
+    async def cancel(self, workflow_id: UUID, *, actor: str | None = None) -> list[Task] | None:
         """Cancel every step that has not ended (a running one: cancel requested, its worker stops
         it); None when there is no such workflow. Returns the steps it changed."""
         async with self._conn() as conn, conn.transaction():
@@ -423,10 +426,12 @@ class WorkflowRepository:
             rows = await conn.fetch(
                 f"""UPDATE tasks SET cancel_requested = true, updated_at = clock_timestamp(),
                         status = CASE WHEN status = {st.RUNNING} THEN status ELSE {st.CANCELLED} END,
-                        finished_at = CASE WHEN status = {st.RUNNING} THEN NULL ELSE clock_timestamp() END
+                        finished_at = CASE WHEN status = {st.RUNNING} THEN NULL ELSE clock_timestamp() END,
+                        actor = $2
                     WHERE id IN (SELECT id FROM tasks WHERE workflow_id = $1 AND status IN {st.UNFINISHED}
                                   ORDER BY id FOR UPDATE)
                     RETURNING {_TASK_COLUMNS}""",
                 workflow_id,
+                actor,
             )
         return [_task(r) for r in rows]
