@@ -19,6 +19,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from taskcore.callbacks import MAX_CALLBACK_URL_LENGTH
 from taskcore.domain import QueueStats, Task, TaskStatus
 from taskcore.flow import LIMIT_KEY_PATTERN, MAX_LIMIT_KEYS, QUEUE_PATTERN
 from taskcore.service import MAX_UNIQUE_FOR_SECONDS, UNIQUE_KEY_PATTERN, TaskRequest
@@ -95,6 +96,11 @@ class TaskCreate(BaseModel):
     unique_for_seconds: int | None = Field(
         default=None, ge=0, le=MAX_UNIQUE_FOR_SECONDS, description="How long the key stays held after creation"
     )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_CALLBACK_URL_LENGTH,
+        description="http(s) URL POSTed the task JSON, signed, when the task ends (see docs/callbacks.md)",
+    )
 
     @field_validator("limit_keys")
     @classmethod
@@ -125,6 +131,7 @@ class TaskCreate(BaseModel):
             depends_on=self.depends_on,
             unique_key=self.unique_key,
             unique_for_seconds=self.unique_for_seconds,
+            callback_url=self.callback_url,
         )
 
 
@@ -156,6 +163,7 @@ class TaskOut(BaseModel):
     schedule_id: UUID | None = Field(default=None, description="The schedule that fired it")
     scheduled_for: datetime | None = Field(default=None, description="Its schedule slot (or the trigger's instant)")
     unique_key: str | None = None
+    callback_url: str | None = Field(default=None, description="POSTed the task JSON when the task ends")
     result: Any = None
     error: dict[str, Any] | None = None
     progress: dict[str, Any] | None = Field(
@@ -189,6 +197,7 @@ class TaskOut(BaseModel):
             schedule_id=task.schedule_id,
             scheduled_for=task.scheduled_for,
             unique_key=task.unique_key,
+            callback_url=task.callback_url,
             result=task.result,
             error=task.error,
             progress=task.progress,

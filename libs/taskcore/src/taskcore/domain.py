@@ -86,6 +86,7 @@ class Task:
     scheduled_for: datetime | None = None  # its slot (or the instant of a manual trigger)
     unique_key: str | None = None
     progress: dict[str, Any] | None = None  # the last progress its handler reported (not read on claim)
+    callback_url: str | None = None  # POSTed the task JSON when it ends (taskcore.callbacks)
 
     @property
     def retries_left(self) -> bool:
@@ -112,6 +113,7 @@ class NewTask:
     limit_keys: tuple[str, ...] = ()
     unique_key: str | None = None  # at most one waiting or running task per key (docs/schedules.md)
     unique_for_seconds: int | None = None  # ... and none within this long after the holder was created
+    callback_url: str | None = None  # POSTed the task JSON when it ends (taskcore.callbacks)
 
 
 @dataclass(frozen=True, slots=True)
