@@ -101,3 +101,21 @@ def _task(**kw: object) -> Task:
 def test_the_body_is_the_task_json_of_the_api(task: Task) -> None:
     api = orjson.loads(TaskOut.of(task).model_dump_json())
     assert orjson.loads(orjson.dumps(task_document(task))) == api
+
+
+def test_verify_signature_accepts_what_taskflow_signs_and_nothing_else() -> None:
+    from taskflow_client import verify_signature
+
+    body = b'{"id": "x", "status": "succeeded"}'
+    now = 1_700_000_000
+    header = sign(b"s3cret", body, now)
+    assert verify_signature("s3cret", header, body, now=now + 10)
+    assert verify_signature(b"s3cret", header, body, tolerance=60, now=now - 30)
+    assert not verify_signature("other", header, body, now=now)
+    assert not verify_signature("s3cret", header, body + b" ", now=now)
+    assert not verify_signature("s3cret", header, body, tolerance=300, now=now + 301)  # replayed later
+    assert not verify_signature("s3cret", None, body, now=now)
+    assert not verify_signature("s3cret", "garbage", body, now=now)
+    assert not verify_signature("s3cret", f"t={now}", body, now=now)
+    rotated = f"t={now},v1={'0' * 64},{header.split(',')[1]}"
+    assert verify_signature("s3cret", rotated, body, now=now)

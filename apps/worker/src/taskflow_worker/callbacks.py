@@ -48,9 +48,9 @@ from taskflow_worker.metrics import WorkerMetrics
 
 log = structlog.get_logger("taskflow.callbacks")
 
-# A lease outlasts the attempt (bounded by webhook_timeout_seconds) by this much, so that a live
-# worker records its outcome before anyone else may claim the delivery.
-LEASE_MARGIN_SECONDS = 10.0
+# A lease is twice the longest an attempt may take (webhook_timeout_seconds) plus this, so that a
+# live worker records its outcome before anyone else may claim the delivery.
+LEASE_MARGIN_SECONDS = 1.0
 USER_AGENT = "TaskFlow-Callbacks/1"
 
 
@@ -110,7 +110,7 @@ class CallbackSender:
 
     @property
     def lease_seconds(self) -> float:
-        return self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        return 2 * self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
 
     async def run(self) -> None:
         """Claim and send until cancelled."""

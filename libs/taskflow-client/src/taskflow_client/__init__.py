@@ -42,6 +42,7 @@ from taskflow_client._models import (
 )
 from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
+from taskflow_client._webhooks import verify_signature
 
 __all__ = [
     "APIError",
@@ -78,4 +79,5 @@ __all__ = [
     "WorkflowPage",
     "WorkflowStep",
     "task_body",
+    "verify_signature",
 ]
