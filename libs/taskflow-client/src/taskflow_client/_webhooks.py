@@ -33,10 +33,10 @@ def verify_signature(
     timestamp: int | None = None
     signatures: list[str] = []
     for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
             timestamp = int(value)
-        elif key == "v1" and value:
+        elif name == "v1" and value:
             signatures.append(value)
     if timestamp is None or not signatures:
         return False
