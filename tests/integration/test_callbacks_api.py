@@ -152,3 +152,32 @@ async def test_openapi_documents_the_field_and_the_endpoint(client: httpx.AsyncC
     assert "callback_url" in spec["components"]["schemas"]["TaskOut"]["properties"]
     operation = spec["paths"]["/api/v1/tasks/{task_id}/deliveries"]["get"]
     assert "404" in operation["responses"]
+
+
+async def test_a_schedules_runs_carry_its_callback_url(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    bad = await client.post(
+        "/api/v1/schedules",
+        json={
+            "name": "hooked-bad",
+            "every_seconds": 3600,
+            "task": {"task_type": "test", "payload": {}, "callback_url": "x"},
+        },
+    )
+    assert bad.status_code == 422, bad.text
+    assert [e["field"] for e in bad.json()["errors"]] == ["task.callback_url"]
+    created = await client.post(
+        "/api/v1/schedules",
+        json={
+            "name": "hooked",
+            "every_seconds": 3600,
+            "paused": True,
+            "task": {"task_type": "test", "payload": {}, "callback_url": HOOK},
+        },
+    )
+    assert created.status_code == 201, created.text
+    schedule = created.json()
+    assert schedule["task"]["callback_url"] == HOOK
+    run = await client.post(f"/api/v1/schedules/{schedule['id']}/trigger")
+    assert run.status_code in (200, 201, 202), run.text
+    assert run.json()["callback_url"] == HOOK
+    await pool.execute("TRUNCATE schedules")
