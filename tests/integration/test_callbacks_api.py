@@ -181,3 +181,30 @@ async def test_a_schedules_runs_carry_its_callback_url(client: httpx.AsyncClient
     assert run.status_code in (200, 201, 202), run.text
     assert run.json()["callback_url"] == HOOK
     await pool.execute("TRUNCATE schedules")
+
+
+async def test_the_client_submits_callback_urls_and_reads_deliveries(settings: Settings, registry: Any) -> None:
+    from fastapi import FastAPI
+
+    from taskflow_api.app import create_app
+    from taskflow_client import AsyncClient, NotFound, ValidationFailed, task_body
+    from tests.conftest import TEST_API_KEY
+
+    app: FastAPI = create_app(settings, registry=registry)
+    async with app.router.lifespan_context(app):
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        async with AsyncClient("http://taskflow.test", api_key=TEST_API_KEY, http_client=http, retries=0) as tf:
+            task = await tf.submit("test", {}, callback_url=HOOK)
+            assert task.callback_url == HOOK
+            await tf.cancel(task.id)
+            (delivery,) = await tf.deliveries(task.id)
+            assert delivery.event == "task.cancelled"
+            assert delivery.status == "pending"
+            with pytest.raises(ValidationFailed):
+                await tf.submit("test", {}, callback_url="ftp://nope")
+            with pytest.raises(NotFound):
+                await tf.deliveries("00000000-0000-4000-8000-000000000000")
+            flow = await tf.submit_workflow("w", [{"ref": "a", "task_type": "test", "payload": {}}], callback_url=HOOK)
+            assert (await tf.get(flow.tasks["a"])).callback_url == HOOK
+            assert task_body("test", {}, callback_url=HOOK)["callback_url"] == HOOK
+        await http.aclose()

@@ -24,6 +24,8 @@ from taskflow_client._errors import (
 )
 from taskflow_client._models import (
     BulkAction,
+    Delivery,
+    DeliveryAttempt,
     KeyUsage,
     Limit,
     Load,
@@ -51,6 +53,8 @@ __all__ = [
     "BulkAction",
     "Client",
     "Conflict",
+    "Delivery",
+    "DeliveryAttempt",
     "Forbidden",
     "KeyUsage",
     "LastRun",
