@@ -105,3 +105,28 @@ async def test_a_worker_killed_mid_post_loses_no_callback(isolated_stack: Stack)
         assert delivery["attempts"] == 2  # the first attempt died with its worker (no outcome recorded)
         assert [a["attempt"] for a in delivery["history"]] == [2]  # type: ignore[attr-defined]
         assert waited < 15, f"redelivered {waited:.1f}s after the kill (lease 5 s)"
+
+
+async def test_the_cli_submits_with_a_callback_url_and_shows_deliveries(stack: Stack) -> None:
+    from tests.e2e.test_cli import as_json, run
+
+    async with Receiver() as receiver:
+        submitted = await asyncio.to_thread(
+            run, stack, "--json", "submit", "test", "-p", '{"message": "cli"}', "--callback-url", receiver.url("/cli")
+        )
+        task = as_json(submitted)
+        assert task["callback_url"] == receiver.url("/cli")
+        (got,) = await receiver.wait_for(1, path="/cli", within=15)
+        assert verify_signature(E2E_WEBHOOK_SECRET, got.headers["taskflow-signature"], got.body)
+
+        async def delivered() -> bool:
+            shown = as_json(await asyncio.to_thread(run, stack, "--json", "deliveries", task["id"]))
+            return bool(shown) and shown[0]["status"] == "delivered"
+
+        await wait_until(delivered, within=15, what="taskflow deliveries shows it delivered", every=0.5)
+        table = await asyncio.to_thread(run, stack, "deliveries", task["id"])
+        assert table.returncode == 0, table.stderr
+        assert "task.succeeded" in table.stdout
+        assert "delivered" in table.stdout
+        missing = await asyncio.to_thread(run, stack, "deliveries", "00000000-0000-4000-8000-000000000000")
+        assert missing.returncode != 0
