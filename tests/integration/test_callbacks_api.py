@@ -208,3 +208,32 @@ async def test_the_client_submits_callback_urls_and_reads_deliveries(settings: S
             assert (await tf.get(flow.tasks["a"])).callback_url == HOOK
             assert task_body("test", {}, callback_url=HOOK)["callback_url"] == HOOK
         await http.aclose()
+
+
+async def test_the_dashboard_task_page_shows_deliveries(
+    settings: Settings, registry: Any, client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    from taskflow_api.app import create_app
+    from tests.integration.test_dashboard import login
+
+    task = (await client.post("/api/v1/tasks", json={"task_type": "test", "payload": {}, "callback_url": HOOK})).json()
+    plain = (await client.post("/api/v1/tasks", json={"task_type": "test", "payload": {}})).json()
+    app = create_app(settings, registry=registry)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://taskflow.test") as ui,
+    ):
+        from tests.conftest import TEST_API_KEY
+
+        assert (await login(ui, TEST_API_KEY)).status_code == 303
+        page = await ui.get(f"/ui/tasks/{task['id']}")
+        assert page.status_code == 200
+        assert 'id="task-deliveries"' in page.text
+        assert "No delivery yet" in page.text
+        await client.post(f"/api/v1/tasks/{task['id']}/cancel")
+        await pool.execute("UPDATE deliveries SET attempts = 2, last_status_code = 503, last_error = 'HTTP 503'")
+        page = await ui.get(f"/ui/tasks/{task['id']}?fragment=true")
+        assert "task.cancelled" in page.text
+        assert "HTTP 503" in page.text
+        assert 'data-status="pending"' in page.text
+        assert 'id="task-deliveries"' not in (await ui.get(f"/ui/tasks/{plain['id']}")).text
