@@ -10,7 +10,9 @@
 4. queue wait (due → started) while the worker is idle;
 5. batch submits alone (no worker): tasks/s, and CPU per 1,000 tasks of the API and PostgreSQL;
 6. flow control (``loadtest/flowbench.py``): the drain over two queues, tasks under a
-   ``max_running`` key, and a fair-share run (``--no-flow`` skips them).
+   ``max_running`` key, and a fair-share run (``--no-flow`` skips them);
+7. a callback flood (``loadtest/callbackbench.py``): tasks with a callback_url to a local
+   receiver; callbacks/s and task end → POST p50/p99 (``--callback-tasks 0`` skips it).
 
 Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
 rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
@@ -38,7 +40,7 @@ import asyncpg
 import httpx
 import orjson
 
-from loadtest import flowbench, latency
+from loadtest import callbackbench, flowbench, latency
 from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect, queue_key
 
@@ -279,6 +281,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "worker_poll_delay_seconds": str(args.poll),
         "log_level": args.log_level,
         "auth_enabled": "false",
+        **callbackbench.SETTINGS,
     }
     async with provisioned("taskflow_bench", logs, **worker_settings) as resources:
         system = System(resources)
@@ -301,6 +304,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"two queues (one worker, weights 1:1): {two.throughput:,.0f} tasks/s", flush=True)
                 flow_runs = await flowbench.run(system, jobs=args.jobs, log=lambda line: print(line, flush=True))
                 report["flow"] = {"two_queues": {"tasks": two.jobs, "per_s": two.throughput}, **flow_runs}
+            if args.callback_tasks:
+                report["callbacks"] = await callbackbench.run(
+                    system, tasks=args.callback_tasks, log=lambda line: print(line, flush=True)
+                )
             worker = system.start_worker()
             await wait_for_worker(system.url)
             report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)
@@ -357,6 +364,18 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "idle_wait_p50_ms": percentile(wait, 50),
         "idle_wait_p99_ms": percentile(wait, 99),
         **_flow_summary(report.get("flow"), best_flow),
+        **_callback_summary(report.get("callbacks")),
+    }
+
+
+def _callback_summary(flood: dict[str, Any] | None) -> dict[str, Any]:
+    if flood is None:
+        return {}
+    return {
+        "callback_tasks": flood["tasks"],
+        "callbacks_per_s": flood["per_s"],
+        "callback_p50_ms": flood["end_to_post_p50_ms"],
+        "callback_p99_ms": flood["end_to_post_p99_ms"],
     }
 
 
@@ -430,6 +449,16 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
                 "",
             ),
         ]
+    if "callbacks_per_s" in summary:
+        rows.append(
+            (
+                f"callback flood ({summary['callback_tasks']} tasks, one worker)",
+                f"{summary['callbacks_per_s']:,.0f} callbacks/s; task end → POST p50 "
+                f"{summary['callback_p50_ms']:.0f} / p99 {summary['callback_p99_ms']:.0f} ms",
+                "",
+                "",
+            )
+        )
     rows.append(
         (
             "  API CPU per submit (that rate)",
@@ -534,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flow", action=argparse.BooleanOptionalAction, default=True, help="the flow-control runs (two queues, ...)"
     )
+    parser.add_argument("--callback-tasks", type=int, default=2000, help="tasks of the callback flood (0 skips it)")
     args = parser.parse_args(argv)
     import uvloop
 

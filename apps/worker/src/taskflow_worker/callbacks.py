@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ log = structlog.get_logger("taskflow.callbacks")
 # live worker records its outcome before anyone else may claim the delivery.
 LEASE_MARGIN_SECONDS = 1.0
 USER_AGENT = "TaskFlow-Callbacks/1"
+MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer body, read and dropped
 
 
 class Refused(Exception):
@@ -114,6 +116,8 @@ class CallbackSender:
 
     async def run(self) -> None:
         """Claim and send until cancelled."""
+        # httpx logs every request at INFO: one line per callback is the sender's own (failures only).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         settings = self.settings
         limits = httpx.Limits(max_connections=settings.webhook_concurrency, max_keepalive_connections=32)
         async with httpx.AsyncClient(
@@ -134,6 +138,7 @@ class CallbackSender:
     async def step(self, client: httpx.AsyncClient) -> int:
         """Claim what fits in the free slots and start sending it; then wait for work or a slot."""
         poll = self.settings.webhook_poll_interval_seconds
+        self._freed.clear()  # before counting: a slot freed from here on wakes the wait below
         free = self.settings.webhook_concurrency - len(self._in_flight)
         claimed: list[Claimed] = []
         if free > 0:
@@ -151,7 +156,6 @@ class CallbackSender:
         if free > 0 and len(claimed) < free:
             await asyncio.sleep(poll)  # nothing more is due now
         else:
-            self._freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._freed.wait(), poll)
         return len(claimed)
@@ -176,7 +180,7 @@ class CallbackSender:
                 self.metrics.callback_latency.observe(
                     max(0.0, (datetime.now(UTC) - delivery.created_at).total_seconds())
                 )
-        log.info(
+        (log.debug if outcome.status == "delivered" else log.info)(
             "callback attempt",
             delivery_id=str(delivery.id),
             task_id=str(delivery.task_id),
@@ -234,6 +238,13 @@ class CallbackSender:
             EVENT_HEADER: delivery.event,
         }
         request = client.build_request("POST", target.url, content=body, headers=headers, extensions=target.extensions)
-        response = await client.send(request, stream=True)  # the answer's body is never read
-        await response.aclose()
+        response = await client.send(request, stream=True)
+        try:  # a short answer is read (the connection is then kept for the next POST); a long one is not
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > MAX_ANSWER_BYTES:
+                    break
+        finally:
+            await response.aclose()
         return response.status_code
