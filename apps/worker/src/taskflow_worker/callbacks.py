@@ -82,11 +82,11 @@ async def resolve_target(url: str, *, allow_private: bool) -> Target:
     else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise Refused(f"{host} does not resolve: {exc.strerror}") from exc
+        except socket.gaierror as exc:  # retried: a DNS outage must not end a delivery
+            raise httpx.ConnectError(f"{host} does not resolve: {exc.strerror}") from exc
         addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
         if not addresses:
-            raise Refused(f"{host} does not resolve")
+            raise httpx.ConnectError(f"{host} does not resolve")
     for address in addresses:
         why = refused_address(address)
         if why is not None:
