@@ -269,3 +269,15 @@ async def test_a_host_name_and_a_public_address_are_accepted_at_submit(
         [TaskRequest(task_type="test", payload={"message": "x"}, callback_url="https://a.example/h")], origin=Origin()
     )
     assert (await service.repo.get(stored_many[0].id)).callback_url == "https://a.example/h"
+
+
+async def test_the_api_metrics_report_pending_callbacks(repo: TaskRepository, service: TaskService) -> None:
+    from taskflow_api.metrics import ApiMetrics
+
+    task = await stored(repo, callback_url=HOOK)
+    await repo.cancel(task.id)
+    metrics = ApiMetrics()
+    await metrics.refresh(service, worker_seen_within=timedelta(seconds=10), limit=5)
+    text = metrics.exposition().decode()
+    assert "taskflow_callbacks_pending 1.0" in text
+    assert "taskflow_callbacks_oldest_pending_age_seconds" in text
