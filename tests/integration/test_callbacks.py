@@ -281,3 +281,27 @@ async def test_the_api_metrics_report_pending_callbacks(repo: TaskRepository, se
     text = metrics.exposition().decode()
     assert "taskflow_callbacks_pending 1.0" in text
     assert "taskflow_callbacks_oldest_pending_age_seconds" in text
+
+
+async def test_a_bulk_cancel_writes_a_delivery_per_cancelled_task(
+    repo: TaskRepository, service: TaskService, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    from taskcore.bulk import BulkRunner, BulkService
+    from taskcore.store.bulk import BulkRepository
+    from taskcore.store.repository import ListFilter
+
+    hooked = [await stored(repo, task_type="sleep", payload={"seconds": 1}, callback_url=HOOK) for _ in range(3)]
+    plain = await stored(repo, task_type="sleep", payload={"seconds": 1})
+    try:
+        await BulkService(store=BulkRepository(pool)).start(
+            "cancel", ListFilter(task_type="sleep"), filter_doc={"task_type": "sleep"}, actor="test"
+        )
+        runner = BulkRunner(
+            store=BulkRepository(pool), queue=service.queue, flow=service.flow, settings=settings, owner="w"
+        )
+        assert await runner.step() == 4
+        for task in hooked:
+            assert [r["event"] for r in await rows(pool, task.id)] == ["task.cancelled"]
+        assert await rows(pool, plain.id) == []
+    finally:
+        await pool.execute("TRUNCATE bulk_actions CASCADE")
