@@ -119,3 +119,36 @@ def test_verify_signature_accepts_what_taskflow_signs_and_nothing_else() -> None
     assert not verify_signature("s3cret", f"t={now}", body, now=now)
     rotated = f"t={now},v1={'0' * 64},{header.split(',')[1]}"
     assert verify_signature("s3cret", rotated, body, now=now)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://exa mple.com/",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+        "http://example.com/\x00",
+        "javascript:alert(1)",
+        "//example.com/x",
+        "http://",
+        "https://u@example.com/",
+    ],
+)
+def test_malformed_callback_urls_are_a_validation_error_naming_the_field(url: str) -> None:
+    from taskcore.callbacks import check_callback_url
+    from taskcore.errors import TaskValidationError
+    from taskcore.settings import Settings
+
+    with pytest.raises(TaskValidationError) as raised:
+        check_callback_url(url, Settings(webhook_secret="s"))  # type: ignore[arg-type]
+    assert raised.value.errors[0]["field"] == "callback_url"
+
+
+def test_an_empty_secret_is_callbacks_off() -> None:
+    from taskcore.callbacks import webhook_secret
+    from taskcore.settings import Settings
+
+    assert webhook_secret(Settings(webhook_secret="")) is None  # type: ignore[arg-type]
+    assert webhook_secret(Settings()) is None
+    assert webhook_secret(Settings(webhook_secret="k")) == b"k"  # type: ignore[arg-type]
