@@ -133,3 +133,17 @@ async def test_the_target_is_the_checked_address_with_the_urls_host() -> None:
         await resolve_target("http://10.0.0.7/h", allow_private=False)
     local = await resolve_target("http://localhost:1/h", allow_private=True)  # the guard off: as given
     assert local.url == "http://localhost:1/h"
+
+
+async def test_a_stopping_sender_lets_its_posts_in_flight_finish(
+    repo: TaskRepository, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    async with Receiver(script={"/x": [HOLD]}, hold_seconds=10) as receiver:
+        await ended(repo, receiver.url("/x"))
+        loop = asyncio.create_task(sender(pool, settings, webhook_poll_interval_seconds=0.05).run())
+        await receiver.wait_for(1, within=10)
+        loop.cancel()  # the worker stops while the POST waits for its answer
+        await asyncio.sleep(0.3)
+        receiver.release()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert await pool.fetchval("SELECT status FROM deliveries") == "delivered"

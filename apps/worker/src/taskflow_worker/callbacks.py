@@ -54,6 +54,7 @@ log = structlog.get_logger("taskflow.callbacks")
 LEASE_MARGIN_SECONDS = 1.0
 USER_AGENT = "TaskFlow-Callbacks/1"
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer body, read and dropped
+SHUTDOWN_GRACE_SECONDS = 5.0  # how long a stopping worker lets its POSTs in flight finish
 
 
 class Refused(Exception):
@@ -131,6 +132,10 @@ class CallbackSender:
                 while True:
                     await self.step(client)
             finally:
+                # Stopping (a deploy): the POSTs in flight get a moment to finish and be recorded; one cut
+                # short is sent again by another worker after its lease (at least once).
+                if self._in_flight:
+                    await asyncio.wait(set(self._in_flight), timeout=min(SHUTDOWN_GRACE_SECONDS, self.lease_seconds))
                 for task in self._in_flight:
                     task.cancel()
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
