@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     webhook_give_up_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
     webhook_backoff_base_seconds: float = Field(default=10.0, gt=0, le=3600)
     webhook_concurrency: int = Field(default=16, ge=0, le=1000)  # per worker; 0: this worker sends none
-    webhook_poll_interval_seconds: float = Field(default=0.5, gt=0, le=10)
+    webhook_poll_interval_seconds: float = Field(default=0.25, gt=0, le=10)
 
     # Logs, metrics, traces
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
