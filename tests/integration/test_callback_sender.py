@@ -147,3 +147,14 @@ async def test_a_stopping_sender_lets_its_posts_in_flight_finish(
         receiver.release()
         await asyncio.gather(loop, return_exceptions=True)
     assert await pool.fetchval("SELECT status FROM deliveries") == "delivered"
+
+
+async def test_an_unforeseen_error_is_recorded_and_retried_not_looped(
+    repo: TaskRepository, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    await ended(repo, "http://127.0.0.1:9/x")
+    await pool.execute("UPDATE deliveries SET task = '{}'::jsonb")  # a body that cannot be built
+    row = await one_attempt(sender(pool, settings), pool)
+    assert row["status"] == "pending"
+    assert "KeyError" in str(row["last_error"])
+    assert row["attempts"] == 1

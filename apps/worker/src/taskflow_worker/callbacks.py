@@ -217,7 +217,7 @@ class CallbackSender:
             final, error = True, f"refused: {exc}"
         except TimeoutError:
             error = f"no answer within {settings.webhook_timeout_seconds:g} s"
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - httpx's errors, and anything unforeseen: retried, then given up
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         duration_ms = (time.monotonic() - started) * 1000
         if error is None:
