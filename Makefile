@@ -85,7 +85,7 @@ load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLO
 	.venv/bin/locust -f loadtest/locustfile.py --headless --host $(LOAD_URL) -u $(LOAD_USERS) -r $(LOAD_RATE) -t $(LOAD_TIME) \
 		--csv loadtest/results/load --html loadtest/results/load.html $(LOAD_CLASSES)
 
-bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait (BENCH_ARGS)
+bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait, flow control, callback flood (BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
 
 scale-test: bootstrap tools ## per-pool autoscaling under a Locust ramp, with each worker pool the chart renders for SCALE_ENV

@@ -15,7 +15,9 @@
    one INSERT and one enqueue, closed loop at 1-50 connections and open loop up to 1,000/s
    (``--no-frontdoor`` skips it);
 8. a 1,000-step fan-out/fan-in workflow (``loadtest/workflowbench.py``): submit to succeeded,
-   steps/s (``--no-workflow`` skips it).
+   steps/s (``--no-workflow`` skips it);
+9. a callback flood (``loadtest/callbackbench.py``): tasks with a callback_url to a local
+   receiver; callbacks/s and task end → POST p50/p99 (``--callback-tasks 0`` skips it).
 
 Throughput is measured between 10 % and 90 % of the drain (start-up and tail excluded), and
 rounds alternate raw arq and TaskFlow so both see the same machine; the best round of each
@@ -43,7 +45,7 @@ import asyncpg
 import httpx
 import orjson
 
-from loadtest import flowbench, frontdoor, latency, workflowbench
+from loadtest import callbackbench, flowbench, frontdoor, latency, workflowbench
 from loadtest.procs import REDIS_URL, Resources, System, provisioned, purge, stop
 from taskcore.queue import Enqueue, TaskQueue, connect, queue_key
 
@@ -284,6 +286,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "worker_poll_delay_seconds": str(args.poll),
         "log_level": args.log_level,
         "auth_enabled": "false",
+        **callbackbench.SETTINGS,
     }
     async with provisioned("taskflow_bench", logs, **worker_settings) as resources:
         system = System(resources)
@@ -308,6 +311,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 report["flow"] = {"two_queues": {"tasks": two.jobs, "per_s": two.throughput}, **flow_runs}
             if args.workflow:
                 report["workflow"] = await workflowbench.run(system, log=lambda line: print(line, flush=True))
+            if args.callback_tasks:
+                report["callbacks"] = await callbackbench.run(
+                    system, tasks=args.callback_tasks, log=lambda line: print(line, flush=True)
+                )
             worker = system.start_worker()
             await wait_for_worker(system.url)
             report["idle_wait_ms"] = await idle_queue_wait(system, args.idle_samples)
@@ -371,6 +378,18 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         **_flow_summary(report.get("flow"), best_flow),
         **({"frontdoor": report["frontdoor"]["summary"]} if "frontdoor" in report else {}),
         **_workflow_summary(report.get("workflow")),
+        **_callback_summary(report.get("callbacks")),
+    }
+
+
+def _callback_summary(flood: dict[str, Any] | None) -> dict[str, Any]:
+    if flood is None:
+        return {}
+    return {
+        "callback_tasks": flood["tasks"],
+        "callbacks_per_s": flood["per_s"],
+        "callback_p50_ms": flood["end_to_post_p50_ms"],
+        "callback_p99_ms": flood["end_to_post_p99_ms"],
     }
 
 
@@ -462,6 +481,16 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{summary['workflow_seconds']:.2f} s submit to succeeded "
                 f"({summary['workflow_steps_per_s']:,.0f} steps/s; "
                 f"fan-in wait {summary['workflow_fan_in_wait_ms']:.0f} ms)",
+                "",
+                "",
+            )
+        )
+    if "callbacks_per_s" in summary:
+        rows.append(
+            (
+                f"callback flood ({summary['callback_tasks']} tasks, one worker)",
+                f"{summary['callbacks_per_s']:,.0f} callbacks/s; task end → POST p50 "
+                f"{summary['callback_p50_ms']:.0f} / p99 {summary['callback_p99_ms']:.0f} ms",
                 "",
                 "",
             )
@@ -578,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="the 1,000-step fan-out/fan-in workflow run",
     )
+    parser.add_argument("--callback-tasks", type=int, default=2000, help="tasks of the callback flood (0 skips it)")
     args = parser.parse_args(argv)
     import uvloop
 

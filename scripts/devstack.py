@@ -435,6 +435,7 @@ def banner(api: str | None, used: dict[str, str]) -> str:
 
 
 LOCAL_WORKER_QUEUES = "critical:3,default:1,reports:1"
+DEV_WEBHOOK_SECRET = "taskflow-dev-webhook-secret"  # noqa: S105 - a development default, documented as such
 
 
 def run(stack: contextlib.ExitStack, *, services_only: bool) -> None:
@@ -443,6 +444,8 @@ def run(stack: contextlib.ExitStack, *, services_only: bool) -> None:
     # One local worker serves every queue the environments' pools name (docs/flow-control.md), so
     # nothing submitted to them waits for a worker that only a cluster would run.
     env.setdefault("TASKFLOW_WORKER_QUEUES", LOCAL_WORKER_QUEUES)
+    # A development signing key, so that callbacks work out of the box (docs/callbacks.md); never for production.
+    env.setdefault("TASKFLOW_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
     used = {service.name: ensure(service, env, stack) for service in SERVICES}
     children, api = ({}, None) if services_only else start_app(env, stack)
     print(banner(api, used), flush=True)

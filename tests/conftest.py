@@ -81,6 +81,8 @@ def make_settings(database: str, queue_name: str, **overrides: object) -> Settin
         "worker_shutdown_grace_seconds": 5,
         "outage_tolerance_seconds": 5,
         "api_keys": TEST_API_KEYS,
+        "webhook_secret": "test-webhook-secret",
+        "webhook_allow_private": True,  # the receivers of the tests listen on 127.0.0.1
         "worker_metrics_port": 0,  # in-process workers: no endpoint (tests scrape a free port when they need one)
     }
     values.update(overrides)
@@ -144,4 +146,6 @@ async def clean(pool: asyncpg.Pool, redis: ArqRedis, settings: Settings) -> Asyn
     """Each test starts and ends with no tasks, no workers and an empty queue."""
     yield
     await purge_queue(redis, settings.queue_name, await all_task_ids(pool))
-    await pool.execute("TRUNCATE tasks, workers, workflows, task_dependencies, task_history")
+    await pool.execute(
+        "TRUNCATE tasks, workers, workflows, task_dependencies, task_history, deliveries, delivery_attempts"
+    )

@@ -42,6 +42,7 @@ STARTUP_SECONDS = 30
 STOP_SECONDS = 15
 # A port nothing listens on: a dependency that is down.
 CLOSED_PORT = 1
+E2E_WEBHOOK_SECRET = "e2e-webhook-secret"
 
 
 def reap(proc: subprocess.Popen[bytes], *, timeout: float = STOP_SECONDS) -> None:
@@ -163,6 +164,10 @@ async def provision(prefix: str) -> AsyncIterator[dict[str, str]]:
         # No worker metrics endpoint unless a test asks for one (on a free port of 127.0.0.1).
         "TASKFLOW_WORKER_METRICS_PORT": "0",
         "TASKFLOW_WORKER_METRICS_HOST": "127.0.0.1",
+        # Callbacks (docs/callbacks.md): the receivers of the tests listen on 127.0.0.1.
+        "TASKFLOW_WEBHOOK_SECRET": E2E_WEBHOOK_SECRET,
+        "TASKFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
+        "TASKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS": "0.1",
     }
     try:
         yield env

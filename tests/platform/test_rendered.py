@@ -283,13 +283,18 @@ def test_settings_come_from_the_configmap_and_credentials_from_the_secret(enviro
     for rendered in environments:
         config = rendered.one("ConfigMap", "config")
         assert all(key.startswith("TASKFLOW_") for key in config["data"])
-        assert not {"TASKFLOW_DATABASE_URL", "TASKFLOW_REDIS_URL", "TASKFLOW_API_KEYS"} & set(config["data"])
+        credentials = {"TASKFLOW_DATABASE_URL", "TASKFLOW_REDIS_URL", "TASKFLOW_API_KEYS", "TASKFLOW_WEBHOOK_SECRET"}
+        assert not credentials & set(config["data"])
         for component in ("api", "worker"):
             for deployment in _deployments(rendered, component):
                 container = deployment["spec"]["template"]["spec"]["containers"][0]
                 assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
                 keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
-                expected = {"TASKFLOW_DATABASE_URL": "database-url", "TASKFLOW_REDIS_URL": "redis-url"}
+                expected = {
+                    "TASKFLOW_DATABASE_URL": "database-url",
+                    "TASKFLOW_REDIS_URL": "redis-url",
+                    "TASKFLOW_WEBHOOK_SECRET": "webhook-secret",  # optional: callbacks off without it
+                }
                 if component == "api":
                     expected["TASKFLOW_API_KEYS"] = "api-keys"
                 assert keys == expected, f"{rendered.name} {component}: {keys}"

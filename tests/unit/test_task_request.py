@@ -26,6 +26,7 @@ CHANGED: dict[str, Any] = {
     "depends_on": (UUID(int=1),),
     "unique_key": "report:42",
     "unique_for_seconds": 60,
+    "callback_url": "https://example.com/hook",
 }
 
 

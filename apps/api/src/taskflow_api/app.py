@@ -18,7 +18,21 @@ from taskcore.store import TaskRepository, open_pool
 from taskcore.store.dashboard import DashboardQueries
 from taskcore.store.notify import StatusListener
 from taskcore.telemetry import Tracing
-from taskflow_api import auth, batch, bulk, deps, flow, live, openapi, problems, ratelimit, schedules, ui, workflows
+from taskflow_api import (
+    auth,
+    batch,
+    bulk,
+    callbacks,
+    deps,
+    flow,
+    live,
+    openapi,
+    problems,
+    ratelimit,
+    schedules,
+    ui,
+    workflows,
+)
 from taskflow_api._edge import EdgeMiddleware
 from taskflow_api.auth import Authenticator
 from taskflow_api.history import router as history_router
@@ -136,6 +150,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, trac
     app.include_router(bulk.router)
     app.include_router(history_router)
     app.include_router(live.router)
+    app.include_router(callbacks.router)
     ui.install(app)
     app.include_router(probes)
     openapi.customise(app)

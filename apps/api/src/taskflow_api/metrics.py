@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from taskcore.domain import QueueStats
 from taskcore.errors import DependencyUnavailable
 from taskcore.service import TaskService
+from taskcore.store.callbacks import DeliveryRepository
 from taskcore.store.flow import QueueInfo
 
 log = structlog.get_logger("taskflow.api")
@@ -49,6 +50,7 @@ class _QueueCollector(Collector):
         self.stats: QueueStats | None = None
         self.queues: list[QueueInfo] | None = None
         self.up: dict[str, float] = {}
+        self.callbacks: tuple[int, float | None] | None = None  # pending deliveries, age of the oldest
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily(
@@ -71,6 +73,16 @@ class _QueueCollector(Collector):
             value=self.stats.oldest_due_age_seconds or 0.0,
         )
         yield GaugeMetricFamily("taskflow_workers_seen", "Workers with a recent heartbeat", value=self.stats.workers)
+        if self.callbacks is not None:
+            pending, oldest = self.callbacks
+            yield GaugeMetricFamily(
+                "taskflow_callbacks_pending", "Callback deliveries not yet delivered or given up", value=pending
+            )
+            yield GaugeMetricFamily(
+                "taskflow_callbacks_oldest_pending_age_seconds",
+                "Since the task of the oldest pending callback ended (0 when none is pending)",
+                value=oldest or 0.0,
+            )
 
     def _per_queue(self) -> Iterable[Metric]:
         """One series per queue; ``sum(taskflow_queue_due)`` is what the unlabelled gauge used to be."""
@@ -134,6 +146,7 @@ class ApiMetrics:
             async with asyncio.timeout(limit):
                 self.queue.stats = await service.repo.queue_stats(worker_seen_within=worker_seen_within)
                 self.queue.queues = await service.flow.queues()
+                self.queue.callbacks = await DeliveryRepository(service.repo.pool).pending_stats()
             self.queue.up["postgresql"] = 1
         except (DependencyUnavailable, TimeoutError):
             self.queue.up["postgresql"] = 0

@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from taskcore.callbacks import MAX_CALLBACK_URL_LENGTH
 from taskcore.errors import TaskValidationError
 from taskcore.flow import LIMIT_KEY_PATTERN, MAX_LIMIT_KEYS, QUEUE_PATTERN
 from taskcore.scheduler import ScheduleInput
@@ -48,6 +49,11 @@ class ScheduleTask(BaseModel):
     limit_keys: list[Annotated[str, Field(pattern=LIMIT_KEY_PATTERN)]] = Field(
         default_factory=list, max_length=MAX_LIMIT_KEYS
     )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_CALLBACK_URL_LENGTH,
+        description="Every run is POSTed its task JSON here when it ends (see docs/callbacks.md)",
+    )
 
     @field_validator("limit_keys")
     @classmethod
@@ -65,6 +71,7 @@ class ScheduleTask(BaseModel):
             timeout_seconds=self.timeout_seconds,
             queue=self.queue,
             limit_keys=self.limit_keys,
+            callback_url=self.callback_url,
         )
 
 

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from starlette.responses import Response
 
+from taskcore.callbacks import MAX_CALLBACK_URL_LENGTH
 from taskcore.domain import QueueStats, Task, TaskStatus
 from taskcore.flow import LIMIT_KEY_PATTERN, MAX_LIMIT_KEYS, QUEUE_PATTERN
 from taskcore.service import MAX_UNIQUE_FOR_SECONDS, UNIQUE_KEY_PATTERN, TaskRequest
@@ -95,6 +96,11 @@ class TaskCreate(BaseModel):
     unique_for_seconds: int | None = Field(
         default=None, ge=0, le=MAX_UNIQUE_FOR_SECONDS, description="How long the key stays held after creation"
     )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_CALLBACK_URL_LENGTH,
+        description="http(s) URL POSTed the task JSON, signed, when the task ends (see docs/callbacks.md)",
+    )
 
     @field_validator("limit_keys")
     @classmethod
@@ -125,6 +131,7 @@ class TaskCreate(BaseModel):
             depends_on=self.depends_on,
             unique_key=self.unique_key,
             unique_for_seconds=self.unique_for_seconds,
+            callback_url=self.callback_url,
         )
 
 
@@ -158,6 +165,7 @@ class TaskOut(BaseModel):
     unique_key: str | None = None
     batch_id: UUID | None = Field(default=None, description="The batch that stored it (GET /api/v1/batches/{id})")
     completes_batch: UUID | None = Field(default=None, description="It is this batch's on_complete task")
+    callback_url: str | None = Field(default=None, description="POSTed the task JSON when the task ends")
     result: Any = None
     error: dict[str, Any] | None = None
     progress: dict[str, Any] | None = Field(
@@ -193,6 +201,7 @@ class TaskOut(BaseModel):
             unique_key=task.unique_key,
             batch_id=task.batch_id,
             completes_batch=task.completes_batch,
+            callback_url=task.callback_url,
             result=task.result,
             error=task.error,
             progress=task.progress,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -11,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskcore.callbacks import MAX_CALLBACK_URL_LENGTH, check_callback_url
 from taskcore.store.repository import decode_cursor
 from taskcore.store.workflows import Workflow
 from taskcore.workflows import MAX_STEPS, REF_PATTERN, StepRequest, WorkflowService, step_request
@@ -41,8 +43,12 @@ class StepCreate(TaskCreate):
         default_factory=list, max_length=MAX_STEPS, description="Refs of the steps that must succeed first"
     )
 
-    def to_step(self) -> StepRequest:
-        return step_request(self.ref, self.to_request(), self.depends_on)
+    def to_step(self, callback_url: str | None = None) -> StepRequest:
+        """The step; ``callback_url`` (the workflow's) applies when the step names none."""
+        task = self.to_request()
+        if task.callback_url is None and callback_url is not None:
+            task = replace(task, callback_url=callback_url)
+        return step_request(self.ref, task, self.depends_on)
 
 
 class WorkflowCreate(BaseModel):
@@ -65,6 +71,11 @@ class WorkflowCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     tasks: list[StepCreate] = Field(min_length=1, max_length=MAX_STEPS, description="1 to 1,000 steps")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_CALLBACK_URL_LENGTH,
+        description="The callback_url of every step that names none (see docs/callbacks.md)",
+    )
 
 
 class WorkflowCreated(BaseModel):
@@ -145,8 +156,9 @@ def _cursor(workflow: Workflow) -> str:
 )
 async def submit_workflow(body: WorkflowCreate, state: StateDep, request: Request) -> Response:
     await charge_submits(request, len(body.tasks))
+    callback_url = check_callback_url(body.callback_url, state.settings)
     submitted = await _service(state).submit(
-        body.name, [t.to_step() for t in body.tasks], origin=origin_of(request, state.tracing)
+        body.name, [t.to_step(callback_url) for t in body.tasks], origin=origin_of(request, state.tracing)
     )
     for step in body.tasks:
         state.metrics.submitted_of(step.task_type).inc()

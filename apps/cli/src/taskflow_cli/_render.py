@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskflow_client import BulkAction, Limit, Queue, QueueStats, Task, TaskType
+from taskflow_client import BulkAction, Delivery, Limit, Queue, QueueStats, Task, TaskType
 
 STATUS_STYLE = {
     "blocked": "dim",
@@ -21,6 +21,8 @@ STATUS_STYLE = {
     "succeeded": "green",
     "failed": "bold red",
     "cancelled": "magenta",
+    "pending": "yellow",  # a callback delivery's states
+    "delivered": "green",
 }
 
 
@@ -59,6 +61,23 @@ def tasks_table(tasks: Sequence[Task], *, title: str | None = None) -> Table:
     return table
 
 
+def deliveries_table(deliveries: Sequence[Delivery]) -> Table:
+    table = Table(header_style="bold")
+    for column in ("delivery", "event", "status", "attempts", "last code", "last error", "created"):
+        table.add_column(column, no_wrap=column == "delivery")
+    for d in deliveries:
+        table.add_row(
+            str(d.id),
+            d.event,
+            status_text(d.status),
+            str(d.attempts),
+            "-" if d.last_status_code is None else str(d.last_status_code),
+            d.last_error or "-",
+            age(d.created_at),
+        )
+    return table
+
+
 def task_detail(console: Console, task: Task) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
@@ -77,6 +96,8 @@ def task_detail(console: Console, task: Task) -> None:
         ("finished", task.finished_at.isoformat() if task.finished_at else "-"),
         ("payload", orjson.dumps(task.payload).decode()),
     ]
+    if task.callback_url:
+        rows.append(("callback", task.callback_url))
     if task.cancel_requested:
         rows.append(("cancel", "requested"))
     if task.result is not None:

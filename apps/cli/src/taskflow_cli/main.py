@@ -22,6 +22,7 @@ from typer.core import TyperGroup, TyperOption
 from taskflow_cli._exit import Exit, exit_code_for
 from taskflow_cli._render import (
     bulk_detail,
+    deliveries_table,
     dumps,
     progress_line,
     task_detail,
@@ -209,6 +210,9 @@ def submit(
         list[str] | None,
         typer.Option("--depends-on", help="Repeatable: a task id that must succeed first (it waits blocked)"),
     ] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="POST the task JSON, signed, to this http(s) URL when it ends")
+    ] = None,
 ) -> None:
     """Submit a task (and with --wait, wait for its result)."""
     state = _state(ctx)
@@ -229,11 +233,21 @@ def submit(
             queue=queue,
             limit_keys=limit_key,
             depends_on=parents or None,
+            callback_url=callback_url,
             wait=wait,
             wait_timeout=wait_timeout,
         ),
     )
     finish(state, task, waited=wait)
+
+
+@app.command()
+def deliveries(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show a task's callback deliveries (status, attempts, last answer)."""
+    state = _state(ctx)
+    parsed = _task_id(task_id)
+    found = call(state, lambda c: c.deliveries(parsed))
+    emit(state, list(found), lambda: out.print(deliveries_table(found)))
 
 
 @app.command()

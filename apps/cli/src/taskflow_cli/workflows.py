@@ -25,7 +25,8 @@ IdArg = Annotated[str, typer.Argument(metavar="ID", help="A workflow id")]
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """The file holds ``{"name": ..., "tasks": [...]}`` as POST /api/v1/workflows takes it; ``-`` reads stdin."""
+    """The file holds ``{"name": ..., "tasks": [...], "callback_url": ...}`` as POST /api/v1/workflows takes it
+    (callback_url optional); ``-`` reads stdin."""
     try:
         raw = typer.get_binary_stream("stdin").read() if str(path) == "-" else path.read_bytes()
         body = orjson.loads(raw)
@@ -46,7 +47,8 @@ def submit(
     """Submit a workflow; prints its id and each step's task id."""
     state = _state(ctx)
     body = _read(path)
-    created = call(state, lambda c: c.submit_workflow(body["name"], body["tasks"]))
+    callback_url = body.get("callback_url")  # the workflow's: that of every step naming none
+    created = call(state, lambda c: c.submit_workflow(body["name"], body["tasks"], callback_url=callback_url))
 
     def human() -> None:
         out.print(f"workflow {created.id} submitted", markup=False, highlight=False)

@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 
 from taskcore.bulk import BulkRunner
+from taskcore.callbacks import webhook_secret
 from taskcore.errors import DependencyUnavailable
 from taskcore.flowservice import FlowService, admission_loop
 from taskcore.queue import TaskflowWorker, TaskQueue, WorkerSpec, build_worker, redis_settings
@@ -23,9 +24,11 @@ from taskcore.service import TaskService
 from taskcore.settings import Settings
 from taskcore.store import TaskRepository, open_leader_pool, open_pool
 from taskcore.store.bulk import BulkRepository
+from taskcore.store.callbacks import DeliveryRepository
 from taskcore.store.flow import FlowRepository
 from taskcore.store.schedules import ScheduleRepository
 from taskcore.telemetry import Tracing
+from taskflow_worker.callbacks import CallbackSender
 from taskflow_worker.heartbeat import Heartbeat
 from taskflow_worker.metrics import WorkerMetrics
 from taskflow_worker.reconciler import Reconciler
@@ -128,6 +131,11 @@ class WorkerResources:
                 _every(settings.reconcile_interval_seconds, "bulk", self._bulk_runner(queue, flow).step)
             ),
         ]
+        if settings.webhook_concurrency > 0 and webhook_secret(settings) is not None:
+            sender = CallbackSender(
+                store=DeliveryRepository(self._pool), settings=settings, owner=self.worker_id, metrics=self.metrics
+            )
+            self._loops.append(asyncio.create_task(_restarting("callbacks", sender.run)))
         if settings.schedule_interval_seconds > 0:
             # Its own loop and leader lock, not the reconciler's pass: a slot must fire within about
             # a second, while a reconciler pass runs every few seconds and can take long.

@@ -138,6 +138,22 @@ class WorkerMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        # Callbacks (docs/callbacks.md)
+        self.callbacks = Counter(
+            "taskflow_callback_attempts_total",
+            "Callback POST attempts this worker made, by outcome (delivered, retry, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.callback_latency = Histogram(
+            "taskflow_callback_delivery_latency_seconds",
+            "From a task's terminal state to its callback's 2xx answer",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.callbacks_in_flight = Gauge(
+            "taskflow_callbacks_in_flight", "Callback POSTs this worker has in flight", registry=r
+        )
 
     def for_type(self, task_type: str) -> TypeMetrics:
         """The labelled series of one task type, looked up once (``labels()`` costs on the hot path)."""

@@ -89,6 +89,7 @@ class Task:
     batch_id: UUID | None = None  # the batch that stored it (taskcore.batches)
     batch_counted: bool = False  # its batch has an on_complete: its end is counted on the batch row
     completes_batch: UUID | None = None  # it is this batch's on_complete task (ctx.batch)
+    callback_url: str | None = None  # POSTed the task JSON when it ends (taskcore.callbacks)
 
     @property
     def retries_left(self) -> bool:
@@ -118,6 +119,7 @@ class NewTask:
     batch_id: UUID | None = None  # the batch it is stored with (taskcore.batches)
     batch_counted: bool = False  # ... which has an on_complete (migration 0011)
     actor: str | None = None  # who submitted it, for its history ('api:<key>', 'schedule:<name>', ...)
+    callback_url: str | None = None  # POSTed the task JSON when it ends (taskcore.callbacks)
 
 
 @dataclass(frozen=True, slots=True)

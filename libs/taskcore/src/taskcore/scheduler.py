@@ -146,6 +146,7 @@ class ScheduleService:
             max_retries=new.max_retries,
             timeout_seconds=new.timeout_seconds,
             limit_keys=new.limit_keys,
+            callback_url=new.callback_url,
         )
 
 

@@ -155,9 +155,10 @@ class TaskTemplate:
     max_retries: int
     timeout_seconds: int
     limit_keys: tuple[str, ...] = ()
+    callback_url: str | None = None  # every run carries it (taskcore.callbacks)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        value: dict[str, Any] = {
             "task_type": self.task_type,
             "payload": self.payload,
             "queue": self.queue,
@@ -166,6 +167,9 @@ class TaskTemplate:
             "timeout_seconds": self.timeout_seconds,
             "limit_keys": list(self.limit_keys),
         }
+        if self.callback_url is not None:  # absent otherwise: templates stored before callbacks read the same
+            value["callback_url"] = self.callback_url
+        return value
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> TaskTemplate:

@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from taskcore.batching import Coalescer
+from taskcore.callbacks import check_callback_url
 from taskcore.domain import NewTask, Task, TaskStatus
 from taskcore.errors import DependencyUnavailable, PayloadTooLarge, TaskValidationError
 from taskcore.flow import DEFAULT_QUEUE, check_limit_keys, check_queue_name
@@ -90,6 +91,7 @@ class TaskRequest:
     unique_key: str | None = None  # while a task with this key waits or runs, a submit returns it
     unique_for_seconds: int | None = None  # ... and for this long after it was created
     depends_on: Sequence[UUID] = ()  # tasks that must succeed first (taskcore.workflows)
+    callback_url: str | None = None  # POSTed the task JSON when it ends (taskcore.callbacks)
 
     def fingerprint(self) -> str:
         """What a repeat with the same Idempotency-Key must match: what the client sent (a delay,
@@ -110,6 +112,8 @@ class TaskRequest:
             sent += [self.unique_key, self.unique_for_seconds]
         if self.depends_on:
             sent += [[str(p) for p in self.depends_on]]
+        if self.callback_url is not None:
+            sent += [["callback_url", self.callback_url]]
         return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -312,6 +316,7 @@ class TaskService:
             unique_for_seconds=self._bounded(
                 "unique_for_seconds", request.unique_for_seconds, 0, MAX_UNIQUE_FOR_SECONDS
             ),
+            callback_url=check_callback_url(request.callback_url, self.settings),
         )
 
     @staticmethod

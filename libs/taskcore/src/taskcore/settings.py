@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskcore.flow import QUEUE_PATTERN
@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     # so that a bulk retry of a million tasks does not crowd out the workers' own writes.
     bulk_chunk_size: int = Field(default=500, ge=1, le=10_000)
     bulk_chunk_pause_seconds: float = Field(default=0.0, ge=0, le=60)
+
+    # Callbacks (docs/callbacks.md): a task's callback_url is POSTed the task JSON when it ends, signed
+    # with webhook_secret (unset: a submit with callback_url is refused). Private, loopback and link-local
+    # addresses are refused unless webhook_allow_private.
+    webhook_secret: SecretStr | None = Field(default=None, repr=False)
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_give_up_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    webhook_backoff_base_seconds: float = Field(default=10.0, gt=0, le=3600)
+    webhook_concurrency: int = Field(default=16, ge=0, le=1000)  # per worker; 0: this worker sends none
+    webhook_poll_interval_seconds: float = Field(default=0.25, gt=0, le=10)
 
     # Logs, metrics, traces
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

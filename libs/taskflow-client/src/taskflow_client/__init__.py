@@ -28,6 +28,8 @@ from taskflow_client._models import (
     BatchItem,
     BatchSubmitted,
     BulkAction,
+    Delivery,
+    DeliveryAttempt,
     KeyUsage,
     Limit,
     Load,
@@ -47,6 +49,7 @@ from taskflow_client._models import (
 )
 from taskflow_client._schedules import LastRun, Schedule, task_body
 from taskflow_client._sync import Client
+from taskflow_client._webhooks import verify_signature
 
 __all__ = [
     "APIError",
@@ -59,6 +62,8 @@ __all__ = [
     "BulkAction",
     "Client",
     "Conflict",
+    "Delivery",
+    "DeliveryAttempt",
     "Forbidden",
     "KeyUsage",
     "LastRun",
@@ -88,4 +93,5 @@ __all__ = [
     "WorkflowPage",
     "WorkflowStep",
     "task_body",
+    "verify_signature",
 ]

@@ -42,6 +42,8 @@ from taskflow_client._models import (
     Batch,
     BatchSubmitted,
     BulkAction,
+    Delivery,
+    DeliveryList,
     Limit,
     Load,
     Queue,
@@ -142,6 +144,7 @@ class AsyncClient(AsyncSchedulesMixin):
         depends_on: Sequence[TaskId] | None = None,
         unique_key: str | None = None,
         unique_for_seconds: int | None = None,
+        callback_url: str | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
@@ -164,6 +167,7 @@ class AsyncClient(AsyncSchedulesMixin):
             depends_on=depends_on,
             unique_key=unique_key,
             unique_for_seconds=unique_for_seconds,
+            callback_url=callback_url,
         )
         task = parse(await self._send(call), Task)
         return await self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -258,10 +262,12 @@ class AsyncClient(AsyncSchedulesMixin):
         """A batch: its tasks' counts by status, whether it finished, its on_complete task."""
         return parse(await self._send(Call("GET", batch_path(batch_id))), Batch)
 
-    async def submit_workflow(self, name: str, tasks: Sequence[dict[str, Any]]) -> WorkflowCreated:
+    async def submit_workflow(
+        self, name: str, tasks: Sequence[dict[str, Any]], *, callback_url: str | None = None
+    ) -> WorkflowCreated:
         """Submit a workflow: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...}``
         (the usual task options too). Returns its id and each step's task id by ref."""
-        return parse(await self._send(submit_workflow_call(name, tasks)), WorkflowCreated)
+        return parse(await self._send(submit_workflow_call(name, tasks, callback_url)), WorkflowCreated)
 
     async def workflow(self, workflow_id: TaskId) -> Workflow:
         """A workflow with its status, counts by task status and every step."""
@@ -277,6 +283,10 @@ class AsyncClient(AsyncSchedulesMixin):
 
     async def cancel(self, task_id: TaskId) -> Task:
         return parse(await self._send(Call("POST", task_path(task_id, "/cancel"))), Task)
+
+    async def deliveries(self, task_id: TaskId) -> builtins.list[Delivery]:
+        """The task's callback deliveries, oldest first, each with its attempts (docs/callbacks.md)."""
+        return parse(await self._send(Call("GET", task_path(task_id, "/deliveries"))), DeliveryList).items
 
     async def retry(self, task_id: TaskId) -> Task:
         return parse(await self._send(Call("POST", task_path(task_id, "/retry"))), Task)

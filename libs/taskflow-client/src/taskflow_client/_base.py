@@ -119,6 +119,7 @@ def submit_call(
     depends_on: Sequence[TaskId] | None = None,
     unique_key: str | None = None,
     unique_for_seconds: int | None = None,
+    callback_url: str | None = None,
 ) -> Call:
     body: dict[str, Any] = {"task_type": task_type, "payload": payload}
     options = {
@@ -132,6 +133,7 @@ def submit_call(
         "depends_on": [str(uuid.UUID(str(t))) for t in depends_on] if depends_on else None,
         "unique_key": unique_key,
         "unique_for_seconds": unique_for_seconds,
+        "callback_url": callback_url,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     # A key per call makes the client's own retries safe: a repeat returns the task already stored.
@@ -250,9 +252,13 @@ def workflow_path(workflow_id: TaskId, suffix: str = "") -> str:
     return f"{API}/workflows/{uuid.UUID(str(workflow_id))}{suffix}"
 
 
-def submit_workflow_call(name: str, tasks: Sequence[dict[str, Any]]) -> Call:
-    """``tasks``: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...options}``."""
-    return Call("POST", f"{API}/workflows", json={"name": name, "tasks": list(tasks)})
+def submit_workflow_call(name: str, tasks: Sequence[dict[str, Any]], callback_url: str | None = None) -> Call:
+    """``tasks``: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...options}``;
+    ``callback_url``: that of every step naming none."""
+    body: dict[str, Any] = {"name": name, "tasks": list(tasks)}
+    if callback_url is not None:
+        body["callback_url"] = callback_url
+    return Call("POST", f"{API}/workflows", json=body)
 
 
 def workflows_call(limit: int | None, cursor: str | None) -> Call:

@@ -63,10 +63,41 @@ class Task(_Model):
     depends_on: list[UUID] = Field(default_factory=list)
     batch_id: UUID | None = None  # the batch that stored it
     completes_batch: UUID | None = None  # it is this batch's on_complete task
+    callback_url: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+
+class DeliveryAttempt(_Model):
+    attempt: int
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+class Delivery(_Model):
+    """One callback of a task (docs/callbacks.md): ``id`` is the TaskFlow-Delivery header."""
+
+    id: UUID
+    task_id: UUID
+    event: str
+    url: str
+    status: str  # pending, delivered or failed
+    attempts: int
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+    finished_at: datetime | None = None
+    history: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class DeliveryList(_Model):
+    items: list[Delivery]
 
 
 class TaskPage(_Model):

@@ -57,8 +57,9 @@ def task_body(
     max_retries: int | None = None,
     timeout_seconds: int | None = None,
     limit_keys: Sequence[str] | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
-    """A schedule's ``task``: what each run is."""
+    """A schedule's ``task``: what each run is (``callback_url``: each run is POSTed there when it ends)."""
     body: dict[str, Any] = {"task_type": task_type, "payload": payload}
     options = {
         "queue": queue,
@@ -66,6 +67,7 @@ def task_body(
         "max_retries": max_retries,
         "timeout_seconds": timeout_seconds,
         "limit_keys": list(limit_keys) if limit_keys is not None else None,
+        "callback_url": callback_url,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     return body

@@ -42,6 +42,8 @@ from taskflow_client._models import (
     Batch,
     BatchSubmitted,
     BulkAction,
+    Delivery,
+    DeliveryList,
     Limit,
     Load,
     Queue,
@@ -142,6 +144,7 @@ class Client(SchedulesMixin):
         depends_on: Sequence[TaskId] | None = None,
         unique_key: str | None = None,
         unique_for_seconds: int | None = None,
+        callback_url: str | None = None,
         wait: bool = False,
         wait_timeout: float | None = None,
     ) -> Task:
@@ -164,6 +167,7 @@ class Client(SchedulesMixin):
             depends_on=depends_on,
             unique_key=unique_key,
             unique_for_seconds=unique_for_seconds,
+            callback_url=callback_url,
         )
         task = parse(self._send(call), Task)
         return self.wait(task.id, timeout=wait_timeout) if wait else task
@@ -257,10 +261,12 @@ class Client(SchedulesMixin):
         """A batch: its tasks' counts by status, whether it finished, its on_complete task."""
         return parse(self._send(Call("GET", batch_path(batch_id))), Batch)
 
-    def submit_workflow(self, name: str, tasks: Sequence[dict[str, Any]]) -> WorkflowCreated:
+    def submit_workflow(
+        self, name: str, tasks: Sequence[dict[str, Any]], *, callback_url: str | None = None
+    ) -> WorkflowCreated:
         """Submit a workflow: one dict per step, ``{"ref", "task_type", "payload", "depends_on": [refs], ...}``
         (the usual task options too). Returns its id and each step's task id by ref."""
-        return parse(self._send(submit_workflow_call(name, tasks)), WorkflowCreated)
+        return parse(self._send(submit_workflow_call(name, tasks, callback_url)), WorkflowCreated)
 
     def workflow(self, workflow_id: TaskId) -> Workflow:
         """A workflow with its status, counts by task status and every step."""
@@ -276,6 +282,10 @@ class Client(SchedulesMixin):
 
     def cancel(self, task_id: TaskId) -> Task:
         return parse(self._send(Call("POST", task_path(task_id, "/cancel"))), Task)
+
+    def deliveries(self, task_id: TaskId) -> builtins.list[Delivery]:
+        """The task's callback deliveries, oldest first, each with its attempts (docs/callbacks.md)."""
+        return parse(self._send(Call("GET", task_path(task_id, "/deliveries"))), DeliveryList).items
 
     def retry(self, task_id: TaskId) -> Task:
         return parse(self._send(Call("POST", task_path(task_id, "/retry"))), Task)

@@ -21,6 +21,7 @@ from taskcore.domain import TaskStatus
 from taskcore.errors import DependencyUnavailable, InvalidTransition, TaskNotFound, TaskValidationError
 from taskcore.registry import TaskRegistry
 from taskcore.service import TaskService
+from taskcore.store.callbacks import DeliveryRepository
 from taskcore.store.dashboard import Overview
 from taskcore.store.history import task_history
 from taskcore.store.repository import ListFilter, TaskRepository
@@ -342,6 +343,8 @@ async def task_page(
     except TaskNotFound:
         return _not_found(request, task_id)
     context = {"task": task, "page": "tasks", "terminal": task.status.terminal, "history": history}
+    if task.callback_url is not None:  # a task without a callback costs no query
+        context["deliveries"] = await DeliveryRepository(repo.pool).for_task(task.id)
     return render(request, "_task.html" if fragment else "task.html", context)
 
 

@@ -28,7 +28,7 @@ from taskcore.store._pool import translate_errors
 _COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
     idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key,
-    workflow_id, step_ref AS ref, depends_on, batch_id, batch_counted, completes_batch"""
+    workflow_id, step_ref AS ref, depends_on, batch_id, batch_counted, completes_batch, callback_url"""
 # What a read returns: the task and its progress (the claim and the workers' writes never read progress).
 _READ_COLUMNS = _COLUMNS + ", progress"
 
@@ -232,13 +232,13 @@ class TaskRepository:
                 f"""WITH now AS (SELECT clock_timestamp() AS ts)  -- one instant: a task due now has run_at = created_at
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
-                        created_at, updated_at, queue, limit_keys, admitted, actor)
+                        created_at, updated_at, queue, limit_keys, admitted, actor, callback_url)
                     SELECT $1, $2, $3::text::jsonb,
                         CASE WHEN $9::timestamptz > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts,
                         $12, $13::text[], cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1 FROM pauses p
                             WHERE (p.kind = 'queue' AND p.name = $12) OR (p.kind = 'task_type' AND p.name = $2)),
-                        $14
+                        $14, $15
                     FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_COLUMNS}""",
@@ -256,6 +256,7 @@ class TaskRepository:
                 new.queue,
                 list(new.limit_keys),
                 new.actor,
+                new.callback_url,
             )
             if row is not None:
                 return _task(row), True
@@ -291,7 +292,7 @@ class TaskRepository:
                 f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts)
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
-                        queue, limit_keys, admitted, actor)
+                        queue, limit_keys, admitted, actor, callback_url)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
@@ -299,11 +300,12 @@ class TaskRepository:
                         n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
                                OR (p.kind = 'task_type' AND p.name = n.task_type)),
-                        n.actor
+                        n.actor, n.callback_url
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                $13::text[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at,
-                            request_id, traceparent, queue, keys, actor)
+                            request_id, traceparent, queue, keys, actor, callback_url)
                     RETURNING {_COLUMNS}""",
                 [n.id for n in news],
                 [n.task_type for n in news],
@@ -317,6 +319,7 @@ class TaskRepository:
                 [n.queue for n in news],
                 [",".join(n.limit_keys) for n in news],  # a limit key never holds a comma
                 [n.actor for n in news],
+                [n.callback_url for n in news],
             )
         by_id = {row["id"]: _task(row) for row in rows}
         return [by_id[n.id] for n in news]
@@ -661,6 +664,8 @@ class TaskRepository:
                           AND finished_at < clock_timestamp() - $1::interval LIMIT $2) RETURNING id),
                     edges AS (DELETE FROM task_dependencies WHERE task_id IN (SELECT id FROM gone)),
                     history AS (DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone)),
+                    -- its callbacks' outbox rows (their attempts cascade)
+                    sent AS (DELETE FROM deliveries WHERE task_id IN (SELECT id FROM gone)),
                     -- a workflow whose steps an earlier round purged (this round's are still seen)
                     flows AS (DELETE FROM workflows WHERE id IN (
                         SELECT w.id FROM workflows w WHERE w.created_at < clock_timestamp() - $1::interval
@@ -728,6 +733,7 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
     run_ats: list[datetime | None] = []
     queues: list[str] = []
     keys: list[str] = []  # comma-joined: a limit key never holds a comma
+    callbacks: list[str | None] = []
     for n in news:
         ids.append(n.id)
         types.append(n.task_type)
@@ -738,12 +744,13 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
         run_ats.append(n.run_at)
         queues.append(n.queue)
         keys.append(",".join(n.limit_keys))
+        callbacks.append(n.callback_url)
     row = await conn.fetchrow(
         f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts),
                 stored AS (
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, run_at, request_id, traceparent, created_at, updated_at,
-                        queue, limit_keys, admitted, batch_id, batch_counted, actor)
+                        queue, limit_keys, admitted, batch_id, batch_counted, actor, callback_url)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
                         n.priority, n.max_retries, n.timeout_seconds, COALESCE(n.run_at, now.ts),
@@ -751,10 +758,12 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
                         n.keys = '' AND NOT EXISTS (SELECT 1 FROM pauses p
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
                                OR (p.kind = 'task_type' AND p.name = n.task_type)), $12::uuid, $13::bool,
-                        $14
+                        $14,
+                        n.callback_url
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                $7::timestamptz[], $10::text[], $11::text[])
-                        AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys)
+                                $7::timestamptz[], $10::text[], $11::text[], $15::text[])
+                        AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys,
+                             callback_url)
                     RETURNING 1),
                 paused AS (SELECT kind, name FROM pauses)
                 SELECT (SELECT ts FROM now) AS ts, (SELECT count(*) FROM stored) AS n,
@@ -773,6 +782,7 @@ async def _insert_many_on(conn: asyncpg.Connection, news: Sequence[NewTask]) -> 
         news[0].batch_id,
         news[0].batch_counted,
         news[0].actor,
+        callbacks,
     )
     if row["n"] != len(news):  # cannot happen (no ON CONFLICT): every row is stored or none
         raise RuntimeError(f"stored {row['n']} of {len(news)} tasks")

@@ -47,11 +47,11 @@ _LAST_RUNS = """SELECT id, scheduled_for, status FROM tasks WHERE schedule_id = 
 # One statement stores the tasks of a schedule's slots; a slot that has its task already stores nothing.
 _INSERT_SLOTS = f"""WITH now AS (SELECT clock_timestamp() AS ts)
     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries, timeout_seconds, run_at,
-        created_at, updated_at, queue, limit_keys, admitted, schedule_id, scheduled_for, actor)
+        created_at, updated_at, queue, limit_keys, admitted, schedule_id, scheduled_for, actor, callback_url)
     SELECT s.id, $2, $3::jsonb, {st.QUEUED}, $4, $5, $6, now.ts, now.ts, now.ts, $7, $8::text[],
         cardinality($8::text[]) = 0 AND NOT EXISTS (SELECT 1 FROM pauses p
             WHERE (p.kind = 'queue' AND p.name = $7) OR (p.kind = 'task_type' AND p.name = $2)),
-        $1, COALESCE(s.slot, now.ts), $11
+        $1, COALESCE(s.slot, now.ts), $11, $12
     FROM now, unnest($9::uuid[], $10::timestamptz[]) AS s(id, slot)
     ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, priority, run_at, queue, admitted, scheduled_for"""
@@ -273,5 +273,6 @@ async def _insert_slots(
         [uuid4() for _ in slots],
         list(slots),
         f"schedule:{schedule.name}",
+        t.callback_url,
     )
     return [DueTask(r["id"], r["priority"], r["run_at"], r["queue"], r["admitted"]) for r in rows]

@@ -29,13 +29,13 @@ _ATTEMPTS = 10  # a holder that finishes between the conflict and the look-up ma
 _INSERT = f"""WITH now AS (SELECT clock_timestamp() AS ts)
     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
-        created_at, updated_at, queue, limit_keys, admitted, unique_key, batch_id, batch_counted, actor)
+        created_at, updated_at, queue, limit_keys, admitted, unique_key, batch_id, batch_counted, actor, callback_url)
     SELECT $1, $2, $3::text::jsonb,
         CASE WHEN $9::timestamptz > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
         $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now.ts), $10, $11, now.ts, now.ts,
         $12, $13::text[], cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1 FROM pauses p
             WHERE (p.kind = 'queue' AND p.name = $12) OR (p.kind = 'task_type' AND p.name = $2)),
-        $14, $15::uuid, $16::bool, $17
+        $14, $15::uuid, $16::bool, $17, $18
     FROM now
     ON CONFLICT DO NOTHING
     RETURNING {_COLUMNS}"""
@@ -81,6 +81,7 @@ async def insert_unique(conn: asyncpg.Connection, new: NewTask) -> tuple[Task, b
                     new.batch_id,
                     new.batch_counted,
                     new.actor,
+                    new.callback_url,
                 )
                 if row is not None:
                     took = await conn.fetchval(

@@ -36,7 +36,7 @@ _UNGATED = """(tasks.limit_keys = '{}' AND NOT EXISTS (SELECT 1 FROM pauses p
 _TASK_COLUMNS = """id, task_type, payload, status, priority, attempt, max_retries, timeout_seconds,
     created_at, updated_at, run_at, started_at, finished_at, cancel_requested, result, error,
     idempotency_key, request_id, traceparent, queue, limit_keys, admitted, schedule_id, scheduled_for, unique_key,
-    workflow_id, step_ref AS ref, depends_on"""  # repository._COLUMNS (which imports this module)
+    workflow_id, step_ref AS ref, depends_on, callback_url"""  # repository._COLUMNS (which imports this module)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +256,7 @@ class WorkflowRepository:
                 step.ref,
                 ",".join(str(ids[p]) for p in step.depends_on),
                 step.ref in parents_of_any,
+                n.callback_url,
             )
             for step in steps
             for n in (step.task,)
@@ -270,7 +271,7 @@ class WorkflowRepository:
                 f"""WITH now AS MATERIALIZED (SELECT clock_timestamp() AS ts)
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries, timeout_seconds,
                         run_at, request_id, traceparent, created_at, updated_at, queue, limit_keys, admitted,
-                        workflow_id, step_ref, depends_on, waiting_on, has_children, actor)
+                        workflow_id, step_ref, depends_on, waiting_on, has_children, actor, callback_url)
                     SELECT n.id, n.task_type, n.payload::jsonb,
                         CASE WHEN n.deps <> '' THEN {st.BLOCKED}
                              WHEN n.run_at > now.ts THEN {st.SCHEDULED} ELSE {st.QUEUED} END,
@@ -280,11 +281,12 @@ class WorkflowRepository:
                             WHERE (p.kind = 'queue' AND p.name = n.queue)
                                OR (p.kind = 'task_type' AND p.name = n.task_type)),
                         $12, n.ref, string_to_array(n.deps, ',')::uuid[],
-                        cardinality(string_to_array(n.deps, ',')), n.has_children, $16
+                        cardinality(string_to_array(n.deps, ',')), n.has_children, $17, n.callback_url
                     FROM now, unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                                $7::timestamptz[], $10::text[], $11::text[], $13::text[], $14::text[], $15::bool[])
+                                $7::timestamptz[], $10::text[], $11::text[], $13::text[], $14::text[], $15::bool[],
+                                $16::text[])
                         AS n(id, task_type, payload, priority, max_retries, timeout_seconds, run_at, queue, keys,
-                             ref, deps, has_children)
+                             ref, deps, has_children, callback_url)
                     RETURNING id, step_ref, status, priority, run_at, queue, admitted""",
                 *columns[:7],
                 first.request_id,
@@ -334,7 +336,7 @@ class WorkflowRepository:
                     INSERT INTO tasks (id, task_type, payload, status, priority, max_retries,
                         timeout_seconds, idempotency_key, request_hash, run_at, request_id, traceparent,
                         created_at, updated_at, queue, limit_keys, admitted, depends_on, waiting_on,
-                        error, finished_at, actor)
+                        error, finished_at, actor, callback_url)
                     SELECT $1, $2, $3::text::jsonb,
                         CASE WHEN $15::jsonb IS NOT NULL THEN {st.CANCELLED}
                              WHEN $14 > 0 THEN {st.BLOCKED}
@@ -343,7 +345,7 @@ class WorkflowRepository:
                         $12, $13::text[], $14 = 0 AND cardinality($13::text[]) = 0 AND NOT EXISTS (SELECT 1
                             FROM pauses p WHERE (p.kind = 'queue' AND p.name = $12)
                                              OR (p.kind = 'task_type' AND p.name = $2)),
-                        $16::uuid[], $14, $15::jsonb, CASE WHEN $15::jsonb IS NOT NULL THEN now.ts END, $17
+                        $16::uuid[], $14, $15::jsonb, CASE WHEN $15::jsonb IS NOT NULL THEN now.ts END, $17, $18
                     FROM now
                     ON CONFLICT (idempotency_key) DO NOTHING
                     RETURNING {_TASK_COLUMNS}""",
@@ -364,6 +366,7 @@ class WorkflowRepository:
                 None if ended is None else upstream_error(ended["id"], ended["status"], ended["step_ref"]),
                 list(parents),
                 new.actor,
+                new.callback_url,
             )
             if row is None:
                 return None

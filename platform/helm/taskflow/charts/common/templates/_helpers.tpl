@@ -187,6 +187,13 @@ true
     secretKeyRef:
       name: {{ $secret }}
       key: redis-url
+- name: TASKFLOW_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: webhook-secret
+      # Optional: without it callbacks are off (docs/callbacks.md).
+      optional: true
 {{- if index . 1 }}
 - name: TASKFLOW_API_KEYS
   valueFrom:
