@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -17,6 +18,7 @@ from taskcore.store.repository import TaskRepository
 log = structlog.get_logger("taskflow.reconciler")
 
 LEADER_LOCK_KEY = 0x7A5CF11
+MAX_PURGE_BATCHES = 1000  # per pass, whatever the time budget
 
 
 @dataclass(slots=True)
@@ -43,9 +45,7 @@ class Reconciler:
             report.leader = True
             report.recovered = await self._recover_expired_leases()
             report.enqueued, report.released = await self._enqueue_missing()
-            report.purged = await self.repo.purge_finished(
-                older_than=timedelta(days=self.settings.retention_days), limit=self.settings.reconcile_batch_size
-            )
+            report.purged = await self._purge()
             await self.repo.forget_workers(unseen_for=timedelta(days=1))
             await self.repo.purge_unique_keys(limit=self.settings.reconcile_batch_size)
         if report.recovered or report.enqueued or report.released or report.purged:
@@ -57,6 +57,20 @@ class Reconciler:
                 purged=report.purged,
             )
         return report
+
+    async def _purge(self) -> int:
+        """Finished tasks past retention: one batch, then more full batches while the pass's purge budget
+        (retention_purge_seconds) lasts, so that the purge keeps up with the rate tasks finish at."""
+        older_than = timedelta(days=self.settings.retention_days)
+        limit = self.settings.reconcile_batch_size
+        budget_ends = time.monotonic() + self.settings.retention_purge_seconds
+        purged = 0
+        for _ in range(MAX_PURGE_BATCHES):
+            batch = await self.repo.purge_finished(older_than=older_than, limit=limit)
+            purged += batch
+            if batch < limit or time.monotonic() >= budget_ends:
+                break
+        return purged
 
     async def _recover_expired_leases(self) -> int:
         recovered = await self.repo.recover_expired(

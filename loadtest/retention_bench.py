@@ -1,0 +1,226 @@
+"""`make retention-bench`: does the reconciler's purge of millions of finished tasks hurt live traffic?
+
+1. A database of its own holding ``--rows`` finished tasks (RETENTION_ROWS, default 10,000,000), loaded
+   by ``INSERT ... SELECT generate_series`` in chunks of ``--chunk`` rows (one transaction each), finished
+   38 to 8 days ago in time order (older than the default 7-day retention), then VACUUM ANALYZE: the
+   table as a week of production would leave it, every index in place.
+2. The live load: open-loop single submits at ``--rate`` for ``--seconds`` (``loadtest/openloop.py``)
+   with real workers, once per phase, the workers restarted with the phase's settings:
+   - ``no-purge``: a retention longer than the rows' age: the reconciler runs, nothing is old enough;
+   - ``purge``: the default retention and reconciler settings: the real ``purge_finished``, with its
+     batch (TASKFLOW_RECONCILE_BATCH_SIZE) once per pass, deletes the old rows while tasks flow;
+   - ``purge-paced``: the same, with the purge given a time budget per pass
+     (TASKFLOW_RETENTION_PURGE_SECONDS): full batches one after the other until the budget is spent.
+3. Per phase (``soak_sustained.measure_window``): submit p50/p99, queue wait p50/p99, tasks finished per
+   second, rows purged per second, WAL written, the tasks table's size and dead tuples. Verdict per
+   purge phase: it hurts if submit or queue-wait p99 is above 1.5 times the no-purge phase's, or throughput
+   below 0.9 times; and whether it keeps up (purges at least as fast as tasks arrive).
+
+Prints a table and writes JSON to loadtest/results/. The database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from loadtest.bench import machine, wait_for_worker
+from loadtest.procs import REDIS_URL, System, provisioned, purge
+from loadtest.soak_sustained import DAY_SECONDS, RESULTS, drain, measure_window, open_loop, tasks_size
+from taskcore.queue import connect
+
+SEED_TYPE = "retention.seed"
+HURTS_P99 = 1.5
+HURTS_THROUGHPUT = 0.9
+PRODUCTION_RATE = 1000  # tasks/s of issue 17: 86 million rows a day to purge
+
+SEED_SQL = f"""
+INSERT INTO tasks (id, task_type, payload, status, attempt, max_retries, timeout_seconds,
+                   created_at, updated_at, run_at, started_at, finished_at, result)
+SELECT gen_random_uuid(), '{SEED_TYPE}', jsonb_build_object('n', i), 'succeeded', 1, 3, 300,
+       t, t + interval '20 ms', t, t + interval '5 ms', t + interval '20 ms', jsonb_build_object('echo', i)
+FROM generate_series($1::bigint, $2::bigint) AS i,
+     LATERAL (SELECT $3::timestamptz + make_interval(secs => i * $4::float8)) AS x(t)"""
+
+# name → worker settings (TASKFLOW_ prefix added); retention is what turns the purge on or off
+PHASES: dict[str, dict[str, str]] = {
+    "no-purge": {"retention_days": "3650"},
+    "purge": {},
+    "purge-paced": {"retention_purge_seconds": "1"},
+}
+
+
+async def seed(database_url: str, rows: int, chunk: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        started = time.perf_counter()
+        oldest = datetime.now(UTC) - timedelta(days=38)
+        spread = 30 * DAY_SECONDS / max(rows, 1)  # seconds between two rows' times
+        for low in range(1, rows + 1, chunk):
+            await conn.execute(SEED_SQL, low, min(rows, low + chunk - 1), oldest, spread, timeout=3600)
+            print(f"  loaded {min(rows, low + chunk - 1):,} of {rows:,} rows", flush=True)
+        loaded_s = time.perf_counter() - started
+        await conn.execute("VACUUM (ANALYZE) tasks", timeout=3600)
+        total = await conn.fetchval("SELECT pg_total_relation_size('tasks')")
+    finally:
+        await conn.close()
+    return {
+        "rows": rows,
+        "load_seconds": loaded_s,
+        "seconds_with_vacuum": time.perf_counter() - started,
+        "tasks_total_bytes": total,
+    }
+
+
+async def seeds_left(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(f"SELECT count(*) FROM tasks WHERE task_type = '{SEED_TYPE}'", timeout=600))
+
+
+async def phase(system: System, conn: asyncpg.Connection, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Workers with this phase's settings, then ``--seconds`` of live load measured as one window."""
+    for worker in system.workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in system.workers:
+        worker.wait(timeout=60)
+    system.workers.clear()
+    await drain(conn, within=120)
+    before = await seeds_left(conn)
+    overrides = {f"TASKFLOW_{k.upper()}": v for k, v in PHASES[name].items()}
+    for _ in range(args.workers):
+        system.start_worker(**overrides)
+    await wait_for_worker(system.url)
+
+    def run() -> dict[str, Any]:
+        return open_loop(system.url, args.rate, args.seconds, args.connections)
+
+    window = await measure_window(conn, 0, run, began=time.monotonic(), exact_rows=False, ledger=False)
+    after = await seeds_left(conn)
+    window.update(name=name, settings=PHASES[name], seeds_before=before, seeds_after=after)
+    window["purged"] = before - after
+    window["purged_per_s"] = (before - after) / window["seconds"]
+    print(describe(window), flush=True)
+    return window
+
+
+def describe(w: dict[str, Any]) -> str:
+    return (
+        f"{w['name']:>12}: {w['submit_per_s']:,.0f} submits/s (asked {w['asked_per_s']:g}), "
+        f"{w['finished_per_s']:,.0f} finished/s; "
+        f"submit p50/p99 {w['submit_p50_ms']:.1f} / {w['submit_p99_ms']:.1f} ms; queue wait p50/p99 "
+        f"{w['wait_p50_ms']:.1f} / {w['wait_p99_ms']:.1f} ms; purged {w['purged']:,} ({w['purged_per_s']:,.0f}/s); "
+        f"WAL {w['wal_bytes'] / 1e6:,.0f} MB; tasks {tasks_size(w)}; load {os.getloadavg()[0]:.1f}"
+    )
+
+
+def judge(base: dict[str, Any], other: dict[str, Any], rate: float) -> dict[str, Any]:
+    ratios = {
+        "submit_p99": other["submit_p99_ms"] / max(base["submit_p99_ms"], 1e-9),
+        "wait_p99": other["wait_p99_ms"] / max(base["wait_p99_ms"], 1e-9),
+        "throughput": other["finished_per_s"] / max(base["finished_per_s"], 1e-9),
+    }
+    hurts = (
+        ratios["submit_p99"] > HURTS_P99 or ratios["wait_p99"] > HURTS_P99 or ratios["throughput"] < HURTS_THROUGHPUT
+    )
+    return {
+        "ratios": ratios,
+        "hurts": hurts,
+        "keeps_up_with_this_rate": other["purged_per_s"] >= rate,
+        "keeps_up_with_1000_per_s": other["purged_per_s"] >= PRODUCTION_RATE,
+        "days_to_purge_a_day_at_1000_per_s": PRODUCTION_RATE / max(other["purged_per_s"], 1e-9),
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
+    report: dict[str, Any] = {"machine": machine(), "settings": {k: str(v) for k, v in vars(args).items()}}
+    settings = {"auth_enabled": "false", "submit_rate_per_second": "0", "log_level": args.log_level}
+    async with provisioned("taskflow_retention", RESULTS / "logs", **settings) as resources:
+        print(f"loading {args.rows:,} finished tasks into {resources.name}", flush=True)
+        report["seed"] = await seed(resources.database_url, args.rows, args.chunk)
+        loaded = report["seed"]
+        print(
+            f"loaded in {loaded['load_seconds']:.0f} s (with VACUUM ANALYZE {loaded['seconds_with_vacuum']:.0f} s), "
+            f"tasks {loaded['tasks_total_bytes'] / 1e9:.2f} GB",
+            flush=True,
+        )
+        system = System(resources)
+        conn = await asyncpg.connect(resources.database_url)
+        try:
+            system.start_api()
+            report["phases"] = [await phase(system, conn, name, args) for name in args.phases]
+        finally:
+            system.stop_all()
+            # The seeded rows never had arq keys: clear the live tasks' keys here and empty the table,
+            # so that dropping the database does not first read ten million ids.
+            live = [str(r["id"]) for r in await conn.fetch(f"SELECT id FROM tasks WHERE task_type <> '{SEED_TYPE}'")]
+            redis = connect(REDIS_URL, queue_name=resources.queue_name)
+            try:
+                await purge(redis, resources.queue_name, live)
+            finally:
+                await redis.aclose(close_connection_pool=True)
+            await conn.execute("TRUNCATE tasks CASCADE")
+            await conn.close()
+    phases = {p["name"]: p for p in report["phases"]}
+    if "no-purge" in phases:
+        report["verdicts"] = {
+            name: judge(phases["no-purge"], p, args.rate) for name, p in phases.items() if name != "no-purge"
+        }
+    return report
+
+
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, v in report.get("verdicts", {}).items():
+        r = v["ratios"]
+        lines.append(
+            f"{name:>12} vs no-purge: submit p99 {r['submit_p99']:.2f}x, queue wait p99 {r['wait_p99']:.2f}x, "
+            f"throughput {r['throughput']:.2f}x → {'HURTS' if v['hurts'] else 'does not hurt'}; "
+            f"keeps up with this rate: {'yes' if v['keeps_up_with_this_rate'] else 'NO'}, "
+            f"with 1,000/s: {'yes' if v['keeps_up_with_1000_per_s'] else 'NO'}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="retention_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000, help="finished tasks loaded (RETENTION_ROWS)")
+    parser.add_argument("--chunk", type=int, default=500_000, help="rows per INSERT ... SELECT")
+    parser.add_argument("--rate", type=float, default=200, help="live submits per second")
+    parser.add_argument("--seconds", type=float, default=60, help="live load per phase")
+    parser.add_argument("--phases", type=lambda s: s.split(","), default=list(PHASES), help=",".join(PHASES))
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if unknown := set(args.phases) - set(PHASES):
+        parser.error(f"unknown phases {sorted(unknown)}: {', '.join(PHASES)}")
+    import uvloop
+
+    report = uvloop.run(bench(args))
+    for line in verdict_lines(report):
+        print(line)
+    out = args.out or RESULTS / f"retention-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
