@@ -1,9 +1,10 @@
 """`make retention-bench`: does the reconciler's purge of millions of finished tasks hurt live traffic?
 
 1. A database of its own holding ``--rows`` finished tasks (RETENTION_ROWS, default 10,000,000), loaded
-   by ``INSERT ... SELECT generate_series`` in chunks of ``--chunk`` rows (one transaction each), finished
-   38 to 8 days ago in time order (older than the default 7-day retention), then VACUUM ANALYZE: the
-   table as a week of production would leave it, every index in place.
+   by ``INSERT ... SELECT generate_series`` in chunks of ``--chunk`` rows (one transaction each; the
+   secondary indexes are dropped meanwhile and built again afterwards, then VACUUM ANALYZE). Of them,
+   ``--young-share`` (30 %) finished within the retention and are stored first; the rest finished 38 to
+   8 days ago, in time order, behind them in the heap: a table whose purged head has been reused.
 2. The live load: open-loop single submits at ``--rate`` for ``--seconds`` (``loadtest/openloop.py``)
    with real workers, once per phase, the workers restarted with the phase's settings:
    - ``no-purge``: a retention longer than the rows' age: the reconciler runs, nothing is old enough;
@@ -24,7 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -39,18 +42,25 @@ from loadtest.procs import REDIS_URL, System, provisioned, purge
 from loadtest.soak_sustained import DAY_SECONDS, RESULTS, drain, measure_window, open_loop, tasks_size
 from taskcore.queue import connect
 
-SEED_TYPE = "retention.seed"
+SEED_TYPE = "retention.seed"  # finished 38 to 8 days ago: the purge's to delete
+YOUNG_TYPE = "retention.young"  # finished within the retention: kept
 HURTS_P99 = 1.5
 HURTS_THROUGHPUT = 0.9
 PRODUCTION_RATE = 1000  # tasks/s of issue 17: 86 million rows a day to purge
 
-SEED_SQL = f"""
+SEED_SQL = """
 INSERT INTO tasks (id, task_type, payload, status, attempt, max_retries, timeout_seconds,
                    created_at, updated_at, run_at, started_at, finished_at, result)
-SELECT gen_random_uuid(), '{SEED_TYPE}', jsonb_build_object('n', i), 'succeeded', 1, 3, 300,
+SELECT gen_random_uuid(), $5, jsonb_build_object('n', i), 'succeeded', 1, 3, 300,
        t, t + interval '20 ms', t, t + interval '5 ms', t + interval '20 ms', jsonb_build_object('echo', i)
 FROM generate_series($1::bigint, $2::bigint) AS i,
-     LATERAL (SELECT $3::timestamptz + make_interval(secs => i * $4::float8)) AS x(t)"""
+     LATERAL (SELECT $3::timestamptz + make_interval(secs => (i - $1) * $4::float8)) AS x(t)"""
+
+# The indexes that back no constraint: dropped while the rows load and built again afterwards (much faster
+# than maintaining fifteen indexes row by row); the primary key and the idempotency key stay.
+SECONDARY_INDEXES_SQL = """
+SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = 'public' AND tablename = 'tasks'
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname) ORDER BY indexname"""
 
 # name → worker settings (TASKFLOW_ prefix added); retention is what turns the purge on or off
 PHASES: dict[str, dict[str, str]] = {
@@ -60,23 +70,45 @@ PHASES: dict[str, dict[str, str]] = {
 }
 
 
-async def seed(database_url: str, rows: int, chunk: int) -> dict[str, Any]:
+async def load(conn: asyncpg.Connection, task_type: str, rows: int, chunk: int, *, days: tuple[float, float]) -> None:
+    """``rows`` succeeded tasks finished evenly from ``days[0]`` to ``days[1]`` days ago, in time order."""
+    oldest = datetime.now(UTC) - timedelta(days=days[0])
+    spread = (days[0] - days[1]) * DAY_SECONDS / max(rows, 1)  # seconds between two rows' times
+    for low in range(0, rows, chunk):
+        high = min(rows, low + chunk) - 1
+        await conn.execute(
+            SEED_SQL, low, high, oldest + timedelta(seconds=low * spread), spread, task_type, timeout=3600
+        )
+        print(f"  {task_type}: {high + 1:,} of {rows:,} rows", flush=True)
+
+
+async def seed(database_url: str, rows: int, chunk: int, *, young_share: float) -> dict[str, Any]:
+    """``rows`` finished tasks: the young share (inside the retention) first, then the old ones, so that
+    the old rows sit behind the young in the heap, as once the purged space at its head is reused."""
+    young = round(rows * young_share)
     conn = await asyncpg.connect(database_url)
     try:
         started = time.perf_counter()
-        oldest = datetime.now(UTC) - timedelta(days=38)
-        spread = 30 * DAY_SECONDS / max(rows, 1)  # seconds between two rows' times
-        for low in range(1, rows + 1, chunk):
-            await conn.execute(SEED_SQL, low, min(rows, low + chunk - 1), oldest, spread, timeout=3600)
-            print(f"  loaded {min(rows, low + chunk - 1):,} of {rows:,} rows", flush=True)
+        indexes = await conn.fetch(SECONDARY_INDEXES_SQL)
+        for index in indexes:
+            await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+        await load(conn, YOUNG_TYPE, young, chunk, days=(6.0, 1 / 24))
+        await load(conn, SEED_TYPE, rows - young, chunk, days=(38.0, 8.0))
         loaded_s = time.perf_counter() - started
+        await conn.execute("SET maintenance_work_mem = '256MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"], timeout=3600)
+        indexed_s = time.perf_counter() - started - loaded_s
         await conn.execute("VACUUM (ANALYZE) tasks", timeout=3600)
         total = await conn.fetchval("SELECT pg_total_relation_size('tasks')")
     finally:
         await conn.close()
     return {
         "rows": rows,
+        "old_rows": rows - young,
+        "young_rows": young,
         "load_seconds": loaded_s,
+        "index_seconds": indexed_s,
         "seconds_with_vacuum": time.perf_counter() - started,
         "tasks_total_bytes": total,
     }
@@ -161,10 +193,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     settings = {"auth_enabled": "false", "submit_rate_per_second": "0", "log_level": args.log_level}
     async with provisioned("taskflow_retention", RESULTS / "logs", **settings) as resources:
         print(f"loading {args.rows:,} finished tasks into {resources.name}", flush=True)
-        report["seed"] = await seed(resources.database_url, args.rows, args.chunk)
+        report["seed"] = await seed(resources.database_url, args.rows, args.chunk, young_share=args.young_share)
         loaded = report["seed"]
         print(
-            f"loaded in {loaded['load_seconds']:.0f} s (with VACUUM ANALYZE {loaded['seconds_with_vacuum']:.0f} s), "
+            f"loaded in {loaded['load_seconds']:.0f} s, indexed in {loaded['index_seconds']:.0f} s "
+            f"(with VACUUM ANALYZE {loaded['seconds_with_vacuum']:.0f} s), "
             f"tasks {loaded['tasks_total_bytes'] / 1e9:.2f} GB",
             flush=True,
         )
@@ -180,7 +213,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             system.stop_all()
             # The seeded rows never had arq keys: clear the live tasks' keys here and empty the table,
             # so that dropping the database does not first read ten million ids.
-            live = [str(r["id"]) for r in await conn.fetch(f"SELECT id FROM tasks WHERE task_type <> '{SEED_TYPE}'")]
+            live = [
+                str(r["id"])
+                for r in await conn.fetch(
+                    "SELECT id FROM tasks WHERE task_type <> ALL($1::text[])", [SEED_TYPE, YOUNG_TYPE]
+                )
+            ]
             redis = connect(REDIS_URL, queue_name=resources.queue_name)
             try:
                 await purge(redis, resources.queue_name, live)
@@ -216,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=10_000_000, help="finished tasks loaded (RETENTION_ROWS)")
     parser.add_argument("--chunk", type=int, default=500_000, help="rows per INSERT ... SELECT")
+    parser.add_argument(
+        "--young-share",
+        type=float,
+        default=0.3,
+        help="of --rows, finished within the retention and stored first (the purge must look past them)",
+    )
     parser.add_argument("--rate", type=float, default=200, help="live submits per second")
     parser.add_argument("--seconds", type=float, default=60, help="live load per phase")
     parser.add_argument("--phases", type=lambda s: s.split(","), default=list(PHASES), help=",".join(PHASES))
@@ -230,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     report = uvloop.run(bench(args))
+    git = shutil.which("git")
+    if git:  # which purge code was measured
+        described = subprocess.run(
+            [git, "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+        )
+        report["commit"] = described.stdout.strip()
     for p in report["best"].values():
         print(f"best of {p['rounds']}: {describe(p)}")
     for line in verdict_lines(report):
