@@ -8,10 +8,10 @@
 2. The live load: open-loop single submits at ``--rate`` for ``--seconds`` (``loadtest/openloop.py``)
    with real workers, once per phase, the workers restarted with the phase's settings:
    - ``no-purge``: a retention longer than the rows' age: the reconciler runs, nothing is old enough;
-   - ``purge``: the default retention and reconciler settings: the real ``purge_finished``, with its
-     batch (TASKFLOW_RECONCILE_BATCH_SIZE) once per pass, deletes the old rows while tasks flow;
-   - ``purge-paced``: the same, with the purge given a time budget per pass
-     (TASKFLOW_RETENTION_PURGE_SECONDS): full batches one after the other until the budget is spent.
+   - ``one-batch``: the default retention; the real ``purge_finished`` with its batch
+     (TASKFLOW_RECONCILE_BATCH_SIZE) once per reconciler pass, as before TASKFLOW_RETENTION_PURGE_SECONDS;
+   - ``paced``: the same with a purge budget of 1 s a pass (TASKFLOW_RETENTION_PURGE_SECONDS): full
+     batches one after the other until the budget is spent.
 3. Per phase (``soak_sustained.measure_window``): submit p50/p99, queue wait p50/p99, tasks finished per
    second, rows purged per second, WAL written, the tasks table's size and dead tuples. Verdict per
    purge phase: it hurts if submit or queue-wait p99 is above 1.5 times the no-purge phase's, or throughput
@@ -65,8 +65,8 @@ SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = 'public' AND tab
 # name → worker settings (TASKFLOW_ prefix added); retention is what turns the purge on or off
 PHASES: dict[str, dict[str, str]] = {
     "no-purge": {"retention_days": "3650"},
-    "purge": {},
-    "purge-paced": {"retention_purge_seconds": "1"},
+    "one-batch": {"retention_purge_seconds": "0"},
+    "paced": {"retention_purge_seconds": "1"},
 }
 
 
