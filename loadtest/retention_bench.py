@@ -37,8 +37,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from loadtest import latency
 from loadtest.bench import machine, wait_for_worker
-from loadtest.procs import REDIS_URL, System, provisioned, purge
+from loadtest.procs import REDIS_URL, System, provisioned, purge, stop
 from loadtest.soak_sustained import DAY_SECONDS, RESULTS, drain, measure_window, open_loop, tasks_size
 from taskcore.queue import connect
 
@@ -121,9 +122,7 @@ async def seeds_left(conn: asyncpg.Connection) -> int:
 async def phase(system: System, conn: asyncpg.Connection, name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Workers with this phase's settings, then ``--seconds`` of live load measured as one window."""
     for worker in system.workers:
-        worker.send_signal(signal.SIGTERM)
-    for worker in system.workers:
-        worker.wait(timeout=60)
+        stop(worker)
     system.workers.clear()
     await drain(conn, within=120)
     before = await seeds_left(conn)
@@ -135,7 +134,13 @@ async def phase(system: System, conn: asyncpg.Connection, name: str, args: argpa
     def run() -> dict[str, Any]:
         return open_loop(system.url, args.rate, args.seconds, args.connections)
 
+    # CPU of this database's PostgreSQL backends (API, workers, this harness): what the purge costs the
+    # server, steadier than latency on a shared machine. A backend that starts meanwhile counts from zero.
+    database_url = system.resources.database_url
+    cpu = {pid: latency.cpu_seconds([pid]) for pid in await latency.backend_pids(database_url)}
     window = await measure_window(conn, 0, run, began=time.monotonic(), exact_rows=False, ledger=False)
+    used = sum(latency.cpu_seconds([pid]) - cpu.get(pid, 0.0) for pid in await latency.backend_pids(database_url))
+    window["postgres_cpu_share"] = used / window["seconds"]
     after = await seeds_left(conn)
     window.update(name=name, settings=PHASES[name], seeds_before=before, seeds_after=after)
     window["purged"] = before - after
@@ -151,6 +156,7 @@ def describe(w: dict[str, Any]) -> str:
         f"{w['finished_per_s']:,.0f} finished/s; "
         f"submit p50/p99 {w['submit_p50_ms']:.1f} / {w['submit_p99_ms']:.1f} ms; queue wait p50/p99 "
         f"{w['wait_p50_ms']:.1f} / {w['wait_p99_ms']:.1f} ms; purged {w['purged']:,} ({w['purged_per_s']:,.0f}/s); "
+        f"PostgreSQL {w['postgres_cpu_share'] * 100:.0f}% of a core; "
         f"WAL {w['wal_bytes'] / 1e6:,.0f} MB; tasks {tasks_size(w)}; load {w['load_average']:.1f}"
     )
 
@@ -160,6 +166,7 @@ def best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(rounds[0])
     for key in ("submit_p50_ms", "submit_p99_ms", "wait_p50_ms", "wait_p99_ms"):
         out[key] = min(r[key] for r in rounds)
+    out["postgres_cpu_share"] = min(r["postgres_cpu_share"] for r in rounds)
     for key in ("submit_per_s", "finished_per_s", "purged_per_s"):
         out[key] = max(r[key] for r in rounds)
     out["rounds"] = len(rounds)
@@ -171,6 +178,7 @@ def judge(base: dict[str, Any], other: dict[str, Any], rate: float) -> dict[str,
         "submit_p99": other["submit_p99_ms"] / max(base["submit_p99_ms"], 1e-9),
         "wait_p99": other["wait_p99_ms"] / max(base["wait_p99_ms"], 1e-9),
         "throughput": other["finished_per_s"] / max(base["finished_per_s"], 1e-9),
+        "postgres_cpu": other["postgres_cpu_share"] / max(base["postgres_cpu_share"], 1e-9),
     }
     hurts = (
         ratios["submit_p99"] > HURTS_P99 or ratios["wait_p99"] > HURTS_P99 or ratios["throughput"] < HURTS_THROUGHPUT
@@ -241,7 +249,8 @@ def verdict_lines(report: dict[str, Any]) -> list[str]:
         r = v["ratios"]
         lines.append(
             f"{name:>12} vs no-purge: submit p99 {r['submit_p99']:.2f}x, queue wait p99 {r['wait_p99']:.2f}x, "
-            f"throughput {r['throughput']:.2f}x → {'HURTS' if v['hurts'] else 'does not hurt'}; "
+            f"throughput {r['throughput']:.2f}x, PostgreSQL CPU {r['postgres_cpu']:.2f}x "
+            f"→ {'HURTS' if v['hurts'] else 'does not hurt'}; "
             f"keeps up with this rate: {'yes' if v['keeps_up_with_this_rate'] else 'NO'}, "
             f"with 1,000/s: {'yes' if v['keeps_up_with_1000_per_s'] else 'NO'}"
         )
