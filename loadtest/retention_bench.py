@@ -10,8 +10,8 @@
    - ``no-purge``: a retention longer than the rows' age: the reconciler runs, nothing is old enough;
    - ``one-batch``: the default retention; the real ``purge_finished`` with its batch
      (TASKFLOW_RECONCILE_BATCH_SIZE) once per reconciler pass, as before TASKFLOW_RETENTION_PURGE_SECONDS;
-   - ``paced``: the same with a purge budget of 1 s a pass (TASKFLOW_RETENTION_PURGE_SECONDS): full
-     batches one after the other until the budget is spent.
+   - ``paced``: the defaults: batches for up to TASKFLOW_RETENTION_PURGE_SECONDS (2 s) a pass, each
+     followed by a pause as long as it took.
 3. Per phase (``soak_sustained.measure_window``): submit p50/p99, queue wait p50/p99, tasks finished per
    second, rows purged per second, WAL written, the tasks table's size and dead tuples. Verdict per
    purge phase: it hurts if submit or queue-wait p99 is above 1.5 times the no-purge phase's, or throughput
@@ -67,7 +67,7 @@ SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = 'public' AND tab
 PHASES: dict[str, dict[str, str]] = {
     "no-purge": {"retention_days": "3650"},
     "one-batch": {"retention_purge_seconds": "0"},
-    "paced": {"retention_purge_seconds": "1"},
+    "paced": {},  # the defaults: TASKFLOW_RETENTION_PURGE_SECONDS=2
 }
 
 
