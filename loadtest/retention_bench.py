@@ -282,13 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phases {sorted(unknown)}: {', '.join(PHASES)}")
     import uvloop
 
+    git = shutil.which("git") or "git"  # which purge code is measured: taken before the workers start
+    described = subprocess.run([git, "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
     report = uvloop.run(bench(args))
-    git = shutil.which("git")
-    if git:  # which purge code was measured
-        described = subprocess.run(
-            [git, "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
-        )
-        report["commit"] = described.stdout.strip()
+    report["commit"] = described.stdout.strip()
     for p in report["best"].values():
         print(f"best of {p['rounds']}: {describe(p)}")
     for line in verdict_lines(report):
