@@ -460,7 +460,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             report["windows"] = windows
             report["left_after_drain"] = await drain(conn, within=DRAIN_SECONDS)
             report["ledger"] = await ledger(conn, runs)
-            kicks_in = args.retention_seconds + 2 * args.reconcile_interval + args.window
+            kicks_in = args.retention_seconds + 2 * args.reconcile_interval
             report["bounded"] = bounded(windows, kicks_in_s=kicks_in, start_total=start_total)
             report["flat"] = flat(windows[0], windows[-1])
         finally:
