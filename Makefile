@@ -71,7 +71,7 @@ types: bootstrap ## mypy --strict on the five packages, loadtest and scripts
 check: lint types test ## everything CI runs
 
 # --- load and bench (docs/performance.md) ------------------------------------------------------------
-.PHONY: load bench scale-test
+.PHONY: load bench scale-test soak-sustained retention-bench
 LOAD_URL ?= http://127.0.0.1:8000
 LOAD_USERS ?= 50
 LOAD_RATE ?= 10
@@ -79,6 +79,11 @@ LOAD_TIME ?= 60s
 LOAD_CLASSES ?= SteadySubmitter BurstSubmitter MixedUser Reader
 SCALE_ENV ?= dev
 SCALE_ARGS ?=
+SOAK_MINUTES ?= 15
+SOAK_RATE ?=
+SOAK_ARGS ?=
+RETENTION_ROWS ?= 10000000
+RETENTION_ARGS ?=
 
 load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLOW_API_KEY); CSV + HTML in loadtest/results/
 	mkdir -p loadtest/results
@@ -87,6 +92,12 @@ load: bootstrap ## Locust, headless, against a running system (LOAD_URL, TASKFLO
 
 bench: bootstrap ## raw arq vs TaskFlow, batch submit, latency at a fixed rate, idle queue wait, flow control, callback flood (BENCH_ARGS)
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
+
+soak-sustained: bootstrap ## ~70 % of the measured maximum (or SOAK_RATE/s) for SOAK_MINUTES with retention and readers: flat, bounded, nothing lost
+	.venv/bin/python -m loadtest.soak_sustained --minutes $(SOAK_MINUTES) $(if $(SOAK_RATE),--rate $(SOAK_RATE)) $(SOAK_ARGS)
+
+retention-bench: bootstrap ## RETENTION_ROWS finished tasks (default 10 M), live load with and without the reconciler's purge: does it hurt?
+	.venv/bin/python -m loadtest.retention_bench --rows $(RETENTION_ROWS) $(RETENTION_ARGS)
 
 scale-test: bootstrap tools ## per-pool autoscaling under a Locust ramp, with each worker pool the chart renders for SCALE_ENV
 	.venv/bin/python -m loadtest.scale --env $(SCALE_ENV) $(SCALE_ARGS)

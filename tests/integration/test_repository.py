@@ -193,6 +193,27 @@ async def test_expired_leases_are_recovered_by_remaining_attempts(repo: TaskRepo
     assert (await repo.get(last_id)).error == {"type": "LeaseExpired"}
 
 
+async def test_purge_takes_the_oldest_finished_first(repo: TaskRepository, pool: asyncpg.Pool) -> None:
+    """A batch is read from the finished-at index, oldest first: ``limit`` 1 takes the oldest of three
+    (whichever rows the table happens to hold first)."""
+    tasks = [await stored(repo) for _ in range(3)]
+    for task, days in zip(tasks, (9, 30, 20), strict=True):
+        await repo.cancel(task.id)
+        await pool.execute(
+            "UPDATE tasks SET finished_at = now() - make_interval(days => $2) WHERE id = $1", task.id, days
+        )
+    # Purge rows older than this test's oldest left by other tests first, so that only ours are older than 25 days.
+    while await repo.purge_finished(older_than=timedelta(days=31), limit=100):
+        pass
+    assert await repo.purge_finished(older_than=timedelta(days=25), limit=1) == 1
+    with pytest.raises(TaskNotFound):
+        await repo.get(tasks[1].id)  # finished 30 days ago
+    assert await repo.purge_finished(older_than=timedelta(days=8), limit=1) == 1
+    with pytest.raises(TaskNotFound):
+        await repo.get(tasks[2].id)  # 20 days ago, before the one of 9
+    assert (await repo.get(tasks[0].id)).status is TaskStatus.CANCELLED
+
+
 async def test_waiting_batch_rotates_through_all_waiting_tasks(repo: TaskRepository) -> None:
     ids = sorted([(await stored(repo)).id for _ in range(5)])
     await running(repo)

@@ -289,3 +289,25 @@ async def test_a_retried_task_is_not_aborted_by_an_old_cancel(
     await service.retry(task.id)
     await drain(settings, registry)
     assert (await service.repo.get(task.id)).status is TaskStatus.SUCCEEDED
+
+
+async def test_reconciler_purges_full_batches_for_its_purge_budget(
+    service: TaskService, repo: TaskRepository, queue: TaskQueue, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """One batch per pass without a budget (batch / interval rows a second at most); with one (the
+    default: 1 s), full batches one after another until the old finished tasks are gone or it is spent."""
+    old = [await submit(service, "sleep", {"seconds": 0}) for _ in range(7)]
+    for task in old:
+        await repo.cancel(task.id)
+    await pool.execute(
+        "UPDATE tasks SET finished_at = now() - interval '8 days' WHERE id = ANY($1::uuid[])", [t.id for t in old]
+    )
+    no_budget = {"reconcile_batch_size": 2, "retention_purge_seconds": 0.0}
+    one_batch = Reconciler(repo=repo, queue=queue, settings=settings.model_copy(update=no_budget))
+    assert (await one_batch.tick()).purged == 2
+    budget = {"reconcile_batch_size": 2, "retention_purge_seconds": 10.0}
+    paced = Reconciler(repo=repo, queue=queue, settings=settings.model_copy(update=budget))
+    assert (await paced.tick()).purged >= 5  # 2 + 2 + 1: the short batch ends the purge
+    left = await pool.fetchval("SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", [t.id for t in old])
+    assert left == 0
+    assert (await paced.tick()).purged == 0

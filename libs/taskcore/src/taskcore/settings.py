@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     reconcile_batch_size: int = Field(default=1000, ge=1, le=100_000)
     enqueue_grace_seconds: float = Field(default=10.0, ge=0)
     retention_days: float = Field(default=7.0, gt=0)
+    # The reconciler's purge: full batches of reconcile_batch_size, each followed by a pause as long as it
+    # took, for up to this many seconds of each pass (0: one batch per pass, at most batch / interval rows
+    # a second: 200/s at the defaults, a fifth of 1,000 tasks/s); docs/operations.md#retention-at-volume.
+    retention_purge_seconds: float = Field(default=2.0, ge=0, le=60)
 
     # Bulk actions (POST /api/v1/bulk): tasks acted on per transaction, and a pause between chunks
     # so that a bulk retry of a million tasks does not crowd out the workers' own writes.

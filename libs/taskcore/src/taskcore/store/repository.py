@@ -657,18 +657,24 @@ class TaskRepository:
         ]
 
     async def purge_finished(self, *, older_than: timedelta, limit: int) -> int:
+        """Delete up to ``limit`` tasks that finished more than ``older_than`` ago, the oldest first.
+
+        The cutoff is ``now()`` (stable), not ``clock_timestamp()`` (volatile): only a stable one is an
+        index condition, so the batch is read from tasks_finished_idx in order and stops at the cutoff.
+        With the volatile one the planner could only filter, by a sequential scan of the heap from its
+        start, past every younger row, batch after batch (docs/operations.md#retention-at-volume)."""
         async with self._conn() as conn:
             purged: int = await conn.fetchval(
                 f"""WITH gone AS (DELETE FROM tasks WHERE id IN (
                         SELECT id FROM tasks WHERE status IN {st.TERMINAL}
-                          AND finished_at < clock_timestamp() - $1::interval LIMIT $2) RETURNING id),
+                          AND finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2) RETURNING id),
                     edges AS (DELETE FROM task_dependencies WHERE task_id IN (SELECT id FROM gone)),
                     history AS (DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone)),
                     -- its callbacks' outbox rows (their attempts cascade)
                     sent AS (DELETE FROM deliveries WHERE task_id IN (SELECT id FROM gone)),
                     -- a workflow whose steps an earlier round purged (this round's are still seen)
                     flows AS (DELETE FROM workflows WHERE id IN (
-                        SELECT w.id FROM workflows w WHERE w.created_at < clock_timestamp() - $1::interval
+                        SELECT w.id FROM workflows w WHERE w.created_at < now() - $1::interval
                            AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id) LIMIT $2))
                     SELECT count(*) FROM gone""",
                 older_than,
@@ -681,7 +687,7 @@ class TaskRepository:
         async with self._conn() as conn:
             result: str = await conn.execute(
                 """DELETE FROM unique_keys WHERE key IN (
-                       SELECT key FROM unique_keys WHERE held_until < clock_timestamp() LIMIT $1)""",
+                       SELECT key FROM unique_keys WHERE held_until < now() LIMIT $1)""",
                 limit,
             )
         return int(result.split()[-1])
