@@ -80,6 +80,7 @@ def test_the_provider_class_reads_the_vault_with_the_add_ons_identity(scenarios:
         "redis-url": "redis-url",
         "api-keys": "api-keys",
         "autoscaler-token": "autoscaler-token",
+        "webhook-secret": "webhook-secret",
     }
     (synced,) = spc["spec"]["secretObjects"]
     assert synced["type"] == "Opaque"

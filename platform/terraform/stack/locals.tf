@@ -45,6 +45,7 @@ locals {
       "redis-url"        = module.redis.redis_url
       "api-keys"         = local.api_keys_json
       "autoscaler-token" = local.api_key_raw[local.autoscaler_key]
+      "webhook-secret"   = random_password.webhook_secret.result
     },
     { for key, url in { "database-pooled-url" = module.postgres.database_pooled_url } : key => url if local.pgbouncer_enabled },
     { for name, _ in var.api_keys : "api-key-${name}" => local.api_key_raw[name] },

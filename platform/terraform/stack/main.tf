@@ -178,6 +178,12 @@ resource "azurerm_federated_identity_credential" "workload" {
   subject             = "system:serviceaccount:${local.namespace}:${each.value}"
 }
 
+# The callbacks' signing key (TASKFLOW_WEBHOOK_SECRET, HMAC-SHA256): 256 bits. Only Key Vault holds it.
+resource "random_password" "webhook_secret" {
+  length  = 43
+  special = false
+}
+
 # Generated API keys ("tf_" + 43 characters: 256 bits, like `taskflow-api keygen`). Only Key Vault holds them.
 resource "random_password" "api_key" {
   for_each = local.api_key_scopes

@@ -21,7 +21,7 @@ output "api_identity_client_id" {
 }
 
 output "key_vault_name" {
-  description = "Key Vault holding database-url, redis-url, api-keys, autoscaler-token and api-key-<name>."
+  description = "Key Vault holding database-url, redis-url, api-keys, autoscaler-token, webhook-secret and api-key-<name>."
   value       = module.keyvault.name
 }
 

@@ -38,12 +38,21 @@ log = structlog.get_logger("taskflow.worker")
 
 
 async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
-    """Run ``step`` every ``seconds`` until cancelled; a failing step is logged, never fatal."""
+    """Run ``step`` every ``seconds`` until cancelled; a failing step is logged (once per change of
+    cause, and when it works again: an outage is one line, not one a second), never fatal."""
+    failing: str | None = None
     while True:
         try:
             await step()
         except Exception as exc:  # noqa: BLE001 - a loop that dies silently is worse
-            log.warning("background step failed", loop=name, error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            if error != failing:
+                log.warning("background step failed", loop=name, error=error)
+            failing = error
+        else:
+            if failing is not None:
+                log.info("background step works again", loop=name)
+            failing = None
         await asyncio.sleep(seconds)
 
 

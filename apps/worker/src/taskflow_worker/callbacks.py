@@ -109,6 +109,7 @@ class CallbackSender:
     metrics: WorkerMetrics
     transport: httpx.AsyncBaseTransport | None = None  # tests only
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    _claim_error: str | None = None  # the last claim's failure, logged once
     _freed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -150,9 +151,15 @@ class CallbackSender:
             try:
                 claimed = await self.store.claim(owner=self.owner, limit=free, lease_seconds=self.lease_seconds)
             except Exception as exc:  # noqa: BLE001 - PostgreSQL down: try again later, keep what is in flight
-                log.warning("could not claim callbacks", error=f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self._claim_error:  # once per change of cause, not once a second
+                    log.warning("could not claim callbacks", error=error)
+                self._claim_error = error
                 await asyncio.sleep(max(poll, 1.0))
                 return 0
+            if self._claim_error is not None:
+                log.info("claiming callbacks again")
+                self._claim_error = None
         for delivery in claimed:
             task = asyncio.create_task(self._deliver(client, delivery))
             self._in_flight.add(task)
