@@ -26,7 +26,12 @@ NOT_APPLICABLE = [schemathesis.checks.positive_data_acceptance]
 # query parameters (ignored, as HTTP APIs do) or a dropped Authorization header (which the harness
 # sends anyway; 401 without a key is tests/e2e/test_auth.py's). Its invalid values are still
 # checked for rejection in tests/e2e/test_query.py; no-5xx and the response schema still apply.
-ONLY_OPTIONAL_QUERY = {("GET", "/api/v1/tasks"), ("GET", "/api/v1/workflows"), ("GET", "/api/v1/schedules")}
+ONLY_OPTIONAL_QUERY = {
+    ("GET", "/api/v1/tasks"),
+    ("GET", "/api/v1/workflows"),
+    ("GET", "/api/v1/schedules"),
+    ("GET", "/api/v1/load"),  # ?queue= repeated: any string is a queue name to it ("true" too)
+}
 OPERATIONS = [
     ("POST", "/api/v1/tasks"),
     ("POST", "/api/v1/tasks/batch"),

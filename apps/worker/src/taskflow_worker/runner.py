@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,7 +50,7 @@ TRACEBACK_LIMIT = 4000
 # meanwhile this worker picks nothing until PostgreSQL answers it again (probed at most once per interval).
 CLAIM_UNREACHABLE_DEFER_SECONDS = 1.0
 STORE_PROBE_INTERVAL_SECONDS = 1.0
-DEADLOCK_ATTEMPTS = 3  # a success batch aborted by a deadlock is sent again (see _succeed_many)
+DEADLOCK_ATTEMPTS = 8  # a success batch aborted by a deadlock is sent again (see _succeed_many)
 
 
 def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
@@ -140,6 +141,8 @@ class TaskRunner:
                 if attempt == DEADLOCK_ATTEMPTS - 1:
                     raise
                 log.info("success batch aborted by a deadlock; again", size=len(successes))
+                # apart, so that the batches that deadlocked together do not meet again in lockstep
+                await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311 - jitter, not a secret
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _persist(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
