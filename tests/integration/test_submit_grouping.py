@@ -133,3 +133,26 @@ async def test_group_size_zero_stores_each_submit_on_its_own(
     assert all(d.created for d in done)
     assert repo.groups == []
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 5
+
+
+async def test_grouped_submits_keep_their_callback_and_actor(counting: TaskService, pool: asyncpg.Pool) -> None:
+    """The grouped INSERT stores what the single one does: each row's callback_url and actor (its history's
+    creation entry names it)."""
+    count = 20
+    done = await asyncio.gather(
+        *(
+            counting.submit_one(
+                TaskRequest(task_type="test", payload={"n": i}, callback_url=f"https://example.com/hook/{i}"),
+                origin=Origin(actor=f"api:key-{i}"),
+            )
+            for i in range(count)
+        )
+    )
+    assert sum(counting.repo.groups) == count - 1  # type: ignore[attr-defined]
+    rows = {r["id"]: r for r in await pool.fetch("SELECT id, callback_url, actor FROM tasks")}
+    creations = await pool.fetch("SELECT task_id, actor FROM task_history WHERE from_status IS NULL")
+    created = {r["task_id"]: r["actor"] for r in creations}
+    for i, d in enumerate(done):
+        assert rows[d.task.id]["callback_url"] == f"https://example.com/hook/{i}"
+        assert d.task.callback_url == f"https://example.com/hook/{i}"
+        assert created[d.task.id] == f"api:key-{i}"
