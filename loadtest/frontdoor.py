@@ -33,7 +33,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,44 +102,11 @@ def run_closed(url: str, connections: int, seconds: float, cpu: int | None, head
     return report
 
 
-WRK_CLOSED_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '%(body)s'
-wrk.headers["Content-Type"] = "application/json"
-%(headers)s
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '\\nWRK-JSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "errors": %%d, '
-    .. '"p50_us": %%d, "p99_us": %%d, "max_us": %%d}\\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
-end
-"""
-
-
 def run_wrk_closed(
     url: str, connections: int, seconds: float, cpu: int | None, headers: dict[str, str]
 ) -> dict[str, Any]:
     """wrk, one thread, ``connections`` connections with no pause: closed loop, as in the issue's figures."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise FileNotFoundError("wrk")
-    lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(WRK_CLOSED_SCRIPT % {"body": latency.SUBMIT_BODY, "headers": lua_headers})
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", handle.name, f"{url}/api/v1/tasks"]
-    taskset = shutil.which("taskset")
-    if cpu is not None and taskset:
-        argv = [taskset, "-c", str(cpu), *argv]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    finally:
-        os.unlink(handle.name)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK-JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed: {done.stdout[-1000:]} {done.stderr[-1000:]}")
-    raw = json.loads(line.removeprefix("WRK-JSON "))
+    raw = latency.wrk_raw(url, connections, seconds, cpu, headers, pause_ms=None)
     return {
         "generator": "wrk",
         "connections": connections,

@@ -39,6 +39,11 @@ from redis.asyncio import Redis
 SUBMIT_BODY = '{"task_type": "test", "payload": {"message": "rate"}}'
 GENERATORS = ("openloop", "wrk")
 WRK_CONNECTIONS = 32
+# With a pause (mean: connections / rate), a random one keeps the connections from sending in lockstep bursts.
+WRK_DELAY = """local pause = %d
+function delay()
+  return math.random(0, 2 * pause)
+end"""
 
 
 def pinning() -> tuple[int, int] | None:
@@ -115,11 +120,7 @@ wrk.method = "POST"
 wrk.body = '%(body)s'
 wrk.headers["Content-Type"] = "application/json"
 %(headers)s
-local pause = %(pause_ms)d
--- A random pause (mean: connections / rate) keeps the connections from sending in lockstep bursts.
-function delay()
-  return math.random(0, 2 * pause)
-end
+%(delay)s
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -131,14 +132,17 @@ end
 """
 
 
-def run_wrk(url: str, rate: float, seconds: float, cpu: int | None, headers: dict[str, str]) -> dict[str, Any]:
-    """wrk, one thread, WRK_CONNECTIONS connections each pausing connections/rate between requests."""
+def wrk_raw(
+    url: str, connections: int, seconds: float, cpu: int | None, headers: dict[str, str], *, pause_ms: int | None
+) -> dict[str, Any]:
+    """One wrk run (one thread, ``connections`` connections; each pausing a random 0..2 x ``pause_ms``
+    between requests, or closed loop with None): the numbers its ``done()`` prints."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise FileNotFoundError("wrk")
-    connections = min(WRK_CONNECTIONS, max(1, int(rate // 10)))
     lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    script = WRK_SCRIPT % {"body": SUBMIT_BODY, "headers": lua_headers, "pause_ms": round(connections / rate * 1000)}
+    delay = "" if pause_ms is None else WRK_DELAY % pause_ms
+    script = WRK_SCRIPT % {"body": SUBMIT_BODY, "headers": lua_headers, "delay": delay}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", handle.name, f"{url}/api/v1/tasks"]
@@ -152,7 +156,14 @@ def run_wrk(url: str, rate: float, seconds: float, cpu: int | None, headers: dic
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK-JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed: {done.stdout[-1000:]} {done.stderr[-1000:]}")
-    raw = json.loads(line.removeprefix("WRK-JSON "))
+    raw: dict[str, Any] = json.loads(line.removeprefix("WRK-JSON "))
+    return raw
+
+
+def run_wrk(url: str, rate: float, seconds: float, cpu: int | None, headers: dict[str, str]) -> dict[str, Any]:
+    """wrk, one thread, WRK_CONNECTIONS connections each pausing connections/rate between requests."""
+    connections = min(WRK_CONNECTIONS, max(1, int(rate // 10)))
+    raw = wrk_raw(url, connections, seconds, cpu, headers, pause_ms=round(connections / rate * 1000))
     duration = raw["duration_us"] / 1e6
     return {
         "generator": "wrk",

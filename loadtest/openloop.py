@@ -218,16 +218,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         else:
             late = max(late, -delay)
         pool.due(scheduled)
-    for _ in range(round(args.grace * 100)):  # the answers still due, for at most --grace seconds
-        if not pool.in_flight():
-            break
-        await asyncio.sleep(0.01)
-    unanswered = pool.in_flight()
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    for conn in list(pool.all):
-        if conn.transport is not None:
-            conn.transport.close()
-    await asyncio.sleep(0)
+    unanswered, cpu_after = await drain(pool, args.grace)
     report = summary(results, measured_from, cpu_before, cpu_after, sent=warm + total)
     return {
         "generator": "openloop",
@@ -255,16 +246,7 @@ async def run_closed(args: argparse.Namespace, host: str, port: int, request: by
         pool.budget -= 1
         pool.idle.popleft().send(time.perf_counter())
     await asyncio.sleep(max(0.0, pool.closed_until - time.perf_counter()))
-    for _ in range(round(args.grace * 100)):  # the last answers, for at most --grace seconds
-        if not pool.in_flight():
-            break
-        await asyncio.sleep(0.01)
-    unanswered = pool.in_flight()
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    for conn in list(pool.all):
-        if conn.transport is not None:
-            conn.transport.close()
-    await asyncio.sleep(0)
+    unanswered, cpu_after = await drain(pool, args.grace)
     sent = MAX_REQUESTS - pool.budget
     return {
         "generator": "closed",
@@ -275,6 +257,22 @@ async def run_closed(args: argparse.Namespace, host: str, port: int, request: by
         "unanswered": unanswered,
         **summary(results, pool.count_from, cpu_before, cpu_after, sent=sent),
     }
+
+
+async def drain(pool: Pool, grace: float) -> tuple[int, resource.struct_rusage]:
+    """Wait up to ``grace`` seconds for the answers still due, then close every connection: (how many
+    stayed unanswered, the generator's CPU usage at that moment)."""
+    for _ in range(round(grace * 100)):
+        if not pool.in_flight():
+            break
+        await asyncio.sleep(0.01)
+    unanswered = pool.in_flight()
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    for conn in list(pool.all):
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0)
+    return unanswered, cpu_after
 
 
 def summary(
